@@ -1,0 +1,1 @@
+"""Contracts and plumbing shared by every Agentry service. No business logic lives here."""

@@ -1,0 +1,123 @@
+"""The HTTP shell every service shares: lifespan (logging, broker, streams), health, readiness, metrics, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from faststream.nats import NatsBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from . import db
+from .broker import ensure_streams
+from .errors import AgentryError, ErrorBody
+from .logging import setup_logging
+from .metrics import metrics_response
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def validation_message(errors: list[Any]) -> str:
+    return "; ".join(f"{_field_path(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errors)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AgentryError)
+    async def _agentry(_: Request, err: AgentryError) -> Response:
+        return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> Response:
+        body = {"error": {"code": "validation_error", "message": validation_message(list(err.errors()))}}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        code = codes.get(err.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(err.detail)}}
+        return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception) -> Response:
+        log.exception("unhandled error")
+        body = {"error": {"code": "internal_error", "message": "internal error"}}
+        return JSONResponse(body, status_code=500)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        401: "Missing or invalid credentials",
+        404: "Not found (or not yours)",
+        422: "Invalid input; the message names the field",
+        503: "A backing service or the broker is unavailable",
+    }.items()
+}
+
+
+def create_service_app(
+    *,
+    service: str,
+    settings: ServiceSettings,
+    broker: NatsBroker,
+    engine: AsyncEngine | None,
+    on_startup: Hook | None = None,
+    on_shutdown: Hook | None = None,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """Build a service's FastAPI app. The broker starts (and its subscribers with it) after streams exist."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_logging(service, settings.log_level)
+        await broker.connect()
+        await ensure_streams(broker.connection.jetstream())
+        await broker.start()
+        if on_startup:
+            await on_startup(app)
+        log.info("%s started", service)
+        try:
+            yield
+        finally:
+            if on_shutdown:
+                await on_shutdown(app)
+            await broker.stop()
+            if engine is not None:
+                await engine.dispose()
+
+    lifespan_cm: Callable[[FastAPI], AbstractAsyncContextManager[None]] = lifespan
+    app = FastAPI(lifespan=lifespan_cm, **fastapi_kwargs)
+    install_error_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        checks = {"nats": broker._connection is not None and broker.connection.is_connected}
+        if engine is not None:
+            checks["postgres"] = await db.ping(engine)
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return metrics_response()
+
+    return app

@@ -1,0 +1,185 @@
+"""Typed event contracts. Events are facts in the past tense; additive changes only within a `version`.
+
+Every event has `id`, `type`, `version`, `occurred_at` and `trace` (W3C trace context), and is published with
+`Nats-Msg-Id` set from its natural key (see `Event.msg_id`) so broker de-duplication catches replays.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+def new_id(prefix: str) -> str:
+    """A prefixed random id, e.g. `run_3f9c…` (128 bits)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    """Base of every wire shape. Validation errors never echo their input: it may hold a secret."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+
+class Event(Contract):
+    id: str = Field(default_factory=lambda: new_id("evt"), description="Unique id of this event.")
+    type: str
+    version: int = Field(default=1, description="Schema version of this event type.")
+    occurred_at: datetime = Field(default_factory=utcnow)
+    trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context (`traceparent`).")
+
+    def msg_id(self) -> str:
+        """The `Nats-Msg-Id` of this event: its natural key, so a replay is de-duplicated by the broker."""
+        return f"{self.type}:{self.id}"
+
+
+class Usage(Contract):
+    tokens_input: int = Field(0, ge=0, description="Input tokens summed over every LLM call of the run.")
+    tokens_output: int = Field(0, ge=0, description="Output tokens summed over every LLM call of the run.")
+    cost_cents: float = Field(0.0, ge=0, description="Platform token cost with markup; reported, not charged.")
+    latency_ms: int = Field(0, ge=0, description="Wall-clock time from request to result.")
+    iterations: int = Field(0, ge=0, description="Number of LLM calls made.")
+
+
+class McpServerRef(Contract):
+    slug: str
+    url: str
+    headers_secret_id: str | None = Field(None, description="Secret holding the server's headers, if any.")
+
+
+class EndpointSnapshot(Contract):
+    """The endpoint's configuration at request time; never holds a secret in clear, only secret ids."""
+
+    id: str
+    slug: str
+    owner_id: str
+    workspace_id: str
+    agent_type: str = "extractor"
+    system_prompt: str
+    llm_provider: str = "openai"
+    llm_model: str = "gpt-4o-mini"
+    llm_base_url: str | None = None
+    llm_secret_id: str | None = Field(None, description="Secret id of the owner's own LLM key (BYO).")
+    max_tokens: int = 4096
+    temperature: float = 0.3
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    output_format: Literal["text", "json", "markdown"] = "text"
+    max_tool_calls: int = 10
+    timeout_ms: int = 30000
+    enable_streaming: bool = False
+    async_mode: bool = False
+    price_per_run_cents: int = 0
+    servers: list[McpServerRef] = Field(default_factory=list)
+
+
+class RunRequested(Event):
+    type: Literal["run.requested"] = "run.requested"
+    run_id: str
+    endpoint: EndpointSnapshot
+    input: str | dict[str, Any]
+    is_test: bool = Field(False, description="Owner test run: never charged the per-run price.")
+    requested_at: datetime = Field(default_factory=utcnow)
+
+    def msg_id(self) -> str:
+        return f"run.requested:{self.run_id}"
+
+
+class ToolCall(Contract):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    latency_ms: int = 0
+
+
+class RunError(Contract):
+    code: str
+    message: str
+
+
+class _RunOutcome(Event):
+    run_id: str
+    endpoint_id: str
+    owner_id: str
+    price_per_run_cents: int = Field(0, ge=0, description="Per-run price at request time, in cents.")
+    is_test: bool = False
+    usage: Usage = Field(default_factory=Usage)
+
+    def msg_id(self) -> str:
+        return f"{self.type}:{self.run_id}"
+
+
+class RunCompleted(_RunOutcome):
+    type: Literal["run.completed"] = "run.completed"
+    status: Literal["succeeded"] = "succeeded"
+
+
+class RunFailed(_RunOutcome):
+    type: Literal["run.failed"] = "run.failed"
+    status: Literal["failed", "timeout"] = "failed"
+    error: RunError
+
+
+class _ChargeOutcome(Event):
+    charge_id: str
+    run_id: str
+    endpoint_id: str
+    owner_id: str
+    amount_cents: int = Field(ge=0)
+
+    def msg_id(self) -> str:
+        return f"{self.type}:{self.charge_id}"
+
+
+class ChargeCollected(_ChargeOutcome):
+    type: Literal["billing.charge.collected"] = "billing.charge.collected"
+    status: Literal["collected"] = "collected"
+
+
+class ChargeUncollected(_ChargeOutcome):
+    type: Literal["billing.charge.uncollected"] = "billing.charge.uncollected"
+    status: Literal["uncollected"] = "uncollected"
+
+
+class KeysRevoked(Event):
+    """Broadcast by the keys service when an endpoint's key stops being valid; gateways drop cached verdicts."""
+
+    type: Literal["keys.revoked"] = "keys.revoked"
+    endpoint_id: str
+
+
+ProgressKind = Literal["thinking", "tool_call", "tool_result", "done", "error"]
+
+
+class RunProgress(Event):
+    """Ephemeral progress of one run on `run.progress.<run_id>`; `done` and `error` are terminal."""
+
+    type: Literal["run.progress"] = "run.progress"
+    run_id: str
+    event: ProgressKind
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.event in ("done", "error")
+
+
+AnyEvent = Annotated[
+    RunRequested
+    | RunCompleted
+    | RunFailed
+    | ChargeCollected
+    | ChargeUncollected
+    | KeysRevoked
+    | RunProgress,
+    Field(discriminator="type"),
+]
+any_event: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

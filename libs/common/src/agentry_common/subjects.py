@@ -1,0 +1,73 @@
+"""Every NATS subject and JetStream stream name, in one place.
+
+Events (past tense) travel on JetStream streams and survive restarts. Requests (imperative) are core-NATS
+request/reply served by a queue group, so any replica answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# --- events (JetStream) ---
+RUN_REQUESTED = "run.requested"
+RUN_COMPLETED = "run.completed"
+RUN_FAILED = "run.failed"
+CHARGE_COLLECTED = "billing.charge.collected"
+CHARGE_UNCOLLECTED = "billing.charge.uncollected"
+
+# --- ephemeral broadcasts (core NATS) ---
+RUN_PROGRESS = "run.progress.{run_id}"
+KEYS_REVOKED = "keys.revoked"
+
+
+def run_progress(run_id: str) -> str:
+    return RUN_PROGRESS.format(run_id=run_id)
+
+
+# --- requests (core NATS request/reply, queue groups) ---
+KEYS_ISSUE = "keys.issue"
+KEYS_VERIFY = "keys.verify"
+KEYS_REVOKE = "keys.revoke"
+SECRETS_STORE = "secrets.store"
+SECRETS_DELETE = "secrets.delete"
+SECRETS_RESOLVE = "secrets.resolve"
+WALLET_BALANCE = "wallet.balance"
+WALLET_DEPOSIT = "wallet.deposit"
+WALLET_TRANSACTIONS = "wallet.transactions"
+WALLET_CHARGES = "wallet.charges"
+RUNS_LIST = "runs.list"
+RUNS_GET = "runs.get"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: list[str]
+    work_queue: bool = False
+    max_age_s: float = 7 * 24 * 3600
+    duplicate_window_s: float = 120.0
+    description: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+RUNS_STREAM = StreamSpec(
+    name="RUNS",
+    subjects=[RUN_REQUESTED],
+    work_queue=True,
+    description="Run requests, consumed once by any runner replica.",
+)
+RUN_EVENTS_STREAM = StreamSpec(
+    name="RUN_EVENTS",
+    subjects=[RUN_COMPLETED, RUN_FAILED],
+    description="Terminal run outcomes; billing and anyone else may consume them.",
+)
+BILLING_EVENTS_STREAM = StreamSpec(
+    name="BILLING_EVENTS",
+    subjects=["billing.charge.>"],
+    description="Charge outcomes published by billing.",
+)
+STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]
+
+# durable consumer names
+RUNNER_CONSUMER = "runner"
+BILLING_CONSUMER = "billing"

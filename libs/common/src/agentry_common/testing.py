@@ -1,0 +1,91 @@
+"""Pytest plugin: real NATS + PostgreSQL + the four services, started once per test session.
+
+Servers get random ports and a temporary data folder; services log to `<data>/logs` so tests (and the
+secrets scan) can read what they printed. Tests isolate themselves by using fresh user ids.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client
+
+from .stack import SERVICES, Stack, dev_token, free_port
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Stack]:
+    """NATS and PostgreSQL, migrated; no services yet."""
+    data = Path(tempfile.mkdtemp(prefix="agentry-test-"))
+    stack = Stack(
+        data,
+        nats_port=free_port(),
+        pg_port=free_port(),
+        fast_pg=True,
+        echo=bool(os.environ.get("AGENTRY_TEST_ECHO")),
+        extra_env={"ENVIRONMENT": "test", "ALLOW_PRIVATE_URLS": "true"},
+    )
+    stack.start_servers()
+    stack.migrate()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(servers: Stack) -> Stack:
+    """The whole system: the four services, each its own process, on the session's servers."""
+    started = {s.name for s in servers.services}
+    for name in SERVICES:
+        if name not in started:
+            servers.start_service(name, wait=False)
+    for svc in servers.services:
+        svc.wait_ready()
+    return servers
+
+
+@pytest.fixture(scope="session")
+def gateway_url(stack: Stack) -> str:
+    return stack.service("gateway").url
+
+
+@pytest.fixture
+async def http(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def user() -> str:
+    """A fresh user id, so each test has its own workspaces, endpoints and wallet."""
+    return f"user-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def auth(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {dev_token(user)}"}
+
+
+@pytest.fixture
+def make_auth() -> Callable[..., dict[str, str]]:
+    def _make(sub: str, role: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {dev_token(sub, role)}"}
+
+    return _make
+
+
+@pytest.fixture
+async def nc(servers: Stack) -> AsyncIterator[Client]:
+    client = await nats.connect(servers.nats_url)
+    try:
+        yield client
+    finally:
+        await client.drain()

@@ -1,0 +1,1 @@
+"""Agentry gateway service."""

@@ -1,0 +1,97 @@
+"""NATS entrypoints of the keys service: request handlers in the `keys` queue group."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsBroker
+
+from agentry_common import subjects
+from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.events import KeysRevoked
+from agentry_common.requests import (
+    DeleteSecret,
+    Done,
+    IssuedKey,
+    IssueKey,
+    ResolvedSecret,
+    ResolveSecret,
+    RevokeKey,
+    StoredSecret,
+    StoreSecret,
+    VerifiedKey,
+    VerifyKey,
+)
+from agentry_common.rpc import serve
+
+from ..repository import KeysRepository
+from ..service import KeyRing, KeysService
+from ..settings import settings
+
+QUEUE = "keys"
+engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+sessions = make_sessionmaker(engine)
+keys = KeysService(settings.key_pepper, KeyRing(settings.master_keys))
+router = NatsRouter()
+
+
+@asynccontextmanager
+async def unit_of_work() -> AsyncIterator[KeysRepository]:
+    """One transaction per request: it commits when the handler returns, rolls back when it raises."""
+    async with sessions() as session, session.begin():
+        yield KeysRepository(session)
+
+
+async def announce_revoked(broker: NatsBroker, endpoint_id: str) -> None:
+    """Tell every gateway to drop cached verdicts for this endpoint (core NATS: all replicas hear it)."""
+    await broker.publish(KeysRevoked(endpoint_id=endpoint_id), subjects.KEYS_REVOKED)
+
+
+@router.subscriber(subjects.KEYS_ISSUE, queue=QUEUE)
+@serve
+async def issue_key(cmd: IssueKey, broker: NatsBroker) -> IssuedKey:
+    async with unit_of_work() as repo:
+        issued = await keys.issue(repo, cmd.endpoint_id, cmd.owner_id)
+    await announce_revoked(broker, cmd.endpoint_id)
+    return issued
+
+
+@router.subscriber(subjects.KEYS_VERIFY, queue=QUEUE)
+@serve
+async def verify_key(cmd: VerifyKey) -> VerifiedKey:
+    async with unit_of_work() as repo:
+        return await keys.verify(repo, cmd.api_key)
+
+
+@router.subscriber(subjects.KEYS_REVOKE, queue=QUEUE)
+@serve
+async def revoke_key(cmd: RevokeKey, broker: NatsBroker) -> Done:
+    async with unit_of_work() as repo:
+        await repo.delete_key(cmd.endpoint_id)
+    await announce_revoked(broker, cmd.endpoint_id)
+    return Done()
+
+
+@router.subscriber(subjects.SECRETS_STORE, queue=QUEUE)
+@serve
+async def store_secret(cmd: StoreSecret) -> StoredSecret:
+    async with unit_of_work() as repo:
+        secret_id = await keys.store_secret(repo, cmd.owner_id, cmd.value, cmd.secret_id)
+    return StoredSecret(secret_id=secret_id)
+
+
+@router.subscriber(subjects.SECRETS_DELETE, queue=QUEUE)
+@serve
+async def delete_secret(cmd: DeleteSecret) -> Done:
+    async with unit_of_work() as repo:
+        await repo.delete_secret(cmd.secret_id)
+    return Done()
+
+
+@router.subscriber(subjects.SECRETS_RESOLVE, queue=QUEUE)
+@serve
+async def resolve_secret(cmd: ResolveSecret) -> ResolvedSecret:
+    async with unit_of_work() as repo:
+        return ResolvedSecret(value=await keys.resolve_secret(repo, cmd.secret_id, cmd.owner_id))

@@ -1,0 +1,39 @@
+"""Tables of the `keys` schema: endpoint API keys (hashed only) and encrypted secrets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, LargeBinary, MetaData, String, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA = "keys"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA)
+
+
+class ApiKey(Base):
+    """The one live key of an endpoint: only its keyed hash and a display prefix are kept."""
+
+    __tablename__ = "api_keys"
+
+    endpoint_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(255), index=True)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Secret(Base):
+    """A secret value (BYO LLM key, MCP headers) encrypted with AES-256-GCM under one key of the ring."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(255), index=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(12))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
