@@ -403,12 +403,18 @@ def main(argv: list[str] | None = None) -> None:
     p_token = sub.add_parser("token", help="print a development JWT")
     p_token.add_argument("--sub", default="dev-user")
     p_token.add_argument("--role", default=None)
+    sub.add_parser("migrate", help="run every service's migrations against DATABASE_URL")
     p_rev = sub.add_parser("revision", help="autogenerate a migration for one service on a throwaway database")
     p_rev.add_argument("service", choices=SERVICES)
     p_rev.add_argument("message")
     args = parser.parse_args(argv)
     if args.cmd == "run":
         run(args.data)
+    elif args.cmd == "migrate":
+        stack = Stack(Path(".data"))
+        if not stack.database_url:
+            parser.error("DATABASE_URL is not set")
+        stack.migrate()
     elif args.cmd == "revision":
         make_revision(args.service, args.message)
     else:

@@ -18,6 +18,10 @@ CHARGE_UNCOLLECTED = "billing.charge.uncollected"
 # --- ephemeral broadcasts (core NATS) ---
 RUN_PROGRESS = "run.progress.{run_id}"
 KEYS_REVOKED = "keys.revoked"
+CATALOG_CHANGED = "catalog.changed"  # gateway → gateways: drop a cached endpoint config
+
+# --- JetStream key-value buckets ---
+ASYNC_RUNS_BUCKET = "async_runs"  # run_id → endpoint and owner of an accepted async run, until it is recorded
 
 
 def run_progress(run_id: str) -> str:
