@@ -1,4 +1,4 @@
-from agentry_common.db import run_alembic_env
 from agentry_billing.models import SCHEMA, Base
+from agentry_common.db import run_alembic_env
 
 run_alembic_env(Base.metadata, SCHEMA)
