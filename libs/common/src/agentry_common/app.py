@@ -31,8 +31,15 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _one(error: Any) -> str:
+    msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    path = _field_path(tuple(error.get("loc", ())))
+    # A model-level check has no field path of its own; its message starts with the field it is about.
+    return msg if path == "body" and error.get("type") == "value_error" else f"{path}: {msg}"
+
+
 def validation_message(errors: list[Any]) -> str:
-    return "; ".join(f"{_field_path(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errors)
+    return "; ".join(_one(e) for e in errors)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -173,13 +173,7 @@ class RunProgress(Event):
 
 
 AnyEvent = Annotated[
-    RunRequested
-    | RunCompleted
-    | RunFailed
-    | ChargeCollected
-    | ChargeUncollected
-    | KeysRevoked
-    | RunProgress,
+    RunRequested | RunCompleted | RunFailed | ChargeCollected | ChargeUncollected | KeysRevoked | RunProgress,
     Field(discriminator="type"),
 ]
 any_event: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.responses import Response
 
-HTTP_REQUESTS = Counter(
-    "agentry_http_requests_total", "HTTP requests served", ["service", "route", "method", "status"]
-)
+HTTP_REQUESTS = Counter("agentry_http_requests_total", "HTTP requests served", ["service", "route", "method", "status"])
 HTTP_LATENCY = Histogram(
     "agentry_http_request_seconds",
     "HTTP request latency",

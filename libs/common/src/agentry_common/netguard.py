@@ -112,7 +112,7 @@ class GuardedNetworkBackend:
         self,
         host: str,
         port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's backend interface
+        timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> Any:
@@ -131,7 +131,7 @@ class GuardedNetworkBackend:
     async def connect_unix_socket(
         self,
         path: str,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
         socket_options: Any = None,
     ) -> Any:
         raise UrlNotAllowed("unix sockets are not allowed")

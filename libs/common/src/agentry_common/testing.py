@@ -44,7 +44,9 @@ def servers() -> Iterator[Stack]:
 def stack(servers: Stack) -> Stack:
     """The whole system: the four services, each its own process, on the session's servers."""
     started = {s.name for s in servers.services}
-    for name in SERVICES:
+    # AGENTRY_TEST_SERVICES=keys,gateway narrows the system while one service is being developed.
+    wanted = os.environ.get("AGENTRY_TEST_SERVICES", ",".join(SERVICES)).split(",")
+    for name in (n for n in SERVICES if n in wanted):
         if name not in started:
             servers.start_service(name, wait=False)
     for svc in servers.services:

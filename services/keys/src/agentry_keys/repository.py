@@ -14,9 +14,7 @@ class KeysRepository:
         self.session = session
 
     async def put_key(self, endpoint_id: str, owner_id: str, key_hash: bytes, prefix: str) -> None:
-        stmt = insert(ApiKey).values(
-            endpoint_id=endpoint_id, owner_id=owner_id, key_hash=key_hash, prefix=prefix
-        )
+        stmt = insert(ApiKey).values(endpoint_id=endpoint_id, owner_id=owner_id, key_hash=key_hash, prefix=prefix)
         stmt = stmt.on_conflict_do_update(
             index_elements=[ApiKey.endpoint_id],
             set_={"key_hash": key_hash, "prefix": prefix, "created_at": stmt.excluded.created_at},

@@ -69,13 +69,9 @@ class KeysService:
             raise Unauthorized("invalid API key", code="invalid_api_key")
         return VerifiedKey(endpoint_id=found.endpoint_id, owner_id=found.owner_id)
 
-    async def store_secret(
-        self, repo: KeysRepository, owner_id: str, value: str, secret_id: str | None
-    ) -> str:
+    async def store_secret(self, repo: KeysRepository, owner_id: str, value: str, secret_id: str | None) -> str:
         key_id, nonce, ct = self.ring.encrypt(value, owner_id)
-        secret = Secret(
-            id=secret_id or new_id("sec"), owner_id=owner_id, key_id=key_id, nonce=nonce, ciphertext=ct
-        )
+        secret = Secret(id=secret_id or new_id("sec"), owner_id=owner_id, key_id=key_id, nonce=nonce, ciphertext=ct)
         await repo.put_secret(secret)
         return secret.id
 

@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from agentry_common.settings import ServiceSettings
 
-DEV_PEPPER = "agentry-development-key-pepper-not-for-production"  # noqa: S105
+DEV_PEPPER = "agentry-development-key-pepper-not-for-production"
 # 32 zero-ish bytes, base64: a development master key that production refuses.
 DEV_MASTER_KEYS = "dev:" + base64.b64encode(b"agentry-dev-master-key-32-bytes!").decode()
 

@@ -1,0 +1,88 @@
+"""The hot path's view of the catalog: endpoint configs by slug, cached per process.
+
+Writes announce `catalog.changed` so every gateway replica drops its copy at once; the TTL is a backstop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agentry_common import subjects
+from agentry_common.errors import NotFound
+from agentry_common.events import EndpointSnapshot
+
+from .repository import CatalogRepository
+from .service import endpoint_snapshot
+
+
+@dataclass(frozen=True)
+class RunnableEndpoint:
+    snapshot: EndpointSnapshot
+    status: str
+    auth_mode: str
+    input_validator: Any  # a jsonschema validator, or None
+
+    def validate_input(self, value: Any) -> str | None:
+        """The first violation of the endpoint's input_schema, or None."""
+        if self.input_validator is None:
+            return None
+        error = jsonschema.exceptions.best_match(self.input_validator.iter_errors(value))
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.absolute_path)
+        return f"input{'/' + where if where else ''}: {error.message}"
+
+
+class EndpointCache:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], nc: Client, ttl_s: float):
+        self.sessions = sessions
+        self.nc = nc
+        self.ttl_s = ttl_s
+        self._by_slug: dict[str, tuple[RunnableEndpoint, float]] = {}
+
+    async def start(self) -> None:
+        await self.nc.subscribe(subjects.CATALOG_CHANGED, cb=self._on_changed)
+
+    async def _on_changed(self, msg: Msg) -> None:
+        self.forget(**orjson.loads(msg.data))
+
+    def forget(self, endpoint_id: str | None = None, workspace_id: str | None = None) -> None:
+        for slug, (entry, _) in list(self._by_slug.items()):
+            snap = entry.snapshot
+            if snap.id == endpoint_id or snap.workspace_id == workspace_id:
+                self._by_slug.pop(slug, None)
+
+    async def announce(self, *, endpoint_id: str | None = None, workspace_id: str | None = None) -> None:
+        """Call after the change is committed."""
+        self.forget(endpoint_id, workspace_id)
+        payload = {"endpoint_id": endpoint_id, "workspace_id": workspace_id}
+        await self.nc.publish(subjects.CATALOG_CHANGED, orjson.dumps(payload))
+
+    async def by_slug(self, slug: str) -> RunnableEndpoint:
+        now = time.monotonic()
+        hit = self._by_slug.get(slug)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        async with self.sessions() as session:
+            repo = CatalogRepository(session)
+            ep = await repo.endpoint_by_slug(slug)
+            if ep is None:
+                raise NotFound(f"no endpoint {slug!r}", code="endpoint_not_found")
+            servers = await repo.servers(ep.workspace_id)
+        validator = None
+        if ep.input_schema is not None:
+            validator = jsonschema.validators.validator_for(ep.input_schema)(ep.input_schema)
+        entry = RunnableEndpoint(endpoint_snapshot(ep, servers), ep.status, ep.auth_mode, validator)
+        if self.ttl_s > 0:
+            if len(self._by_slug) > 50_000:
+                self._by_slug.clear()
+            self._by_slug[slug] = (entry, now + self.ttl_s)
+        return entry

@@ -1,0 +1,178 @@
+"""Run dispatch: publish `run.requested`, then wait for the runner's terminal progress (or relay it as SSE).
+
+The gateway subscribes to `run.progress.<run_id>` before publishing, so it cannot miss the answer; if the
+terminal message is lost anyway, it asks the runner for the record before answering 504.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from agentry_common import rpc, subjects
+from agentry_common.broker import publish_event
+from agentry_common.errors import AgentryError, NotFound, ServiceUnavailable, Timeout, error_from
+from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, Usage, new_id
+from agentry_common.requests import GetRun, RunRecord
+
+from .schemas import RunResult
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _terminal_from_record(record: RunRecord) -> RunProgress | None:
+    if record.status == "succeeded":
+        data = {"output": record.output, "usage": record.usage.model_dump(), "tool_calls": []}
+        return RunProgress(run_id=record.id, event="done", data=data)
+    if record.status in ("failed", "timeout"):
+        err = record.error
+        status = 504 if record.status == "timeout" else 502
+        data = {"code": err.code if err else record.status, "message": err.message if err else "", "status": status}
+        return RunProgress(run_id=record.id, event="error", data=data)
+    return None
+
+
+def raise_for_error(run_id: str, progress: RunProgress) -> None:
+    data = progress.data
+    err = error_from(int(data.get("status", 500)), str(data.get("code", "run_failed")), str(data.get("message", "")))
+    err.headers["X-Run-Id"] = run_id
+    raise err
+
+
+class Dispatcher:
+    def __init__(self, nc: Client, settings: Settings):
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.settings = settings
+        self.async_runs: KeyValue | None = None
+
+    async def start(self) -> None:
+        from nats.js.api import KeyValueConfig
+
+        config = KeyValueConfig(bucket=subjects.ASYNC_RUNS_BUCKET, ttl=self.settings.async_run_ttl_s)
+        try:
+            self.async_runs = await self.js.create_key_value(config)
+        except Exception:
+            self.async_runs = await self.js.key_value(subjects.ASYNC_RUNS_BUCKET)
+
+    async def _publish(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> None:
+        event = RunRequested(run_id=run_id, endpoint=snapshot, input=input, is_test=is_test)
+        try:
+            await publish_event(self.js, subjects.RUN_REQUESTED, event, timeout=self.settings.rpc_timeout_s)
+        except Exception as err:
+            log.warning("run.requested not accepted by the broker: %s", type(err).__name__, extra={"run_id": run_id})
+            raise ServiceUnavailable(
+                "the broker did not accept the run; nothing was started", code="broker_unavailable"
+            ) from None
+
+    async def _open(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> Subscription:
+        """Subscribe to the run's progress, then publish it: the answer cannot arrive before we listen."""
+        sub = await self.nc.subscribe(subjects.run_progress(run_id))
+        try:
+            await self._publish(snapshot, input, is_test, run_id)
+        except BaseException:
+            await self._close(sub, run_id)
+            raise
+        return sub
+
+    async def _close(self, sub: Subscription, run_id: str) -> None:
+        try:
+            await sub.unsubscribe()
+        except Exception:  # the connection may be gone; the subscription went with it
+            log.debug("unsubscribe failed", extra={"run_id": run_id})
+
+    async def _follow(self, sub: Subscription, run_id: str, timeout_ms: int) -> AsyncIterator[RunProgress]:
+        """Yield the run's progress up to and including its terminal event."""
+        deadline = time.monotonic() + timeout_ms / 1000 + self.settings.run_wait_grace_s
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    if remaining <= 0:
+                        raise NatsTimeout
+                    msg = await sub.next_msg(timeout=remaining)
+                except NatsTimeout:
+                    yield await self._recover(run_id)
+                    return
+                progress = RunProgress.model_validate(orjson.loads(msg.data))
+                yield progress
+                if progress.terminal:
+                    return
+        finally:
+            await self._close(sub, run_id)
+
+    async def _recover(self, run_id: str) -> RunProgress:
+        """No terminal progress arrived in time: the runner's record is the truth, if it has one."""
+        try:
+            record = await self.get(run_id)
+        except (NotFound, ServiceUnavailable):
+            record = None
+        terminal = _terminal_from_record(record) if record else None
+        if terminal is not None:
+            return terminal
+        return RunProgress(
+            run_id=run_id,
+            event="error",
+            data={"code": "timeout", "message": "the run did not finish in time", "status": Timeout.status_code},
+        )
+
+    async def run(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> RunResult:
+        run_id = new_id("run")
+        sub = await self._open(snapshot, input, is_test, run_id)
+        async for progress in self._follow(sub, run_id, snapshot.timeout_ms):
+            if progress.event == "done":
+                usage = Usage.model_validate(progress.data.get("usage") or {})
+                return RunResult(run_id=run_id, output=progress.data.get("output"), usage=usage)
+            if progress.event == "error":
+                raise_for_error(run_id, progress)
+        raise AgentryError("run ended without a result")  # unreachable: _events always ends terminal
+
+    async def stream(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> tuple[str, AsyncIterator[bytes]]:
+        """Start the run now (so a broker failure is still a 503), and relay its progress as SSE frames."""
+        run_id = new_id("run")
+        sub = await self._open(snapshot, input, is_test, run_id)
+
+        async def sse() -> AsyncIterator[bytes]:
+            async for progress in self._follow(sub, run_id, snapshot.timeout_ms):
+                data = {"run_id": run_id, **progress.data}
+                yield b"event: " + progress.event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+        return run_id, sse()
+
+    async def submit(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> str:
+        """Async mode: remember who owns the run (so its status is answerable while queued), then publish."""
+        run_id = new_id("run")
+        assert self.async_runs is not None
+        owner = orjson.dumps({"endpoint_id": snapshot.id, "owner_id": snapshot.owner_id})
+        try:
+            await self.async_runs.put(run_id, owner)
+        except Exception:
+            raise ServiceUnavailable(
+                "the broker is unavailable; nothing was started", code="broker_unavailable"
+            ) from None
+        await self._publish(snapshot, input, is_test, run_id)
+        return run_id
+
+    async def queued_owner(self, run_id: str) -> dict[str, str] | None:
+        assert self.async_runs is not None
+        try:
+            entry = await self.async_runs.get(run_id)
+        except Exception:
+            return None
+        return orjson.loads(entry.value) if entry and entry.value else None
+
+    async def get(self, run_id: str) -> RunRecord:
+        return await rpc.call(
+            self.nc, subjects.RUNS_GET, GetRun(run_id=run_id), RunRecord,
+            timeout=self.settings.rpc_timeout_s, unavailable="the runner is unavailable",
+        )  # fmt: skip

@@ -1,0 +1,100 @@
+"""The gateway process: public HTTP API on top of the shared service shell."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentry_common.app import create_service_app
+from agentry_common.broker import make_broker
+from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.errors import PayloadTooLarge
+
+from ..auth import JwtVerifier, KeyVerifier
+from ..catalog_cache import EndpointCache
+from ..dispatch import Dispatcher
+from ..ratelimit import Limits
+from ..service import Catalog
+from ..settings import settings
+from . import management, runs, wallet
+from .deps import Gateway
+
+broker = make_broker(settings, "gateway")
+engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+
+
+async def on_startup(app: FastAPI) -> None:
+    nc = broker.connection
+    sessions = make_sessionmaker(engine)
+    gateway = Gateway(
+        settings=settings,
+        nc=nc,
+        sessions=sessions,
+        catalog=Catalog(nc, settings),
+        cache=EndpointCache(sessions, nc, settings.catalog_cache_ttl_s),
+        dispatcher=Dispatcher(nc, settings),
+        keys=KeyVerifier(nc, settings),
+        jwt=JwtVerifier(settings),
+        limits=Limits(),
+    )
+    await gateway.cache.start()
+    await gateway.keys.start()
+    await gateway.dispatcher.start()
+    app.state.gateway = gateway
+
+
+class BodyLimit:
+    """Refuse bodies over the configured size with 413 before anything reads them whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                return await _too_large(self.max_bytes, send)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(max_bytes: int, send: Send) -> None:
+    err = PayloadTooLarge(f"request body is larger than {max_bytes} bytes", code="payload_too_large")
+    body = orjson.dumps(err.body())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+app = create_service_app(
+    service="gateway",
+    settings=settings,
+    broker=broker,
+    engine=engine,
+    on_startup=on_startup,
+    title="Agentry",
+    version="0.1.0",
+    description="Turn an LLM agent into a metered, billable HTTP endpoint.",
+)
+app.include_router(management.router)
+app.include_router(runs.router)
+app.include_router(wallet.router)
+app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -1,0 +1,70 @@
+"""Request-scoped dependencies: the process's components, the unit of work, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agentry_common.errors import Forbidden
+
+from ..auth import JwtVerifier, KeyVerifier, User
+from ..catalog_cache import EndpointCache
+from ..dispatch import Dispatcher
+from ..ratelimit import Limits
+from ..repository import CatalogRepository
+from ..service import Catalog
+from ..settings import Settings
+
+
+@dataclass
+class Gateway:
+    """Everything a request needs, built once per process when the broker connection is up."""
+
+    settings: Settings
+    nc: Client
+    sessions: async_sessionmaker[AsyncSession]
+    catalog: Catalog
+    cache: EndpointCache
+    dispatcher: Dispatcher
+    keys: KeyVerifier
+    jwt: JwtVerifier
+    limits: Limits
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[CatalogRepository]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        async with self.sessions() as session, session.begin():
+            yield CatalogRepository(session)
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+async def current_user(
+    gw: GatewayDep,
+    authorization: Annotated[str | None, Header(description="`Bearer <JWT>`")] = None,
+) -> User:
+    return await gw.jwt.user(authorization)
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def current_admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("platform operators only", code="admin_required")
+    return user
+
+
+CurrentAdmin = Annotated[User, Depends(current_admin)]

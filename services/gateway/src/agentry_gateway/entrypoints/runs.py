@@ -1,0 +1,184 @@
+"""Runs: `POST /api/run/{slug}` (API key or public), owner test runs, async status, and run history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from agentry_common import rpc, subjects
+from agentry_common.app import ERROR_RESPONSES
+from agentry_common.errors import ErrorBody, Forbidden, NotFound, Unauthorized, ValidationFailed
+from agentry_common.requests import Charges, GetCharges, ListRuns, RunPage, RunRecord
+
+from ..auth import User
+from ..schemas import Charge, RunAccepted, RunBody, RunHistory, RunHistoryItem, RunResult, RunStatus
+from ..service import endpoint_snapshot
+from .deps import CurrentUser, Gateway, GatewayDep
+
+router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
+
+RUN_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        403: "Endpoint disabled",
+        413: "Request body too large",
+        429: "Rate limited (see Retry-After)",
+        502: "LLM provider error or invalid output",
+        504: "The run timed out",
+    }.items()
+}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def api_key_from(authorization: str | None, x_api_key: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization and authorization.startswith("Bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+@router.post(
+    "/run/{slug}",
+    tags=["runs"],
+    response_model=RunResult,
+    responses={**RUN_ERRORS, 202: {"model": RunAccepted, "description": "Accepted (async endpoints)"}},
+    summary="Run an agent endpoint",
+)
+async def run_endpoint(
+    slug: str,
+    body: RunBody,
+    request: Request,
+    gw: GatewayDep,
+    authorization: Annotated[str | None, Header(description="`Bearer aek_…`")] = None,
+    x_api_key: Annotated[str | None, Header(description="`aek_…` (alternative to Authorization)")] = None,
+) -> Response:
+    ep = await gw.cache.by_slug(slug)
+    snap = ep.snapshot
+    if ep.auth_mode == "api_key":
+        key = api_key_from(authorization, x_api_key)
+        if not key:
+            raise Unauthorized("this endpoint needs an API key", code="missing_api_key")
+        verdict = await gw.keys.verify(key)
+        if verdict.endpoint_id != snap.id:
+            raise Unauthorized("invalid API key", code="invalid_api_key")
+    if ep.status != "active":
+        raise Forbidden("this endpoint is disabled", code="endpoint_disabled")
+    client_ip = request.client.host if request.client else ""
+    decision = await gw.limits.admit_run(snap.id, ep.auth_mode == "public", client_ip)
+    headers = decision.headers()
+    problem = ep.validate_input(body.input)
+    if problem:
+        raise ValidationFailed(problem, code="invalid_input")
+    if snap.async_mode:
+        run_id = await gw.dispatcher.submit(snap, body.input, is_test=False)
+        accepted = {"run_id": run_id, "status": "queued", "status_url": f"/api/runs/{run_id}"}
+        return _json(accepted, 202, {**headers, "X-Run-Id": run_id})
+    if snap.enable_streaming:
+        run_id, frames = await gw.dispatcher.stream(snap, body.input, is_test=False)
+        headers.update({"X-Run-Id": run_id, "Cache-Control": "no-cache"})
+        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+    result = await gw.dispatcher.run(snap, body.input, is_test=False)
+    return _json(result.model_dump(mode="json"), 200, {**headers, "X-Run-Id": result.run_id})
+
+
+@router.post("/agent-endpoints/{endpoint_id}/test", tags=["endpoints"], response_model=RunResult, responses=RUN_ERRORS)
+async def test_endpoint(endpoint_id: str, body: RunBody, user: CurrentUser, gw: GatewayDep) -> Response:
+    """Run the endpoint as its owner: no API key, never charged the per-run price, 10 per minute."""
+    async with gw.unit_of_work() as repo:
+        ep = await gw.catalog.endpoint(repo, user.id, endpoint_id)
+        snap = endpoint_snapshot(ep, await repo.servers(ep.workspace_id))
+    decision = await gw.limits.admit_test(endpoint_id)
+    result = await gw.dispatcher.run(snap, body.input, is_test=True)
+    return _json(result.model_dump(mode="json"), 200, {**decision.headers(), "X-Run-Id": result.run_id})
+
+
+async def _caller_may_see(gw: Gateway, endpoint_id: str, owner_id: str, request: Request) -> bool:
+    """The run's endpoint key, the owner's JWT, or nothing at all for a public endpoint."""
+    authorization = request.headers.get("authorization")
+    key = api_key_from(authorization, request.headers.get("x-api-key"))
+    if key and key.startswith("aek_"):
+        return (await gw.keys.verify(key)).endpoint_id == endpoint_id
+    if authorization:
+        user: User = await gw.jwt.user(authorization)
+        return user.id == owner_id
+    async with gw.unit_of_work() as repo:
+        ep = await repo.endpoint_by_id(endpoint_id)
+    return ep is not None and ep.auth_mode == "public"
+
+
+@router.get("/runs/{run_id}", tags=["runs"], summary="Status of a run (async endpoints)")
+async def run_status(run_id: str, request: Request, gw: GatewayDep) -> RunStatus:
+    try:
+        record: RunRecord | None = await gw.dispatcher.get(run_id)
+    except NotFound:
+        record = None
+    if record is not None:
+        if not await _caller_may_see(gw, record.endpoint_id, record.owner_id, request):
+            raise NotFound("run not found", code="run_not_found")
+        done = record.status == "succeeded"
+        return RunStatus(
+            run_id=run_id,
+            status=record.status,
+            output=record.output if done else None,
+            usage=record.usage if record.status not in ("queued", "running") else None,
+            error=record.error.model_dump() if record.error else None,
+        )
+    queued = await gw.dispatcher.queued_owner(run_id)
+    if queued is None or not await _caller_may_see(gw, queued["endpoint_id"], queued["owner_id"], request):
+        raise NotFound("run not found", code="run_not_found")
+    return RunStatus(run_id=run_id, status="queued")
+
+
+def _charge(run: RunRecord, charges: Charges) -> Charge:
+    known = charges.charges.get(run.id)
+    if known is not None:
+        return Charge(amount_cents=known.amount_cents, status=known.status)
+    if run.status == "succeeded" and run.price_per_run_cents > 0 and not run.is_test:
+        return Charge(amount_cents=run.price_per_run_cents, status="pending")
+    return Charge(amount_cents=0, status="none")
+
+
+@router.get("/agent-endpoints/{endpoint_id}/runs", tags=["endpoints"])
+async def run_history(
+    endpoint_id: str,
+    user: CurrentUser,
+    gw: GatewayDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> RunHistory:
+    async with gw.unit_of_work() as repo:
+        await gw.catalog.endpoint(repo, user.id, endpoint_id)
+    timeout = gw.settings.rpc_timeout_s
+    page = await rpc.call(
+        gw.nc, subjects.RUNS_LIST, ListRuns(endpoint_id=endpoint_id, limit=limit, cursor=cursor), RunPage,
+        timeout=timeout, unavailable="the runner is unavailable",
+    )  # fmt: skip
+    charges = await rpc.call(
+        gw.nc, subjects.WALLET_CHARGES, GetCharges(run_ids=[r.id for r in page.runs]), Charges,
+        timeout=timeout, unavailable="billing is unavailable",
+    )  # fmt: skip
+    items = [
+        RunHistoryItem(
+            id=r.id,
+            status=r.status,
+            tokens_input=r.usage.tokens_input,
+            tokens_output=r.usage.tokens_output,
+            cost_cents=r.usage.cost_cents,
+            latency_ms=r.usage.latency_ms,
+            iterations=r.usage.iterations,
+            tool_calls=r.tool_calls,
+            charge=_charge(r, charges),
+            is_test=r.is_test,
+            error=r.error.model_dump() if r.error else None,
+            created_at=r.created_at,
+        )
+        for r in page.runs
+    ]
+    return RunHistory(runs=items, next_cursor=page.next_cursor)

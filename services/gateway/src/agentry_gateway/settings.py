@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from agentry_common.settings import ServiceSettings
+from agentry_common.stack import DEV_JWT_SECRET
+
+
+class Settings(ServiceSettings):
+    jwt_secret: str = Field(DEV_JWT_SECRET, description="HS256 secret for management JWTs.")
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL (RS256/ES256); used instead of the secret.")
+    jwt_issuer: str | None = Field(None, description="Required `iss` claim, when set.")
+    jwt_audience: str | None = Field(None, description="Required `aud` claim, when set.")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
+    allow_private_urls: bool = Field(
+        False, description="Let MCP / custom LLM URLs reach private and loopback addresses (never link-local)."
+    )
+    trusted_proxies: str = Field(
+        "", description="CIDRs whose X-Forwarded-For is believed, comma-separated (empty: none)."
+    )
+    key_cache_ttl_s: float = Field(30.0, ge=0, description="How long a verified API key is cached (backstop).")
+    catalog_cache_ttl_s: float = Field(5.0, ge=0, description="How long an endpoint's config is cached.")
+    run_wait_grace_s: float = Field(5.0, ge=0, description="Extra wait beyond an endpoint's timeout_ms.")
+    async_run_ttl_s: int = Field(7 * 24 * 3600, description="How long an async run's id is remembered.")
+
+    @model_validator(mode="after")
+    def _no_default_secrets(self) -> Settings:
+        if not self.jwt_jwks_url:
+            self.refuse_default("JWT_SECRET", self.jwt_secret, DEV_JWT_SECRET)
+        return self
+
+
+settings = Settings()
