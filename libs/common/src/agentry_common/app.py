@@ -93,7 +93,7 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(service, settings.log_level)
         await broker.connect()
-        await ensure_streams(broker.connection.jetstream())
+        await ensure_streams(broker.connection.jetstream(), replicas=settings.stream_replicas)
         await broker.start()
         if on_startup:
             await on_startup(app)

@@ -37,7 +37,7 @@ def jstream(spec: StreamSpec) -> JStream:
     return JStream(spec.name, declare=False)
 
 
-def _config(spec: StreamSpec) -> StreamConfig:
+def _config(spec: StreamSpec, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=spec.name,
         subjects=spec.subjects,
@@ -46,13 +46,14 @@ def _config(spec: StreamSpec) -> StreamConfig:
         storage=StorageType.FILE,
         max_age=spec.max_age_s,
         duplicate_window=spec.duplicate_window_s,
+        num_replicas=replicas,
     )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update every stream so any service can start first."""
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create or update every stream so any service can start first (all services use the same `replicas`)."""
     for spec in STREAMS:
-        config = _config(spec)
+        config = _config(spec, replicas)
         try:
             await js.stream_info(spec.name)
         except NotFoundError:

@@ -23,6 +23,9 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, description="Connections kept per process.")
     log_level: str = Field("INFO", description="Python logging level.")
     rpc_timeout_s: float = Field(3.0, gt=0, description="How long to wait for another service's reply.")
+    stream_replicas: int = Field(
+        1, ge=1, le=5, description="Copies of every JetStream stream: 1 on one server, 3 on a NATS cluster (R3)."
+    )
 
     @property
     def is_development(self) -> bool:
