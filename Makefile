@@ -7,22 +7,24 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
-export UV_PYTHON := $(shell command -v $(PYTHON))
+export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 export UV_PROJECT_ENVIRONMENT := .venv
 
 RUN := $(UV) run --frozen
 
-.PHONY: help install run token test lint fmt bench chaos fuzz reconcile clean
+.PHONY: help install run token test lint fmt bench reconcile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# Installation chatter goes to stderr, so `make token` prints the token alone on stdout.
 $(UV):
-	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@echo "installing uv $(UV_VERSION) from PyPI into $(TOOLS)" >&2
+	@$(PYTHON) -m venv $(TOOLS) >&2
+	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2
 
 .venv/.synced: $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml
-	$(UV) sync --frozen --all-packages
+	@$(UV) sync --frozen --all-packages >&2
 	@touch $@
 
 install: .venv/.synced ## install uv (from PyPI) and the workspace
@@ -47,3 +49,9 @@ fmt: install ## apply ruff's formatting and safe fixes
 
 clean: ## remove local data and environments
 	rm -rf .data .venv $(TOOLS)
+
+bench: install ## benchmarks (not tests): prints tables, then one JSON line per bench
+	@for b in bench/*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
+
+reconcile: install ## check that every wallet's ledger sums to its balance (DATABASE_URL or the embedded .data)
+	$(RUN) python -m agentry_billing.reconcile

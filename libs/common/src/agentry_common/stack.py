@@ -79,7 +79,9 @@ class Nats:
             "max_payload: 8MB\n"
         )
         log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the child process
-        self.proc = subprocess.Popen([_bin("nats-server"), "-c", str(conf)], stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            [_bin("nats-server"), "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
+        )
         _wait_port(self.port, 15, self.proc)
 
     def stop(self, kill: bool = False) -> None:
@@ -349,15 +351,15 @@ def _handle_signals() -> Iterator[threading.Event]:
             signal.signal(s, handler)
 
 
-def run(data_dir: Path) -> None:
-    stack = Stack(data_dir, extra_env={"ALLOW_PRIVATE_URLS": "true"})
+def run(data_dir: Path, gateway_port: int = 8080, nats_port: int = 4222, pg_port: int = 55432) -> None:
+    stack = Stack(data_dir, nats_port=nats_port, pg_port=pg_port, extra_env={"ALLOW_PRIVATE_URLS": "true"})
     try:
         t0 = time.monotonic()
         stack.start_servers()
         print(f"[stack] NATS {stack.nats_url}  PostgreSQL {stack.database_url}", flush=True)
         stack.migrate()
         for name in SERVICES:
-            stack.start_service(name, DEFAULT_PORTS[name], wait=False)
+            stack.start_service(name, gateway_port + DEFAULT_PORTS[name] - DEFAULT_PORTS["gateway"], wait=False)
         for svc in stack.services:
             svc.wait_ready()
         gateway = stack.service("gateway")
@@ -404,6 +406,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_run = sub.add_parser("run", help="start NATS, PostgreSQL and the four services")
     p_run.add_argument("--data", type=Path, default=Path(".data"))
+    p_run.add_argument("--gateway-port", type=int, default=8080, help="the other services take the next three")
+    p_run.add_argument("--nats-port", type=int, default=4222)
+    p_run.add_argument("--pg-port", type=int, default=55432)
     p_token = sub.add_parser("token", help="print a development JWT")
     p_token.add_argument("--sub", default="dev-user")
     p_token.add_argument("--role", default=None)
@@ -413,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     p_rev.add_argument("message")
     args = parser.parse_args(argv)
     if args.cmd == "run":
-        run(args.data)
+        run(args.data, args.gateway_port, args.nats_port, args.pg_port)
     elif args.cmd == "migrate":
         stack = Stack(Path(".data"))
         if not stack.database_url:
