@@ -82,9 +82,7 @@ class Wallet(Base):
         CheckConstraint(
             "balance_cents = lifetime_deposited_cents - lifetime_spent_cents", name="balance_is_in_minus_out"
         ),
-        CheckConstraint(
-            "last_entry_no IS NOT NULL OR lifetime_deposited_cents = 0", name="no_entries_no_money"
-        ),
+        CheckConstraint("last_entry_no IS NOT NULL OR lifetime_deposited_cents = 0", name="no_entries_no_money"),
         ForeignKeyConstraint(
             ["owner_id", "last_entry_no", "balance_cents"],
             ["ledger_entries.owner_id", "ledger_entries.entry_no", "ledger_entries.balance_after_cents"],
@@ -209,5 +207,6 @@ class LedgerEntry(Base):
             unique=True,
             postgresql_where=text("credit_id IS NOT NULL"),
         ),
-        Index("ix_ledger_entries_owner_id_seq", "owner_id", "seq"),
+        # Activity listing: run charges are listed from `charges`, so their entries stay out of this index.
+        Index("ix_ledger_entries_activity", "owner_id", "seq", postgresql_where=text("kind <> 'run_charge'")),
     )

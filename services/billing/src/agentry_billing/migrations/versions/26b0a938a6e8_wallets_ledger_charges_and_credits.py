@@ -118,9 +118,7 @@ def upgrade() -> None:
     op.create_table(
         "charges",
         sa.Column("id", sa.String(length=40), nullable=False),
-        sa.Column(
-            "seq", sa.BigInteger(), server_default=sa.text("nextval('billing.activity_seq')"), nullable=False
-        ),
+        sa.Column("seq", sa.BigInteger(), server_default=sa.text("nextval('billing.activity_seq')"), nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=False),
         sa.Column("owner_id", sa.String(length=255), nullable=False),
         sa.Column("endpoint_id", sa.String(length=64), nullable=False),
@@ -135,9 +133,7 @@ def upgrade() -> None:
             "(status = 'settled') = (settled_at IS NOT NULL AND settled_by IS NOT NULL)",
             name=op.f("ck_charges_settled_has_credit"),
         ),
-        sa.CheckConstraint(
-            "status IN ('collected', 'uncollected', 'settled')", name=op.f("ck_charges_status_known")
-        ),
+        sa.CheckConstraint("status IN ('collected', 'uncollected', 'settled')", name=op.f("ck_charges_status_known")),
         sa.CheckConstraint("amount_cents > 0", name=op.f("ck_charges_amount_positive")),
         sa.CheckConstraint("cost_cents >= 0", name=op.f("ck_charges_cost_not_negative")),
         sa.ForeignKeyConstraint(["owner_id"], ["billing.wallets.owner_id"], name=op.f("fk_charges_owner_id")),
@@ -160,9 +156,7 @@ def upgrade() -> None:
         sa.Column("owner_id", sa.String(length=255), nullable=False),
         sa.Column("entry_no", sa.BigInteger(), nullable=False),
         sa.Column("id", sa.String(length=40), nullable=False),
-        sa.Column(
-            "seq", sa.BigInteger(), server_default=sa.text("nextval('billing.activity_seq')"), nullable=False
-        ),
+        sa.Column("seq", sa.BigInteger(), server_default=sa.text("nextval('billing.activity_seq')"), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("amount_cents", sa.BigInteger(), nullable=False),
         sa.Column("balance_after_cents", sa.BigInteger(), nullable=False),
@@ -186,12 +180,8 @@ def upgrade() -> None:
             name=op.f("ck_ledger_entries_running_balance"),
         ),
         sa.CheckConstraint("balance_after_cents >= 0", name=op.f("ck_ledger_entries_balance_not_negative")),
-        sa.ForeignKeyConstraint(
-            ["charge_id"], ["billing.charges.id"], name=op.f("fk_ledger_entries_charge_id")
-        ),
-        sa.ForeignKeyConstraint(
-            ["credit_id"], ["billing.credits.id"], name=op.f("fk_ledger_entries_credit_id")
-        ),
+        sa.ForeignKeyConstraint(["charge_id"], ["billing.charges.id"], name=op.f("fk_ledger_entries_charge_id")),
+        sa.ForeignKeyConstraint(["credit_id"], ["billing.credits.id"], name=op.f("fk_ledger_entries_credit_id")),
         sa.ForeignKeyConstraint(
             ["owner_id", "prev_entry_no", "prev_balance_after_cents"],
             [
@@ -201,9 +191,7 @@ def upgrade() -> None:
             ],
             name="follows_previous_entry",
         ),
-        sa.ForeignKeyConstraint(
-            ["owner_id"], ["billing.wallets.owner_id"], name=op.f("fk_ledger_entries_owner_id")
-        ),
+        sa.ForeignKeyConstraint(["owner_id"], ["billing.wallets.owner_id"], name=op.f("fk_ledger_entries_owner_id")),
         sa.PrimaryKeyConstraint("owner_id", "entry_no", name=op.f("pk_ledger_entries")),
         sa.UniqueConstraint(
             "owner_id",
@@ -214,11 +202,12 @@ def upgrade() -> None:
         schema="billing",
     )
     op.create_index(
-        "ix_ledger_entries_owner_id_seq",
+        "ix_ledger_entries_activity",
         "ledger_entries",
         ["owner_id", "seq"],
         unique=False,
         schema="billing",
+        postgresql_where=sa.text("kind <> 'run_charge'"),
     )
     op.create_index(
         "uq_ledger_entries_charge_id",
@@ -273,7 +262,7 @@ def downgrade() -> None:
         schema="billing",
         postgresql_where=sa.text("charge_id IS NOT NULL"),
     )
-    op.drop_index("ix_ledger_entries_owner_id_seq", table_name="ledger_entries", schema="billing")
+    op.drop_index("ix_ledger_entries_activity", table_name="ledger_entries", schema="billing")
     op.drop_table("ledger_entries", schema="billing")
     op.drop_index(
         "ix_charges_uncollected",

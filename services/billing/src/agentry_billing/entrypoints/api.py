@@ -1,0 +1,35 @@
+"""The billing service process: wallet request handlers and the charge consumer, plus health and metrics."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from agentry_common.app import create_service_app
+from agentry_common.broker import make_broker
+
+from ..settings import settings
+from .broker import engine, router, sessions
+from .consumer import ChargeConsumer
+
+broker = make_broker(settings, "billing")
+broker.include_router(router)
+consumer = ChargeConsumer(settings, sessions)
+
+
+async def start_charging(_: FastAPI) -> None:
+    await consumer.start(broker.connection)
+
+
+async def stop_charging(_: FastAPI) -> None:
+    await consumer.stop()
+
+
+app = create_service_app(
+    service="billing",
+    settings=settings,
+    broker=broker,
+    engine=engine,
+    on_startup=start_charging,
+    on_shutdown=stop_charging,
+    title="Agentry billing",
+)

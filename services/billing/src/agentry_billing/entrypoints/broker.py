@@ -1,0 +1,78 @@
+"""NATS request handlers of the billing service, in the `billing` queue group (any replica answers)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsBroker
+
+from agentry_common import subjects
+from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.requests import (
+    Balance,
+    Charges,
+    Deposit,
+    Deposited,
+    GetBalance,
+    GetCharges,
+    ListTransactions,
+    TransactionPage,
+)
+from agentry_common.rpc import serve
+
+from .. import metrics, service
+from ..repository import BillingRepository
+from ..settings import settings
+from .consumer import publish_outcomes
+
+QUEUE = "billing"
+engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+sessions = make_sessionmaker(engine)
+router = NatsRouter()
+
+
+@asynccontextmanager
+async def unit_of_work() -> AsyncIterator[BillingRepository]:
+    """One transaction per request: it commits when the handler returns, rolls back when it raises."""
+    async with sessions() as session, session.begin():
+        yield BillingRepository(session)
+
+
+@router.subscriber(subjects.WALLET_BALANCE, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def get_balance(cmd: GetBalance) -> Balance:
+    async with unit_of_work() as repo:
+        return await service.balance(repo, cmd.owner_id)
+
+
+@router.subscriber(subjects.WALLET_DEPOSIT, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited:
+    async with unit_of_work() as repo:
+        credited = await service.credit_wallet(repo, cmd)
+    if credited.deposited.replayed:
+        metrics.CREDIT_REPLAYS.inc()
+    else:
+        metrics.CREDITS.labels(cmd.kind).inc()
+        metrics.CREDITED_CENTS.labels(cmd.kind).inc(cmd.amount_cents)
+        metrics.SETTLED.inc(len(credited.settled))
+        metrics.SETTLED_CENTS.inc(sum(o.amount_cents for o in credited.settled))
+    # After commit. Should this fail, the caller's retry with the same key replays and publishes again.
+    await publish_outcomes(broker.connection.jetstream(), credited.settled)
+    return credited.deposited
+
+
+@router.subscriber(subjects.WALLET_TRANSACTIONS, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def list_transactions(cmd: ListTransactions) -> TransactionPage:
+    async with unit_of_work() as repo:
+        return await service.transactions(repo, cmd.owner_id, cmd.limit, cmd.cursor)
+
+
+@router.subscriber(subjects.WALLET_CHARGES, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def get_charges(cmd: GetCharges) -> Charges:
+    async with unit_of_work() as repo:
+        return await service.charges(repo, cmd.run_ids)

@@ -1,0 +1,246 @@
+"""The charge consumer: `run.completed` from a durable JetStream pull consumer, in batches.
+
+For each batch: one transaction charges every billable run (idempotent per run), then the outcome events
+are published, then — only then — the batch is acknowledged. A crash at any point leaves the events
+unacknowledged; their redelivery finds the charges already made and publishes the same outcomes again.
+While one batch's outcomes are being stored by JetStream, the next batch is already being charged.
+
+It is a hand-written loop rather than a FastStream batch subscriber because the guarantees live in the
+acknowledgements: an unreadable event is terminated alone, one that fails to charge is redelivered alone
+after a delay, and nothing is acknowledged before its outcome is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
+from psycopg import errors as pg_errors
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agentry_common import subjects
+from agentry_common.events import RunCompleted
+
+from .. import metrics, service
+from ..domain import ChargeOutcome, ChargeRun, UnbillableEvent
+from ..repository import BillingRepository
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+STREAM = subjects.RUN_EVENTS_STREAM.name
+_RETRYABLE_SQL = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
+ATTEMPTS = 5
+PUBLISH_TIMEOUT_S = 30.0
+
+
+def _retryable(err: Exception) -> bool:
+    if isinstance(err, service.ChargeConflict):
+        return True
+    return isinstance(err, DBAPIError) and isinstance(err.orig, _RETRYABLE_SQL)
+
+
+def outcome_subject(outcome: ChargeOutcome) -> str:
+    return subjects.CHARGE_COLLECTED if outcome.collected else subjects.CHARGE_UNCOLLECTED
+
+
+async def publish_outcomes(js: JetStreamContext, outcomes: Sequence[ChargeOutcome]) -> None:
+    """Publish outcome events concurrently and wait until JetStream has stored every one of them."""
+    futures = []
+    try:
+        for outcome in outcomes:
+            event = outcome.event()
+            futures.append(
+                await js.publish_async(
+                    outcome_subject(outcome),
+                    event.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": event.msg_id()},
+                )
+            )
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_TIMEOUT_S)
+    finally:
+        for future in futures:
+            future.cancel()  # no-op once done; frees the client's bookkeeping of any that never answered
+
+
+class ChargeConsumer:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]):
+        self.settings = settings
+        self.sessions = sessions
+        self._stopping = asyncio.Event()
+        self._inflight = asyncio.Semaphore(settings.charge_inflight_batches)
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._js: JetStreamContext | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    @property
+    def config(self) -> ConsumerConfig:
+        s = self.settings
+        return ConsumerConfig(
+            durable_name=s.charge_consumer,
+            description="billing: charges each succeeded priced run once",
+            filter_subject=subjects.RUN_COMPLETED,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=s.charge_ack_wait_s,
+            max_deliver=-1,  # money is never dropped after N tries; failures are retried with a delay
+            max_ack_pending=max(10_000, s.charge_batch_size * (s.charge_inflight_batches + 2) * 4),
+        )
+
+    async def start(self, nc: Client) -> None:
+        self._js = nc.jetstream()
+        await self._js.add_consumer(STREAM, self.config)  # create or update: every replica may do it
+        self._sub = await self._js.pull_subscribe_bind(durable=self.settings.charge_consumer, stream=STREAM)
+        self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._sample_lag())]
+        log.info("charging run.completed", extra={"consumer": self.settings.charge_consumer})
+
+    async def stop(self) -> None:
+        """Finish the batch at hand and publish its outcomes; nothing fetched is left unacknowledged."""
+        self._stopping.set()
+        consume, sample = self._tasks or (None, None)
+        if sample is not None:
+            sample.cancel()
+        if consume is not None:
+            await asyncio.gather(consume, return_exceptions=True)
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
+        if sample is not None:
+            await asyncio.gather(sample, return_exceptions=True)
+
+    async def _consume(self) -> None:
+        assert self._sub is not None
+        while not self._stopping.is_set():
+            try:
+                msgs = await self._sub.fetch(self.settings.charge_batch_size, timeout=self.settings.charge_fetch_wait_s)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except (ConnectionClosedError, ServiceUnavailableError) as err:
+                log.warning("cannot fetch run.completed: %s", type(err).__name__)
+                await asyncio.sleep(1)
+                continue
+            except Exception:
+                log.exception("fetching run.completed failed")
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self.handle(msgs)
+            except Exception:
+                # Unacknowledged messages come back after ack_wait; nothing is lost, only delayed.
+                log.exception("charging a batch failed unexpectedly")
+                await asyncio.sleep(1)
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        started = time.monotonic()
+        billable: list[tuple[Msg, ChargeRun]] = []
+        settled: list[Msg] = []  # nothing to charge: acknowledged with the batch
+        for msg in msgs:
+            try:
+                event = RunCompleted.model_validate_json(msg.data)
+                run = ChargeRun.from_event(event)
+            except (ValidationError, UnbillableEvent) as err:
+                metrics.SKIPPED.labels("invalid").inc()
+                log.error(
+                    "run.completed cannot be charged and is dropped",
+                    extra={"stream_seq": msg.metadata.sequence.stream, "reason": str(err)[:300]},
+                )
+                await msg.term()
+                continue
+            if run is None:
+                metrics.SKIPPED.labels("test" if event.is_test else "free").inc()
+                settled.append(msg)
+            else:
+                billable.append((msg, run))
+
+        outcomes: list[ChargeOutcome] = []
+        failed: list[Msg] = []
+        if billable:
+            try:
+                outcomes = await self._charge([run for _, run in billable])
+                settled += [msg for msg, _ in billable]
+            except Exception:
+                metrics.BATCH_FAILURES.labels("batch").inc()
+                log.exception("a batch of %d could not be charged; charging its events one by one", len(billable))
+                for msg, run in billable:
+                    try:
+                        outcomes += await self._charge([run])
+                        settled.append(msg)
+                    except Exception:
+                        metrics.BATCH_FAILURES.labels("single").inc()
+                        log.exception("run.completed could not be charged; redelivering later",
+                                      extra={"run_id": run.run_id})  # fmt: skip
+                        failed.append(msg)
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        metrics.BATCH_EVENTS.observe(len(msgs))
+        for msg in failed:
+            await msg.nak(delay=self.settings.charge_retry_delay_s)
+        await self._inflight.acquire()
+        task = asyncio.create_task(self._finish(outcomes, settled))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _charge(self, runs: list[ChargeRun]) -> list[ChargeOutcome]:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self.sessions() as session, session.begin():
+                    batch = await service.charge_runs(BillingRepository(session), runs)
+            except Exception as err:
+                if attempt == ATTEMPTS or not _retryable(err):
+                    raise
+                await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))
+                continue
+            self._count(batch)
+            return batch.outcomes
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _count(batch: service.ChargeBatch) -> None:
+        for outcome in batch.new:
+            label = "collected" if outcome.collected else "uncollected"
+            metrics.CHARGES.labels(label).inc()
+            metrics.CHARGED_CENTS.labels(label).inc(outcome.amount_cents)
+        if batch.duplicates:
+            metrics.DUPLICATES.inc(batch.duplicates)
+
+    async def _finish(self, outcomes: list[ChargeOutcome], msgs: list[Msg]) -> None:
+        assert self._js is not None
+        try:
+            await publish_outcomes(self._js, outcomes)
+        except Exception as err:
+            # Committed but not announced: redelivery finds the charges and publishes their outcomes then.
+            metrics.BATCH_FAILURES.labels("publish").inc()
+            log.warning("charge outcomes not stored (%s); redelivering their events", type(err).__name__)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=self.settings.charge_retry_delay_s)
+            return
+        finally:
+            self._inflight.release()
+        for msg in msgs:
+            await msg.ack()
+
+    async def _sample_lag(self) -> None:
+        assert self._js is not None
+        while True:
+            try:
+                info = await self._js.consumer_info(STREAM, self.settings.charge_consumer)
+            except Exception as err:
+                log.debug("consumer info unavailable: %s", type(err).__name__)
+            else:
+                metrics.CONSUMER_PENDING.set(info.num_pending or 0)
+                metrics.CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0)
+                metrics.CONSUMER_REDELIVERED.set(info.num_redelivered or 0)
+            await asyncio.sleep(self.settings.consumer_lag_sample_s)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from agentry_common import subjects
+from agentry_common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    charge_consumer: str = Field(
+        subjects.BILLING_CONSUMER, description="Durable JetStream consumer of `run.completed` shared by replicas."
+    )
+    charge_batch_size: int = Field(
+        500, ge=1, le=5000, description="Most `run.completed` events charged in one database transaction."
+    )
+    charge_fetch_wait_s: float = Field(
+        2.0, gt=0, description="How long an idle consumer waits for the next event before asking again."
+    )
+    charge_inflight_batches: int = Field(
+        4, ge=1, description="Committed batches whose outcome events may still be publishing while the next is charged."
+    )
+    charge_ack_wait_s: float = Field(
+        60.0, gt=0, description="Unacknowledged events are redelivered after this long (to any replica)."
+    )
+    charge_retry_delay_s: float = Field(
+        2.0, ge=0, description="Delay before an event that could not be charged is delivered again."
+    )
+    consumer_lag_sample_s: float = Field(5.0, gt=0, description="How often the consumer's backlog is sampled.")
+    rpc_workers: int = Field(8, ge=1, description="Wallet requests handled concurrently per replica.")
+
+
+settings = Settings()
