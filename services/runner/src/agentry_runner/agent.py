@@ -1,0 +1,144 @@
+"""The agent loop: system prompt + input → LLM; while the model asks for tools and the budget allows, call
+them (in parallel), feed the results back and infer again. `iterations` counts LLM calls.
+
+When `max_tool_calls` is spent the tools stay declared but the model is told not to call them, so its next
+answer is final. A JSON answer that does not parse or validate gets one corrective re-ask, then the run
+fails with `invalid_output`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agentry_common.errors import UpstreamFailed
+from agentry_common.events import EndpointSnapshot, ToolCall
+
+from . import output
+from .providers import ChatRequest, Completion, Connection, Message, Provider, ToolRequest
+from .tools import Toolbox
+
+Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+LIMIT_REACHED = "not called: the run's tool call limit (max_tool_calls) is reached"
+
+
+@dataclass
+class RunState:
+    """What the run has consumed and done so far; kept outside the loop so a timeout still reports it."""
+
+    tokens_input: int = 0
+    tokens_output: int = 0
+    iterations: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+async def _silent(kind: str, data: dict[str, Any]) -> None:
+    return None
+
+
+def input_text(value: str | dict[str, Any]) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def result_text(call: ToolCall) -> str:
+    if call.error is not None:
+        return f"error: {call.error}"
+    return call.result if isinstance(call.result, str) else orjson.dumps(call.result, default=str).decode()
+
+
+@dataclass
+class Agent:
+    provider: Provider
+    conn: Connection
+    toolbox: Toolbox
+    deadline: float  # event-loop clock
+    state: RunState
+    emit: Emit = _silent
+
+    async def run(self, endpoint: EndpointSnapshot, value: str | dict[str, Any]) -> Any:
+        """The run's output: text, or the parsed JSON value for `output_format: json`."""
+        system = output.system_prompt(endpoint)
+        messages = [Message("user", input_text(value))]
+        reasked = False
+        while True:
+            allow_tools = len(self.state.tool_calls) < endpoint.max_tool_calls
+            completion = await self._infer(endpoint, system, messages, allow_tools)
+            if completion.tool_calls and allow_tools:
+                await self._use_tools(endpoint, completion, messages)
+                continue
+            if endpoint.output_format != "json":
+                return completion.text
+            try:
+                return output.parse_json(completion.text, endpoint.output_schema)
+            except output.InvalidOutput as problem:
+                if reasked or isinstance(problem, output.InvalidSchema):
+                    message = f"the model's answer was rejected: {problem}"
+                    raise UpstreamFailed(message, code="invalid_output") from None
+                reasked = True
+                # Text only: a tool request the model made against instructions must not need a tool result.
+                messages.append(Message("assistant", completion.text or "(empty answer)"))
+                messages.append(Message("user", output.corrective_prompt(str(problem))))
+
+    async def _infer(
+        self, endpoint: EndpointSnapshot, system: str, messages: list[Message], allow_tools: bool
+    ) -> Completion:
+        self.state.iterations += 1
+        await self.emit("thinking", {"iteration": self.state.iterations})
+        request = ChatRequest(
+            model=endpoint.llm_model,
+            system=system,
+            messages=messages,
+            tools=self.toolbox.specs,
+            max_tokens=endpoint.max_tokens,
+            temperature=endpoint.temperature,
+            json_mode=endpoint.output_format == "json",
+            output_schema=endpoint.output_schema,
+            allow_tools=allow_tools,
+        )
+        completion = await self.provider.complete(request, self.conn, self.deadline)
+        self.state.tokens_input += completion.tokens_input
+        self.state.tokens_output += completion.tokens_output
+        return completion
+
+    async def _use_tools(self, endpoint: EndpointSnapshot, completion: Completion, messages: list[Message]) -> None:
+        messages.append(
+            Message(
+                "assistant",
+                completion.text,
+                tool_calls=completion.tool_calls,
+                raw=completion.raw,
+                provider=self.provider.name,
+            )
+        )
+        budget = endpoint.max_tool_calls - len(self.state.tool_calls)
+        granted = completion.tool_calls[:budget]
+        calls = await asyncio.gather(*(self._call(request) for request in granted))
+        self.state.tool_calls.extend(calls)  # in the model's order, whatever order they finished in
+        for request, call in zip(granted, calls, strict=True):
+            messages.append(
+                Message(
+                    "tool",
+                    result_text(call),
+                    tool_call_id=request.id,
+                    name=request.name,
+                    is_error=call.error is not None,
+                )
+            )
+        for request in completion.tool_calls[budget:]:
+            messages.append(Message("tool", LIMIT_REACHED, tool_call_id=request.id, name=request.name, is_error=True))
+
+    async def _call(self, request: ToolRequest) -> ToolCall:
+        await self.emit("tool_call", {"name": request.name, "arguments": request.arguments})
+        if request.arguments_error is not None:
+            call = ToolCall(name=request.name, arguments={}, error=f"invalid arguments: {request.arguments_error}")
+        else:
+            call = await self.toolbox.call(request.name, request.arguments)
+        await self.emit(
+            "tool_result",
+            {"name": call.name, "result": call.result, "error": call.error, "latency_ms": call.latency_ms},
+        )
+        return call

@@ -1,0 +1,66 @@
+"""NATS entrypoints of the runner: `runs.get` / `runs.list` in the `runner` queue group, and the consumer of
+`run.requested` (see `consumer`), started with the process."""
+
+from __future__ import annotations
+
+import logging
+
+from faststream.nats import NatsRouter
+from nats.aio.client import Client
+
+from agentry_common import subjects
+from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.requests import GetRun, ListRuns, RunPage, RunRecord
+from agentry_common.rpc import serve
+
+from ..service import HttpClients, RunnerService
+from ..settings import settings
+from .consumer import RunConsumer
+
+QUEUE = "runner"
+engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+# Every write of the runner is one statement: autocommit saves the BEGIN/COMMIT round trips on the run path.
+sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+router = NatsRouter()
+
+
+class Runtime:
+    """What exists only while the process is connected: the service, its HTTP pools and the consumer."""
+
+    service: RunnerService | None = None
+    consumer: RunConsumer | None = None
+    clients: HttpClients | None = None
+
+    @classmethod
+    def current(cls) -> RunnerService:
+        assert cls.service is not None, "runner not started"
+        return cls.service
+
+    @classmethod
+    async def start(cls, nc: Client) -> None:
+        # Request lines of HTTP clients name URLs, which may carry credentials; keep them out of the logs.
+        for name in ("httpx", "httpx2", "httpcore", "httpcore2", "mcp"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        cls.clients = HttpClients(settings)
+        cls.service = RunnerService(settings, nc, sessions, cls.clients)
+        cls.consumer = RunConsumer(cls.service, nc.jetstream(), settings)
+        await cls.consumer.start()
+
+    @classmethod
+    async def stop(cls) -> None:
+        if cls.consumer is not None:
+            await cls.consumer.stop()
+        if cls.clients is not None:
+            await cls.clients.aclose()
+
+
+@router.subscriber(subjects.RUNS_GET, queue=QUEUE)
+@serve
+async def get_run(cmd: GetRun) -> RunRecord:
+    return await Runtime.current().get(cmd.run_id)
+
+
+@router.subscriber(subjects.RUNS_LIST, queue=QUEUE)
+@serve
+async def list_runs(cmd: ListRuns) -> RunPage:
+    return await Runtime.current().page(cmd.endpoint_id, cmd.limit, cmd.cursor)

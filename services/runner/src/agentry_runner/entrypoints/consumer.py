@@ -1,0 +1,131 @@
+"""The `run.requested` consumer: a durable pull consumer on the RUNS work queue, shared by every replica.
+
+Written on nats-py directly rather than as a FastStream subscriber: a runner must fetch a run only when it
+has a free slot (a fetched run waiting in a local buffer has its ack timer running and no heartbeat, and
+would be redelivered elsewhere while it waits), and must heartbeat (`+WPI`) each run while it executes.
+
+Acks: `ack` once the outcome is recorded and announced; `nak` with a delay when Postgres/NATS failed (the
+run is retried); `term` for a message that is not a RunRequested at all. JetStream's own `max_deliver` is
+unlimited so a run is never silently dropped while infrastructure is down; the service bounds executions
+with `runner_max_deliveries` and records the last delivery failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+
+from agentry_common import subjects
+from agentry_common.events import RunRequested
+
+from ..service import RunnerService
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+FETCH_WAIT_S = 5.0
+
+
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=subjects.RUNNER_CONSUMER,
+        description="Runner replicas pull run requests; explicit acks with in-progress heartbeats.",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.runner_ack_wait_s,
+        max_deliver=-1,
+        filter_subject=subjects.RUN_REQUESTED,
+        max_ack_pending=-1,
+    )
+
+
+class RunConsumer:
+    def __init__(self, service: RunnerService, js: JetStreamContext, settings: Settings):
+        self.service = service
+        self.js = js
+        self.settings = settings
+        self.slots = asyncio.Semaphore(settings.runner_concurrency)
+        self.running: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.js.add_consumer(subjects.RUNS_STREAM.name, consumer_config(self.settings))
+        sub = await self.js.pull_subscribe_bind(subjects.RUNNER_CONSUMER, stream=subjects.RUNS_STREAM.name)
+        self._loop = asyncio.create_task(self._pull(sub), name="run-consumer")
+
+    async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
+        while True:
+            await self.slots.acquire()
+            try:
+                # One at a time: a batch fetch waits for the whole batch (or its expiry) before returning.
+                msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
+            except (TimeoutError, NatsTimeout):
+                self.slots.release()
+                continue
+            except ConnectionClosedError:
+                self.slots.release()
+                return
+            except Exception:
+                self.slots.release()
+                log.warning("fetching run requests failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            task = asyncio.create_task(self._handle(msgs[0]))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        try:
+            try:
+                event = RunRequested.model_validate_json(msg.data)
+            except ValidationError:
+                log.error("dropping a run.requested that is not a RunRequested")
+                await msg.term()
+                return
+            delivery = msg.metadata.num_delivered or 1
+            try:
+                await self.service.process(event, delivery)
+            except asyncio.CancelledError:
+                # Shutting down mid-run: hand the run back now rather than after ack_wait.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(msg.nak()), 1)
+                raise
+            except Exception:
+                log.exception("run could not be finished; it will be redelivered", extra={"run_id": event.run_id})
+                await msg.nak(delay=min(2.0**delivery, 30.0))
+                return
+            await msg.ack()
+        finally:
+            heartbeat.cancel()
+            self.slots.release()
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        """Tell JetStream the run is alive, well inside `ack_wait`, for as long as it runs."""
+        interval = self.settings.runner_ack_wait_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await msg.in_progress()
+            except Exception:
+                log.warning("in-progress ack failed", exc_info=True)
+
+    async def stop(self) -> None:
+        """Stop fetching; let in-flight runs finish within the grace period, hand the rest back."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        if self.running:
+            _, pending = await asyncio.wait(set(self.running), timeout=self.settings.runner_shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)

@@ -1,0 +1,282 @@
+"""One delivered run, brought to its single recorded outcome and announced.
+
+The database row decides: the first terminal write wins (`RunsRepository.finish`), and what is announced —
+`run.completed` / `run.failed` on JetStream with `Nats-Msg-Id`, then the terminal progress — is always
+derived from the stored row. A redelivery of a finished run re-announces it and never runs it again.
+
+A run holds no transaction while it executes: it writes at most twice (a `running` row for async runs so
+polling can show it, and the terminal row), each in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import httpx2
+import orjson
+from nats.aio.client import Client as Nats
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agentry_common import rpc, subjects
+from agentry_common.broker import publish_event
+from agentry_common.errors import AgentryError, NotFound, ServiceUnavailable, UpstreamFailed, ValidationFailed
+from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested
+from agentry_common.netguard import guard_transport
+from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunRecord
+
+from . import schemas
+from .agent import Agent, RunState
+from .models import TERMINAL, Run
+from .pricing import cost_cents
+from .providers import PROVIDERS, Connection
+from .repository import RunsRepository
+from .settings import Settings
+from .tools import Toolbox
+
+log = logging.getLogger(__name__)
+PLATFORM_PROVIDERS = ("openai", "groq", "anthropic", "gemini")
+
+
+class HttpClients:
+    """One pool per destination kind, for the life of the process: connection reuse is most of the speed."""
+
+    def __init__(self, settings: Settings):
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        self.llm = httpx.AsyncClient(limits=limits, timeout=settings.llm_timeout_s)
+        guarded = guard_transport(
+            httpx.AsyncHTTPTransport(trust_env=False, limits=limits), allow_private=settings.allow_private_urls
+        )
+        self.custom_llm = httpx.AsyncClient(transport=guarded, timeout=settings.llm_timeout_s)
+        self.mcp = guard_transport(
+            httpx2.AsyncHTTPTransport(trust_env=False, limits=httpx2.Limits(max_connections=256)),
+            allow_private=settings.allow_private_urls,
+        )
+
+    async def aclose(self) -> None:
+        await self.llm.aclose()
+        await self.custom_llm.aclose()
+        await self.mcp.aclose()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunnerService:
+    def __init__(self, settings: Settings, nc: Nats, sessions: async_sessionmaker[AsyncSession], clients: HttpClients):
+        self.settings = settings
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.sessions = sessions
+        self.clients = clients
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[RunsRepository]:
+        """Sessions on an autocommit engine: every repository write is a single statement."""
+        async with self.sessions() as session:
+            yield RunsRepository(session)
+
+    async def process(self, event: RunRequested, delivery: int) -> None:
+        """Bring the run to its outcome and announce it; raises when Postgres or NATS fail (→ redelivery)."""
+        if delivery > 1:
+            async with self.unit_of_work() as repo:
+                existing = await repo.get(event.run_id)
+            if existing is not None and existing.status in TERMINAL:
+                log.info("run already finished; announcing it again", extra={"run_id": event.run_id})
+                await self.announce(existing)
+                return
+        if delivery >= self.settings.runner_max_deliveries:
+            # Earlier deliveries died mid-run (a crash, a kill): running it again could take this runner down
+            # too, and no one would be left to record the run. Record it failed instead.
+            values = self._failed(event, delivery, now(), "internal_error", "the run was interrupted repeatedly")
+        else:
+            values = await self.execute(event, delivery)
+        async with self.unit_of_work() as repo:
+            stored, ours = await repo.finish(values)
+        if not ours:
+            log.info("another delivery recorded this run first", extra={"run_id": event.run_id})
+        await self.announce(stored)
+
+    async def get(self, run_id: str) -> RunRecord:
+        async with self.unit_of_work() as repo:
+            run = await repo.get(run_id)
+        if run is None:
+            raise NotFound("no such run (yet)", code="run_not_found")
+        return schemas.record(run)
+
+    async def page(self, endpoint_id: str, limit: int, cursor: str | None) -> RunPage:
+        if not 1 <= limit <= 100:
+            raise ValidationFailed("limit must be between 1 and 100", code="validation_error")
+        after = schemas.decode_cursor(cursor) if cursor else None
+        async with self.unit_of_work() as repo:
+            runs = await repo.page(endpoint_id, limit + 1, after)
+        more = len(runs) > limit
+        runs = runs[:limit]
+        return RunPage(
+            runs=[schemas.record(r) for r in runs],
+            next_cursor=schemas.encode_cursor(runs[-1]) if more else None,
+        )
+
+    async def announce(self, run: Run) -> None:
+        """The outcome event first (acked by JetStream), then the terminal progress the gateway waits for."""
+        event = schemas.outcome_event(run)
+        subject = subjects.RUN_COMPLETED if run.status == "succeeded" else subjects.RUN_FAILED
+        await publish_event(self.js, subject, event)
+        progress = schemas.terminal_progress(run)
+        await self.nc.publish(subjects.run_progress(run.id), progress.model_dump_json().encode())
+
+    async def execute(self, event: RunRequested, delivery: int) -> dict[str, Any]:
+        """Run the agent within the deadline; the row values of its outcome, whatever it is."""
+        endpoint = event.endpoint
+        started = now()
+        if endpoint.async_mode:
+            async with self.unit_of_work() as repo:
+                await repo.mark_running(self._base(event, delivery, started))
+        # The deadline counts from the request, so a run the gateway already answered 504 ends `timeout`.
+        requested = min(event.requested_at, started)
+        remaining = endpoint.timeout_ms / 1000 - (started - requested).total_seconds()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + remaining
+        state = RunState()
+        toolbox = Toolbox(self.clients.mcp, tool_timeout_s=self.settings.tool_timeout_s)
+        try:
+            async with asyncio.timeout_at(deadline) as budget:
+                api_key, headers = await self._secrets(endpoint)
+                await toolbox.open(endpoint.servers, headers)
+                conn = self._connection(endpoint, api_key)
+                agent = Agent(PROVIDERS[endpoint.llm_provider], conn, toolbox, deadline, state, self._emitter(event))
+                output = await agent.run(endpoint, event.input)
+        except TimeoutError:
+            if not budget.expired():
+                raise
+            message = f"the run did not finish within timeout_ms ({endpoint.timeout_ms} ms)"
+            return self._finished(event, delivery, started, state, "timeout", error=("timeout", message))
+        except ServiceUnavailable:
+            raise  # a backing service (keys) is down: infrastructure, not the run's fault → redelivery
+        except AgentryError as err:
+            return self._finished(event, delivery, started, state, "failed", error=(err.code, err.message))
+        finally:
+            toolbox.close()
+        return self._finished(event, delivery, started, state, "succeeded", output=output)
+
+    def _emitter(self, event: RunRequested) -> Any:
+        """Non-terminal progress is for streaming runs only; nobody listens to it otherwise."""
+        subject = subjects.run_progress(event.run_id)
+
+        async def emit(kind: str, data: dict[str, Any]) -> None:
+            if event.endpoint.enable_streaming:
+                progress = RunProgress(run_id=event.run_id, event=kind, data=data)
+                await self.nc.publish(subject, progress.model_dump_json().encode())
+
+        return emit
+
+    async def _secret(self, secret_id: str, owner_id: str) -> str:
+        request = ResolveSecret(secret_id=secret_id, owner_id=owner_id)
+        reply = await rpc.call(
+            self.nc, subjects.SECRETS_RESOLVE, request, ResolvedSecret,
+            timeout=self.settings.rpc_timeout_s, unavailable="the keys service is unavailable",
+        )  # fmt: skip
+        return reply.value
+
+    async def _secrets(self, endpoint: EndpointSnapshot) -> tuple[str | None, dict[str, dict[str, str] | str]]:
+        """The BYO LLM key and each MCP server's headers (or why they are unusable), resolved in parallel."""
+
+        async def llm_key() -> str | None:
+            if not endpoint.llm_secret_id:
+                return None
+            try:
+                return await self._secret(endpoint.llm_secret_id, endpoint.owner_id)
+            except NotFound:
+                raise UpstreamFailed("the endpoint's LLM API key is gone", code="llm_auth_error") from None
+
+        async def headers(secret_id: str | None) -> dict[str, str] | str:
+            if not secret_id:
+                return {}
+            try:
+                value = orjson.loads(await self._secret(secret_id, endpoint.owner_id))
+            except NotFound:
+                return "the tool server's headers are gone"
+            except orjson.JSONDecodeError:
+                return "the tool server's headers are not a JSON object"
+            if not isinstance(value, dict):
+                return "the tool server's headers are not a JSON object"
+            return {str(k): str(v) for k, v in value.items()}
+
+        key, found = await asyncio.gather(
+            llm_key(), asyncio.gather(*(headers(s.headers_secret_id) for s in endpoint.servers))
+        )
+        return key, {s.slug: h for s, h in zip(endpoint.servers, found, strict=True)}
+
+    def _connection(self, endpoint: EndpointSnapshot, byo_key: str | None) -> Connection:
+        provider = endpoint.llm_provider
+        if provider not in PROVIDERS:
+            raise UpstreamFailed(f"unknown LLM provider {provider!r}", code="llm_provider_error")
+        s = self.settings
+        client, base_url, platform_key = self.clients.llm, "", s.custom_api_key
+        if provider == "custom":
+            if not endpoint.llm_base_url:
+                raise UpstreamFailed("the custom provider needs llm_base_url", code="llm_provider_error")
+            client, base_url = self.clients.custom_llm, endpoint.llm_base_url
+        elif provider in PLATFORM_PROVIDERS:
+            base_url = getattr(s, f"{provider}_base_url")
+            platform_key = getattr(s, f"{provider}_api_key")
+        api_key = byo_key or (platform_key.get_secret_value() if platform_key else None)
+        if provider in PLATFORM_PROVIDERS and not api_key:
+            raise UpstreamFailed(f"no API key is configured for provider {provider!r}", code="llm_auth_error")
+        return Connection(
+            client, base_url, api_key, timeout_s=s.llm_timeout_s, max_retries=s.llm_max_retries,
+            backoff_s=s.llm_backoff_s,
+        )  # fmt: skip
+
+    def _base(self, event: RunRequested, delivery: int, started: datetime) -> dict[str, Any]:
+        return {
+            "id": event.run_id,
+            "endpoint_id": event.endpoint.id,
+            "owner_id": event.endpoint.owner_id,
+            "is_test": event.is_test,
+            "input": event.input,
+            "price_per_run_cents": event.endpoint.price_per_run_cents,
+            "attempts": delivery,
+            "created_at": event.requested_at,
+            "started_at": started,
+        }
+
+    def _finished(
+        self,
+        event: RunRequested,
+        delivery: int,
+        started: datetime,
+        state: RunState,
+        status: str,
+        output: Any = None,
+        error: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        finished = now()
+        endpoint = event.endpoint
+        cost = cost_cents(
+            endpoint.llm_provider, endpoint.llm_model, state.tokens_input, state.tokens_output,
+            self.settings.platform_markup,
+        )  # fmt: skip
+        return {
+            **self._base(event, delivery, started),
+            "status": status,
+            "output": output,
+            "tool_calls": [c.model_dump(mode="json") for c in state.tool_calls],
+            "tokens_input": state.tokens_input,
+            "tokens_output": state.tokens_output,
+            "cost_cents": cost,
+            "latency_ms": max(0, int((finished - event.requested_at).total_seconds() * 1000)),
+            "iterations": state.iterations,
+            "error_code": error[0] if error else None,
+            "error_message": error[1] if error else None,
+            "finished_at": finished,
+        }
+
+    def _failed(self, event: RunRequested, delivery: int, started: datetime, code: str, message: str) -> dict[str, Any]:
+        return self._finished(event, delivery, started, RunState(), "failed", error=(code, message))

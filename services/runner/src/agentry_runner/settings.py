@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from agentry_common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    # --- consuming run.requested ---
+    runner_concurrency: int = Field(64, ge=1, description="Runs executed at once by one process (I/O bound).")
+    runner_ack_wait_s: float = Field(
+        15.0, gt=0, description="JetStream ack wait; a run whose runner died is redelivered after this long."
+    )
+    runner_max_deliveries: int = Field(
+        3,
+        ge=2,
+        description="Delivery on which a run that keeps interrupting its runner is recorded failed instead of run.",
+    )
+    runner_shutdown_grace_s: float = Field(
+        20.0, ge=0, description="On shutdown, how long in-flight runs may finish before they are handed back."
+    )
+
+    # --- LLM providers (platform keys; an endpoint's own key wins) ---
+    openai_base_url: str = Field("https://api.openai.com/v1", description="OpenAI API base URL.")
+    openai_api_key: SecretStr | None = Field(None, description="Platform OpenAI key.")
+    groq_base_url: str = Field("https://api.groq.com/openai/v1", description="Groq (OpenAI-compatible) base URL.")
+    groq_api_key: SecretStr | None = Field(None, description="Platform Groq key.")
+    anthropic_base_url: str = Field("https://api.anthropic.com", description="Anthropic API base URL.")
+    anthropic_api_key: SecretStr | None = Field(None, description="Platform Anthropic key.")
+    gemini_base_url: str = Field(
+        "https://generativelanguage.googleapis.com", description="Gemini (Generative Language API) base URL."
+    )
+    gemini_api_key: SecretStr | None = Field(None, description="Platform Gemini key.")
+    custom_api_key: SecretStr | None = Field(
+        None, description="Key sent to `custom` base URLs when the endpoint has none (most self-hosted need none)."
+    )
+    llm_timeout_s: float = Field(120.0, gt=0, description="One LLM HTTP call may take this long (→ llm_timeout).")
+    llm_max_retries: int = Field(3, ge=0, description="Retries of a 429 / 5xx answer, within the run's deadline.")
+    llm_backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles on each retry.")
+
+    # --- tools, cost, safety ---
+    tool_timeout_s: float = Field(60.0, gt=0, description="One MCP tool call may take this long.")
+    platform_markup: float = Field(1.0, ge=0, description="Multiplier applied to provider token prices.")
+    allow_private_urls: bool = Field(
+        False, description="Let MCP and `custom` URLs reach private/loopback addresses (development, tests)."
+    )
+
+
+settings = Settings()

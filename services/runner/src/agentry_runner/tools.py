@@ -1,0 +1,174 @@
+"""A run's tools: the workspace's MCP servers (streamable HTTP), listed in parallel, named `<slug>__<tool>`.
+
+Each server's MCP session lives in a task of its own, because the SDK's task groups must be entered and
+left by the same task; the agent calls tools on the open sessions from its own task. A server that cannot
+be reached (or is refused by the SSRF guard) contributes no tools, and a call to one of its tools gets that
+reason back as an error result: tool failures are told to the model, they never fail the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import mcp_types
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from agentry_common.events import McpServerRef, ToolCall
+from agentry_common.netguard import UrlNotAllowed
+
+from .providers import ToolSpec
+
+log = logging.getLogger(__name__)
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+MAX_NAME = 64  # the strictest provider limit (OpenAI function names)
+MAX_PAGES = 20
+
+
+def exposed_name(slug: str, tool: str) -> str:
+    """`<slug>__<tool>` in the characters and length every provider accepts, stable for a given pair."""
+    name = _UNSAFE.sub("_", f"{slug}__{tool}")
+    if len(name) > MAX_NAME:
+        name = name[: MAX_NAME - 9] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name
+
+
+def describe(err: BaseException) -> str:
+    """A safe one-line reason: never the exception text of transport errors (URLs may carry credentials)."""
+    if isinstance(err, BaseExceptionGroup):
+        return describe(err.exceptions[0])
+    if isinstance(err, UrlNotAllowed):
+        return f"tool server not allowed: {err.message}"
+    if isinstance(err, MCPError):
+        return f"tool server error: {err}"[:300]
+    if isinstance(err, TimeoutError | httpx2.TimeoutException):
+        return "tool server timed out"
+    if isinstance(err, httpx2.HTTPStatusError):
+        return f"tool server answered HTTP {err.response.status_code}"
+    return f"tool server unavailable ({type(err).__name__})"
+
+
+def tool_result(result: mcp_types.CallToolResult) -> tuple[Any, str | None]:
+    """(result, error) as the run records it and the model reads it."""
+    parts = [c.text if isinstance(c, mcp_types.TextContent) else f"[{c.type}]" for c in result.content]
+    text = "\n".join(parts)
+    if result.is_error:
+        return None, text or "the tool failed"
+    if result.structured_content is not None:
+        return result.structured_content, None
+    return text, None
+
+
+@dataclass
+class _Server:
+    ref: McpServerRef
+    client: Client | None = None
+    error: str | None = None
+    tools: dict[str, str] = field(default_factory=dict)  # exposed name → MCP tool name
+
+
+class Toolbox:
+    def __init__(self, transport: httpx2.AsyncBaseTransport, *, tool_timeout_s: float):
+        self.transport = transport
+        self.tool_timeout_s = tool_timeout_s
+        self.specs: list[ToolSpec] = []
+        self._servers: dict[str, _Server] = {}
+        self._by_tool: dict[str, _Server] = {}
+        self._closing = asyncio.Event()
+        self._tasks: dict[asyncio.Task[None], asyncio.Future[None]] = {}
+
+    async def open(self, servers: list[McpServerRef], headers: dict[str, dict[str, str] | str]) -> None:
+        """Connect to every server and list its tools, all in parallel. `headers[slug]` is a dict or an error."""
+        waits = []
+        for ref in servers:
+            server = self._servers[ref.slug] = _Server(ref)
+            given = headers.get(ref.slug, {})
+            if isinstance(given, str):
+                server.error = given
+                continue
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._tasks[asyncio.create_task(self._hold(server, given, ready), name=f"mcp:{ref.slug}")] = ready
+            waits.append(ready)
+        await asyncio.gather(*waits, return_exceptions=True)
+        for server in self._servers.values():
+            for exposed in server.tools:
+                self._by_tool[exposed] = server
+
+    async def _hold(self, server: _Server, headers: dict[str, str], ready: asyncio.Future[None]) -> None:
+        """Open the session, list tools, keep the session until the run ends, then close it in this task."""
+        try:
+            http = httpx2.AsyncClient(
+                transport=self.transport,
+                headers=headers,
+                timeout=httpx2.Timeout(30.0, read=self.tool_timeout_s),
+            )
+            transport = streamable_http_client(server.ref.url, http_client=http)
+            async with Client(transport, cache=None, read_timeout_seconds=self.tool_timeout_s) as client:
+                await self._list(server, client)
+                server.client = client
+                ready.set_result(None)
+                await self._closing.wait()
+        except BaseException as err:  # any failure, cancellation included, leaves the server without tools
+            if not ready.done():
+                server.error = describe(err)
+                log.warning("MCP server %s unavailable: %s", server.ref.slug, server.error)
+                ready.set_result(None)
+            if isinstance(err, asyncio.CancelledError):
+                raise
+
+    async def _list(self, server: _Server, client: Client) -> None:
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            page = await client.list_tools(cursor=cursor)
+            for tool in page.tools:
+                name = exposed_name(server.ref.slug, tool.name)
+                if name in server.tools or any(s.name == name for s in self.specs):
+                    continue  # a colliding name would make calls ambiguous: first listed wins
+                server.tools[name] = tool.name
+                description = tool.description or tool.title or tool.name
+                self.specs.append(ToolSpec(name, description, dict(tool.input_schema)))
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolCall:
+        """Call a tool by its exposed name; every failure becomes the call's `error`, never an exception."""
+        started = time.perf_counter()
+        result: Any = None
+        error: str | None = None
+        server = self._by_tool.get(name)
+        if server is None:
+            slug = name.split("__", 1)[0]
+            known = self._servers.get(slug)
+            error = known.error if known and known.error else f"unknown tool {name!r}"
+        else:
+            assert server.client is not None
+            try:
+                async with asyncio.timeout(self.tool_timeout_s):
+                    result, error = tool_result(await server.client.call_tool(server.tools[name], arguments))
+            except TimeoutError:
+                error = f"the tool did not answer within {self.tool_timeout_s:g} s"
+            except Exception as err:
+                error = describe(err)
+        latency = int((time.perf_counter() - started) * 1000)
+        return ToolCall(name=name, arguments=arguments, result=result, error=error, latency_ms=latency)
+
+    def close(self) -> None:
+        """End every session in the background: a run's answer does not wait for MCP session teardown."""
+        self._closing.set()
+        for task, ready in self._tasks.items():
+            if not ready.done():  # still connecting when the run ended (deadline): no one will use it
+                task.cancel()
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
