@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, tuple_
+from sqlalchemy import Row, Table, bindparam, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import TERMINAL, Run
 
-RUNS = Run.__table__
+RUNS: Table = Run.__table__  # type: ignore[assignment]  # a declarative class always maps a Table
 _insert = insert(RUNS)
 # A terminal row is final: neither a late `running` write nor a second outcome may replace it.
 _MARK_RUNNING = _insert.on_conflict_do_update(
