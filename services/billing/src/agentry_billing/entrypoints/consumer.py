@@ -25,7 +25,7 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 from psycopg import errors as pg_errors
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -103,7 +103,12 @@ class ChargeConsumer:
 
     async def start(self, nc: Client) -> None:
         self._js = nc.jetstream()
-        await self._js.add_consumer(STREAM, self.config)  # create or update: every replica may do it
+        try:
+            await self._js.add_consumer(STREAM, self.config)  # create or update: every replica may do it
+        except BadRequestError as err:
+            # A durable set up by an operator with settings that cannot be updated in place: use it as it is.
+            await self._js.consumer_info(STREAM, self.settings.charge_consumer)
+            log.warning("using the existing consumer as configured: %s", err.description)
         self._sub = await self._js.pull_subscribe_bind(durable=self.settings.charge_consumer, stream=STREAM)
         self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._sample_lag())]
         log.info("charging run.completed", extra={"consumer": self.settings.charge_consumer})

@@ -1,0 +1,237 @@
+"""Billing fixtures: replicas a test starts (and stops), a private durable consumer, events published with
+nats-py, and probes that read the billing schema to check what really happened to the money.
+
+Tests run in pytest's importlib mode and cannot import this module: helpers reach them as fixtures
+(`events`, `ledger`, `uow`, `eventually`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentry_billing.audit import WalletCheck, check_wallets
+from agentry_billing.repository import BillingRepository
+from agentry_common import subjects
+from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.events import Event, RunCompleted, Usage
+from agentry_common.stack import Service, Stack
+
+UnitOfWork = Callable[[], AbstractAsyncContextManager[BillingRepository]]
+RUN_EVENTS = subjects.RUN_EVENTS_STREAM.name
+BILLING_EVENTS = subjects.BILLING_EVENTS_STREAM.name
+
+
+async def poll_until(probe: Callable[[], Awaitable[Any]], timeout: float = 60.0, every: float = 0.1) -> Any:
+    """Poll until `probe` returns something truthy; return it (or the last falsy value on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(every)
+
+
+class Ledger:
+    """Reads the billing schema directly: the ground truth the service's answers are checked against."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def rows(self, sql: str, **params: Any) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(text(sql), params))
+
+    async def charges(self, run_ids: Iterable[str]) -> dict[str, Any]:
+        rows = await self.rows(
+            "SELECT id, run_id, owner_id, amount_cents, cost_cents, status, settled_by FROM billing.charges "
+            "WHERE run_id = ANY(:ids)",
+            ids=list(run_ids),
+        )
+        return {r.run_id: r for r in rows}
+
+    async def wait_for_charges(self, run_ids: Iterable[str], timeout: float = 60.0) -> dict[str, Any]:
+        wanted = list(run_ids)
+
+        async def probe() -> dict[str, Any] | None:
+            found = await self.charges(wanted)
+            return found if len(found) == len(wanted) else None
+
+        found = await poll_until(probe, timeout)
+        assert found is not None, f"not every run was charged within {timeout}s"
+        return found  # type: ignore[no-any-return]
+
+    async def wallet(self, owner_id: str) -> Any:
+        rows = await self.rows("SELECT * FROM billing.wallets WHERE owner_id = :o", o=owner_id)
+        return rows[0] if rows else None
+
+    async def entries(self, owner_id: str) -> list[Any]:
+        return await self.rows("SELECT * FROM billing.ledger_entries WHERE owner_id = :o ORDER BY entry_no", o=owner_id)
+
+    async def drift(self, owners: Iterable[str]) -> list[WalletCheck]:
+        async with self.engine.connect() as conn:
+            checks = await check_wallets(conn, list(owners))
+        return [c for c in checks if c.problems]
+
+
+class RunEvents:
+    """Publishes `run.completed` like a runner would (with nats-py) and reads what billing published back."""
+
+    def __init__(self, js: JetStreamContext):
+        self.js = js
+
+    @staticmethod
+    def completed(owner_id: str, price: int = 5, **fields: Any) -> RunCompleted:
+        """A `run.completed` for a fresh run of `owner_id` (pass `run_id=` to announce an existing run)."""
+        fields.setdefault("run_id", f"run_{uuid.uuid4().hex}")
+        fields.setdefault("endpoint_id", "aep_billing_test")
+        fields.setdefault("usage", Usage(tokens_input=10, tokens_output=5, cost_cents=0.25, iterations=1))
+        return RunCompleted(owner_id=owner_id, price_per_run_cents=price, **fields)
+
+    @staticmethod
+    def replay(event: RunCompleted) -> RunCompleted:
+        """The same run announced again: a new event id, the same run."""
+        return event.model_copy(update={"id": f"evt_{uuid.uuid4().hex}"})
+
+    async def publish(self, events: Iterable[Event], *, fresh_msg_id: bool = False) -> None:
+        """Publish and wait until JetStream stored them. `fresh_msg_id` defeats the broker's de-duplication,
+        so the copy reaches billing and only the database can tell it is a replay."""
+        futures = []
+        for event in events:
+            msg_id = f"test-replay:{uuid.uuid4().hex}" if fresh_msg_id else event.msg_id()
+            data = event.model_dump_json().encode()
+            futures.append(await self.js.publish_async(event.type, data, headers={"Nats-Msg-Id": msg_id}))
+        await asyncio.gather(*futures)
+
+    async def publish_raw(self, subject: str, data: bytes) -> None:
+        await self.js.publish(subject, data, headers={"Nats-Msg-Id": f"test-raw:{uuid.uuid4().hex}"})
+
+    async def quiescent(self, consumer: str, timeout: float = 90.0) -> None:
+        """Wait until the consumer has nothing left to deliver and nothing delivered left unacknowledged."""
+
+        async def idle() -> bool:
+            info = await self.js.consumer_info(RUN_EVENTS, consumer)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        assert await poll_until(idle, timeout, every=0.25), f"consumer {consumer} still busy after {timeout}s"
+
+    async def next_outcome_seq(self) -> int:
+        """The stream sequence the next `billing.charge.*` event will get: read outcomes from there on."""
+        return int((await self.js.stream_info(BILLING_EVENTS)).state.last_seq) + 1
+
+    async def outcomes(self, charge_ids: Iterable[str], from_seq: int) -> dict[str, list[Any]]:
+        """`billing.charge.*` events stored from `from_seq` on for these charges, by charge id."""
+        wanted, found = set(charge_ids), {}  # type: ignore[var-annotated]
+        last = int((await self.js.stream_info(BILLING_EVENTS)).state.last_seq)
+        if last < from_seq:
+            return found
+        sub = await self.js.subscribe(
+            "billing.charge.>",
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq),
+        )
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=5)
+                body = orjson.loads(msg.data)
+                if body["charge_id"] in wanted:
+                    found.setdefault(body["charge_id"], []).append(body)
+                if msg.metadata.sequence.stream >= last:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return found
+
+
+@pytest.fixture(scope="session")
+async def billing_engine(servers: Stack) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(servers.database_url, pool_size=4)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def ledger(billing_engine: AsyncEngine) -> Ledger:
+    return Ledger(billing_engine)
+
+
+@pytest.fixture
+def uow(billing_engine: AsyncEngine) -> UnitOfWork:
+    """In-process unit of work on the test database, as the service's entrypoints open it."""
+    sessions = make_sessionmaker(billing_engine)
+
+    @asynccontextmanager
+    async def _uow() -> AsyncIterator[BillingRepository]:
+        async with sessions() as session, session.begin():
+            yield BillingRepository(session)
+
+    return _uow
+
+
+@pytest.fixture
+def start_billing(servers: Stack) -> Iterator[Callable[..., Service]]:
+    """Start billing replicas for this test only; they are stopped (and forgotten) when it ends, so the
+    shared `stack` fixture never mistakes one of them for its own billing service."""
+    started: list[Service] = []
+
+    def _start(**env: str) -> Service:
+        service = servers.start_service("billing", **env)
+        started.append(service)
+        return service
+
+    yield _start
+    for service in started:
+        service.stop()
+        if service in servers.services:
+            servers.services.remove(service)
+
+
+@pytest.fixture
+async def js(nc: Client) -> JetStreamContext:
+    return nc.jetstream()
+
+
+@pytest.fixture
+def events(js: JetStreamContext) -> RunEvents:
+    return RunEvents(js)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[Any]]:
+    """`await eventually(probe, timeout)`: poll until `probe()` is truthy and return its value."""
+    return poll_until
+
+
+@pytest.fixture
+async def private_consumer(js: JetStreamContext) -> AsyncIterator[str]:
+    """A durable consumer of only the `run.completed` published from now on, for replicas this test owns
+    alone (`CHARGE_CONSUMER=<it>`). Short ack wait: a killed replica's batch comes back within seconds."""
+    name = f"billing-test-{uuid.uuid4().hex[:8]}"
+    info = await js.stream_info(RUN_EVENTS)
+    await js.add_consumer(
+        RUN_EVENTS,
+        ConsumerConfig(
+            durable_name=name,
+            filter_subject=subjects.RUN_COMPLETED,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=info.state.last_seq + 1,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=3,
+            max_deliver=-1,
+            max_ack_pending=20_000,
+        ),
+    )
+    yield name
+    await js.delete_consumer(RUN_EVENTS, name)
