@@ -1,0 +1,377 @@
+"""Fixtures of the runner's tests.
+
+- `runner_nats`: a NATS server of their own, so no other test's runner competes for `run.requested`
+  (the RUNS stream is a work queue) and consumer settings (a short ack wait) are ours to choose.
+- `fake_llm`: one loopback HTTP server speaking the OpenAI, Anthropic and Gemini wire formats, scripted per
+  model name, recording what it was sent. The only fake: LLM providers are remote.
+- `mcp_server`: a real MCP server (`MCPServer`, streamable HTTP) on loopback.
+- `runner` / `keys`: the services as processes on `runner_nats` and the session's PostgreSQL. They are not
+  registered in `servers.services`, which the shared `stack` fixture reads to decide what to start.
+- `probe`: publishes RunRequested with JetStream and watches progress, outcome events and `runs.get`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import orjson
+import pytest
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from agentry_common import rpc, subjects
+from agentry_common.broker import publish_event
+from agentry_common.events import EndpointSnapshot, McpServerRef, RunProgress, RunRequested
+from agentry_common.requests import GetRun, RunRecord
+from agentry_common.stack import Nats, Service, Stack, free_port
+
+PLATFORM_KEYS = {"openai": "sk-platform-openai", "anthropic": "sk-ant-platform", "gemini": "gm-platform"}
+
+
+# --- servers in the test's event loop ---
+
+
+async def serve(app: Any) -> tuple[str, Callable[[], Any]]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+
+    async def stop() -> None:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> Callable[[Any], Any]:
+    """`await serve_app(asgi_app)` → (base URL, async stop): an HTTP server on loopback in the test's loop."""
+    return serve
+
+
+@dataclass
+class Reply:
+    body: dict[str, Any] | None = None
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class FakeLLM:
+    """Providers on loopback. `script(model, *replies)`: replies in order, the last one repeating."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.scripts: dict[str, list[Reply]] = {}
+        self.seen: dict[str, list[Seen]] = {}
+        self.app = Starlette(
+            routes=[
+                Route("/{prefix:path}/chat/completions", self._handle, methods=["POST"]),
+                Route("/anthropic/v1/messages", self._handle, methods=["POST"]),
+                Route("/gemini/v1beta/models/{call}", self._handle, methods=["POST"]),
+            ]
+        )
+
+    def model(self, *replies: Reply) -> str:
+        """A fresh model name scripted with `replies`, so tests never share a script."""
+        name = f"model-{uuid.uuid4().hex[:10]}"
+        self.scripts[name] = list(replies)
+        return name
+
+    def requests(self, model: str) -> list[Seen]:
+        return self.seen.get(model, [])
+
+    async def _handle(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        model = body.get("model") or request.path_params.get("call", "").split(":")[0]
+        self.seen.setdefault(model, []).append(Seen(request.url.path, dict(request.headers), body))
+        script = self.scripts.get(model) or [Reply({"error": {"message": "unknown model"}}, 404)]
+        reply = script.pop(0) if len(script) > 1 else script[0]
+        waited = 0.0
+        while waited < reply.delay and not await request.is_disconnected():
+            await asyncio.sleep(0.05)
+            waited += 0.05
+        return JSONResponse(reply.body or {}, status_code=reply.status, headers=reply.headers)
+
+    # --- answers in each wire format ---
+
+    @staticmethod
+    def openai(text: str | None = None, calls: list[tuple[str, dict[str, Any]]] = (), usage=(11, 7)) -> Reply:  # type: ignore[assignment]
+        tool_calls = [
+            {"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": orjson.dumps(a).decode()}}
+            for i, (n, a) in enumerate(calls)
+        ]
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        return Reply(
+            {
+                "id": "chatcmpl-1",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+                "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]},
+            }
+        )
+
+    @staticmethod
+    def anthropic(text: str | None = None, calls: list[tuple[str, dict[str, Any]]] = (), usage=(13, 8)) -> Reply:  # type: ignore[assignment]
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        content += [{"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": a} for i, (n, a) in enumerate(calls)]
+        return Reply(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "content": content,
+                "stop_reason": "tool_use" if calls else "end_turn",
+                "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
+            }
+        )
+
+    @staticmethod
+    def gemini(text: str | None = None, calls: list[tuple[str, dict[str, Any]]] = (), usage=(17, 9)) -> Reply:  # type: ignore[assignment]
+        parts: list[dict[str, Any]] = [{"text": text}] if text else []
+        parts += [
+            {"functionCall": {"name": n, "args": a}, "thoughtSignature": f"sig{i}"} for i, (n, a) in enumerate(calls)
+        ]
+        return Reply(
+            {
+                "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": usage[0], "candidatesTokenCount": usage[1]},
+            }
+        )
+
+    @staticmethod
+    def error(status: int, message: str = "nope", **headers: str) -> Reply:
+        return Reply({"error": {"message": message}}, status, headers=headers)
+
+
+@pytest.fixture(scope="session")
+async def fake_llm() -> AsyncIterator[FakeLLM]:
+    fake = FakeLLM()
+    fake.url, stop = await serve(fake.app)
+    yield fake
+    await stop()
+
+
+@dataclass
+class McpFixture:
+    url: str
+    calls: list[tuple[str, dict[str, Any]]]
+    headers: list[dict[str, str]]
+
+
+def make_mcp_server(calls: list[tuple[str, dict[str, Any]]]) -> MCPServer:
+    server = MCPServer("weather")
+
+    @server.tool()
+    def forecast(city: str, days: int = 1) -> dict[str, Any]:
+        """Forecast for a city."""
+        calls.append(("forecast", {"city": city, "days": days}))
+        return {"city": city, "days": days, "sky": "sunny", "temp_c": 21}
+
+    @server.tool()
+    def explode(reason: str) -> str:
+        """Always fails."""
+        calls.append(("explode", {"reason": reason}))
+        raise ValueError(reason)
+
+    return server
+
+
+@pytest.fixture(scope="session")
+async def mcp_server() -> AsyncIterator[McpFixture]:
+    calls: list[tuple[str, dict[str, Any]]] = []
+    headers: list[dict[str, str]] = []
+    app = make_mcp_server(calls).streamable_http_app()
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        await app(scope, receive, send)
+
+    url, stop = await serve(recording)
+    yield McpFixture(f"{url}/mcp", calls, headers)
+    await stop()
+
+
+# --- NATS and service processes of our own ---
+
+
+@contextlib.contextmanager
+def private_nats() -> Iterator[Nats]:
+    server = Nats(Path(tempfile.mkdtemp(prefix="agentry-runner-nats-")), free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def start_process(servers: Stack, name: str, **env: str) -> Service:
+    logs = servers.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    svc = Service(name, port, servers.env(**env), log_path=logs / f"{name}-{port}.log", echo=servers.echo)
+    svc.start()
+    svc.wait_ready()
+    return svc
+
+
+def runner_env(nats_url: str, fake: FakeLLM, **overrides: str) -> dict[str, str]:
+    return {
+        "NATS_URL": nats_url,
+        "OPENAI_BASE_URL": f"{fake.url}/openai/v1",
+        "OPENAI_API_KEY": PLATFORM_KEYS["openai"],
+        "GROQ_BASE_URL": f"{fake.url}/groq/openai/v1",
+        "GROQ_API_KEY": "gsk-platform",
+        "ANTHROPIC_BASE_URL": f"{fake.url}/anthropic",
+        "ANTHROPIC_API_KEY": PLATFORM_KEYS["anthropic"],
+        "GEMINI_BASE_URL": f"{fake.url}/gemini",
+        "GEMINI_API_KEY": PLATFORM_KEYS["gemini"],
+        "LLM_TIMEOUT_S": "1.5",
+        "LLM_BACKOFF_S": "0.01",
+        "LLM_MAX_RETRIES": "2",
+        "TOOL_TIMEOUT_S": "3",
+        "RUNNER_ACK_WAIT_S": "2",
+        "PLATFORM_MARKUP": "1.5",
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def runner_nats() -> Iterator[Nats]:
+    with private_nats() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def keys(servers: Stack, runner_nats: Nats) -> AsyncIterator[Service]:
+    svc = await asyncio.to_thread(start_process, servers, "keys", NATS_URL=runner_nats.url)
+    yield svc
+    await asyncio.to_thread(svc.stop)
+
+
+@pytest.fixture(scope="session")
+async def runner(servers: Stack, runner_nats: Nats, fake_llm: FakeLLM, keys: Service) -> AsyncIterator[Service]:
+    svc = await asyncio.to_thread(start_process, servers, "runner", **runner_env(runner_nats.url, fake_llm))
+    yield svc
+    await asyncio.to_thread(svc.stop)
+
+
+@dataclass
+class Finished:
+    run_id: str
+    progress: list[RunProgress]
+
+    @property
+    def terminal(self) -> RunProgress:
+        return self.progress[-1]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [p.event for p in self.progress]
+
+
+class Probe:
+    """Plays the gateway's side of the protocol: subscribe to progress, publish the request, wait."""
+
+    def __init__(self, nc: Client, mcp_url: str = ""):
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.mcp_url = mcp_url
+
+    def endpoint(self, **fields: Any) -> EndpointSnapshot:
+        base: dict[str, Any] = {
+            "id": f"aep_{uuid.uuid4().hex[:12]}",
+            "slug": "agent",
+            "owner_id": f"user-{uuid.uuid4().hex[:8]}",
+            "workspace_id": "ws_test",
+            "system_prompt": "You are a test agent.",
+            "llm_provider": "mock",
+            "llm_model": "mock-1",
+            "timeout_ms": 20000,
+        }
+        return EndpointSnapshot.model_validate({**base, **fields})
+
+    def weather(self, slug: str = "weather", url: str | None = None, secret: str | None = None) -> McpServerRef:
+        return McpServerRef(slug=slug, url=url or self.mcp_url, headers_secret_id=secret)
+
+    async def start(self, endpoint: EndpointSnapshot, value: Any, **fields: Any) -> tuple[RunRequested, Any]:
+        event = RunRequested(run_id=f"run_{uuid.uuid4().hex}", endpoint=endpoint, input=value, **fields)
+        sub = await self.nc.subscribe(subjects.run_progress(event.run_id))
+        await publish_event(self.js, subjects.RUN_REQUESTED, event)
+        return event, sub
+
+    async def follow(self, run_id: str, sub: Any, timeout: float = 30) -> Finished:
+        progress: list[RunProgress] = []
+        try:
+            while not progress or not progress[-1].terminal:
+                msg = await sub.next_msg(timeout=timeout)
+                progress.append(RunProgress.model_validate_json(msg.data))
+        finally:
+            await sub.unsubscribe()
+        return Finished(run_id, progress)
+
+    async def run(self, endpoint: EndpointSnapshot, value: Any = "hello", **fields: Any) -> Finished:
+        event, sub = await self.start(endpoint, value, **fields)
+        return await self.follow(event.run_id, sub)
+
+    async def record(self, run_id: str) -> RunRecord:
+        return await rpc.call(self.nc, subjects.RUNS_GET, GetRun(run_id=run_id), RunRecord)
+
+    async def outcomes(self, run_id: str) -> list[dict[str, Any]]:
+        """Every run.completed / run.failed of this run stored in the RUN_EVENTS stream."""
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=10)
+        sub = await self.js.pull_subscribe("run.*", stream=subjects.RUN_EVENTS_STREAM.name, config=config)
+        try:
+            pending = (await sub.consumer_info()).num_pending
+            msgs = await sub.fetch(pending, timeout=5) if pending else []
+        finally:
+            await sub.unsubscribe()
+        events = [orjson.loads(m.data) for m in msgs]
+        return [e for e in events if e["run_id"] == run_id]
+
+
+@pytest.fixture
+async def rnc(runner_nats: Nats) -> AsyncIterator[Client]:
+    client = await nats.connect(runner_nats.url)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+async def probe(runner: Service, rnc: Client, mcp_server: McpFixture) -> Probe:
+    return Probe(rnc, mcp_server.url)
+
+
+@pytest.fixture
+async def llm_http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
