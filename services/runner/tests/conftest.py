@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -99,9 +100,9 @@ class FakeLLM:
             ]
         )
 
-    def model(self, *replies: Reply) -> str:
+    def model(self, *replies: Reply, family: str = "model") -> str:
         """A fresh model name scripted with `replies`, so tests never share a script."""
-        name = f"model-{uuid.uuid4().hex[:10]}"
+        name = f"{family}-{uuid.uuid4().hex[:10]}"
         self.scripts[name] = list(replies)
         return name
 
@@ -375,3 +376,11 @@ async def probe(runner: Service, rnc: Client, mcp_server: McpFixture) -> Probe:
 async def llm_http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def kit() -> SimpleNamespace:
+    """Helpers that test modules cannot import (pytest runs with --import-mode=importlib)."""
+    return SimpleNamespace(
+        private_nats=private_nats, start_process=start_process, runner_env=runner_env, Probe=Probe, Reply=Reply
+    )

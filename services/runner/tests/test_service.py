@@ -1,0 +1,162 @@
+"""Runs through NATS against the runner process: publish RunRequested with JetStream (as the gateway does),
+then watch the progress, the outcome events on RUN_EVENTS, and `runs.get`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from agentry_common import rpc, subjects
+from agentry_common.requests import StoredSecret, StoreSecret
+
+SCHEMA = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+
+
+async def test_a_run_is_answered_recorded_and_announced_once(probe):
+    endpoint = probe.endpoint(price_per_run_cents=5)
+    finished = await probe.run(endpoint, "Invoice #42")
+    assert finished.kinds == ["done"]  # not streaming: only the terminal progress
+    done = finished.terminal.data
+    assert done["output"] == "mock answer: Invoice #42"
+    assert done["usage"]["tokens_input"] > 0 and done["usage"]["tokens_output"] > 0
+    assert done["usage"]["iterations"] == 1 and done["tool_calls"] == []
+
+    [event] = await probe.outcomes(finished.run_id)
+    assert event["type"] == "run.completed" and event["status"] == "succeeded"
+    assert (event["endpoint_id"], event["owner_id"]) == (endpoint.id, endpoint.owner_id)
+    assert event["price_per_run_cents"] == 5 and event["usage"] == done["usage"]
+
+    record = await probe.record(finished.run_id)
+    assert record.status == "succeeded" and record.output == done["output"]
+    assert record.usage.model_dump() == done["usage"] and record.finished_at is not None
+
+
+async def test_a_streaming_run_through_a_real_mcp_server_reports_every_step(probe, mcp_server):
+    endpoint = probe.endpoint(enable_streaming=True, servers=[probe.weather()])
+    value = {"ask": "weather?", "mock": {"tool": "weather__forecast", "arguments": {"city": "Oslo", "days": 2}}}
+    finished = await probe.run(endpoint, value)
+    assert finished.kinds == ["thinking", "tool_call", "tool_result", "thinking", "done"]
+    assert finished.progress[1].data == {"name": "weather__forecast", "arguments": {"city": "Oslo", "days": 2}}
+    assert finished.progress[2].data["result"]["sky"] == "sunny" and finished.progress[2].data["error"] is None
+    assert ("forecast", {"city": "Oslo", "days": 2}) in mcp_server.calls
+
+    done = finished.terminal.data
+    assert done["usage"]["iterations"] == 2
+    assert done["output"].startswith('mock answer: {"city":"Oslo","days":2')
+    record = await probe.record(finished.run_id)
+    [call] = record.tool_calls
+    assert (call.name, call.arguments, call.error) == ("weather__forecast", {"city": "Oslo", "days": 2}, None)
+    assert call.result["temp_c"] == 21 and call.latency_ms >= 0
+
+
+async def test_a_provider_tool_round_trip_sums_usage_and_prices_it(probe, fake_llm, mcp_server):
+    model = fake_llm.model(
+        fake_llm.openai(calls=[("weather__forecast", {"city": "Lima"})], usage=(100, 20)),
+        fake_llm.openai("Sunny in Lima.", usage=(300, 10)),
+        family="gpt-4o-mini",
+    )
+    endpoint = probe.endpoint(llm_provider="openai", llm_model=model, servers=[probe.weather()])
+    finished = await probe.run(endpoint, "Weather in Lima?")
+    done = finished.terminal.data
+    assert done["output"] == "Sunny in Lima."
+    usage = done["usage"]
+    assert (usage["tokens_input"], usage["tokens_output"], usage["iterations"]) == (400, 30, 2)
+    # gpt-4o-mini $0.15 / $0.60 per 1M tokens, markup 1.5 (the test runner's PLATFORM_MARKUP)
+    assert abs(usage["cost_cents"] - (400 * 0.15 + 30 * 0.60) / 1e4 * 1.5) < 1e-9
+    second = fake_llm.requests(model)[1].body["messages"]
+    assert orjson.loads(second[-1]["content"])["city"] == "Lima" and second[-1]["role"] == "tool"
+
+
+async def test_json_output_valid_corrected_and_invalid_twice(probe):
+    endpoint = probe.endpoint(output_format="json", output_schema=SCHEMA)
+    valid = await probe.run(endpoint, "Ada")
+    corrected = await probe.run(endpoint, {"mock": {"answers": ["Name: Ada", '{"name": "Ada"}']}})
+    invalid = await probe.run(endpoint, {"mock": {"answers": ["Name: Ada", '{"name": 1}']}})
+
+    assert valid.terminal.data["output"] == {"name": "mock"}
+    assert corrected.terminal.data["output"] == {"name": "Ada"}
+    assert corrected.terminal.data["usage"]["iterations"] == 2
+    assert invalid.terminal.event == "error"
+    assert invalid.terminal.data["code"] == "invalid_output" and invalid.terminal.data["status"] == 502
+    assert invalid.terminal.data["usage"]["iterations"] == 2
+    [event] = await probe.outcomes(invalid.run_id)
+    assert event["type"] == "run.failed" and event["error"]["code"] == "invalid_output"
+    assert (await probe.record(invalid.run_id)).status == "failed"
+
+
+async def test_a_run_past_its_timeout_ends_timeout(probe):
+    endpoint = probe.endpoint(timeout_ms=1000)
+    finished = await probe.run(endpoint, {"mock": {"delay_ms": 5000}})
+    assert finished.terminal.event == "error"
+    assert finished.terminal.data["code"] == "timeout" and finished.terminal.data["status"] == 504
+    [event] = await probe.outcomes(finished.run_id)
+    assert event["type"] == "run.failed" and event["status"] == "timeout"
+    assert (await probe.record(finished.run_id)).status == "timeout"
+
+
+async def test_a_rejected_llm_key_fails_the_run_with_502(probe, fake_llm):
+    model = fake_llm.model(fake_llm.error(401, "Incorrect API key provided"))
+    finished = await probe.run(probe.endpoint(llm_provider="anthropic", llm_model=model))
+    assert finished.terminal.data["code"] == "llm_auth_error" and finished.terminal.data["status"] == 502
+
+
+async def test_the_owners_own_llm_key_wins_and_is_never_shown(probe, fake_llm, rnc):
+    endpoint = probe.endpoint(llm_provider="openai")
+    secret = StoreSecret(owner_id=endpoint.owner_id, value="sk-byo-owner-key")
+    stored = await rpc.call(rnc, subjects.SECRETS_STORE, secret, StoredSecret)
+    model = fake_llm.model(fake_llm.openai("hi"))
+    endpoint = endpoint.model_copy(update={"llm_model": model, "llm_secret_id": stored.secret_id})
+    finished = await probe.run(endpoint)
+    assert finished.terminal.event == "done"
+    assert fake_llm.requests(model)[0].headers["authorization"] == "Bearer sk-byo-owner-key"
+    record = await probe.record(finished.run_id)
+    seen = (
+        finished.terminal.model_dump_json()
+        + record.model_dump_json()
+        + orjson.dumps(await probe.outcomes(finished.run_id)).decode()
+    )
+    assert "sk-byo-owner-key" not in seen
+
+
+async def test_mcp_headers_come_from_the_servers_secret(probe, rnc, mcp_server):
+    endpoint = probe.endpoint()
+    headers = orjson.dumps({"X-Weather-Token": "tok-from-secret"}).decode()
+    secret = StoreSecret(owner_id=endpoint.owner_id, value=headers)
+    stored = await rpc.call(rnc, subjects.SECRETS_STORE, secret, StoredSecret)
+    endpoint = endpoint.model_copy(update={"servers": [probe.weather(secret=stored.secret_id)]})
+    value = {"mock": {"tool": "weather__forecast", "arguments": {"city": "Bern"}}}
+    finished = await probe.run(endpoint, value)
+    assert finished.terminal.event == "done"
+    assert any(h.get("x-weather-token") == "tok-from-secret" for h in mcp_server.headers)
+
+
+async def test_link_local_urls_are_refused_at_run_time(probe):
+    custom = probe.endpoint(llm_provider="custom", llm_model="llama3", llm_base_url="http://169.254.169.254/v1")
+    refused = await probe.run(custom)
+    assert refused.terminal.data["code"] == "url_not_allowed" and refused.terminal.data["status"] == 502
+
+    metadata = probe.weather(slug="meta", url="http://169.254.169.254/mcp")
+    endpoint = probe.endpoint(servers=[metadata])
+    finished = await probe.run(endpoint, {"mock": {"tool": "meta__read", "arguments": {}}})
+    assert finished.terminal.event == "done"  # a refused tool server is a tool error, not a failed run
+    [call] = (await probe.record(finished.run_id)).tool_calls
+    assert call.error is not None and call.error.startswith("tool server not allowed")
+
+
+async def test_an_async_run_is_visible_as_running_then_finished(probe):
+    endpoint = probe.endpoint(async_mode=True)
+    event, sub = await probe.start(endpoint, {"mock": {"delay_ms": 1500}})
+    status = None
+    for _ in range(100):
+        try:
+            status = (await probe.record(event.run_id)).status
+        except Exception:  # not picked up yet: run_not_found
+            status = None
+        if status == "running":
+            break
+        await asyncio.sleep(0.02)
+    assert status == "running"
+    finished = await probe.follow(event.run_id, sub)
+    assert finished.terminal.event == "done"
+    assert (await probe.record(event.run_id)).status == "succeeded"
