@@ -18,6 +18,16 @@ class Settings(ServiceSettings):
     trusted_proxies: str = Field(
         "", description="CIDRs whose X-Forwarded-For is believed, comma-separated (empty: none)."
     )
+    rate_limit_per_endpoint: int = Field(60, ge=1, description="Runs per endpoint per window, every auth mode.")
+    rate_limit_per_client_ip: int = Field(
+        20, ge=1, description="Runs per client IP (IPv6: per /64) per endpoint per window; public endpoints only."
+    )
+    rate_limit_test_runs: int = Field(10, ge=1, description="Owner test runs (`/test`) per endpoint per window.")
+    rate_limit_window_s: float = Field(60.0, gt=0, le=86400, description="Length of the sliding window, seconds.")
+    rate_limit_fail_open: bool = Field(
+        False, description="Admit runs unchecked when the limiter (NATS) is unreachable, instead of answering 503."
+    )
+    rate_limit_timeout_s: float = Field(2.0, gt=0, description="How long a limiter decision may wait for NATS.")
     key_cache_ttl_s: float = Field(30.0, ge=0, description="How long a verified API key is cached (backstop).")
     catalog_cache_ttl_s: float = Field(5.0, ge=0, description="How long an endpoint's config is cached.")
     run_wait_grace_s: float = Field(5.0, ge=0, description="Extra wait beyond an endpoint's timeout_ms.")

@@ -13,6 +13,7 @@ from agentry_common.errors import PayloadTooLarge
 
 from ..auth import JwtVerifier, KeyVerifier
 from ..catalog_cache import EndpointCache
+from ..client_ip import TrustedProxies
 from ..dispatch import Dispatcher
 from ..ratelimit import Limits
 from ..service import Catalog
@@ -26,6 +27,7 @@ engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
 
 async def on_startup(app: FastAPI) -> None:
     nc = broker.connection
+    TrustedProxies.parse(settings.trusted_proxies)  # a malformed TRUSTED_PROXIES stops the start, not each run
     sessions = make_sessionmaker(engine)
     gateway = Gateway(
         settings=settings,
@@ -36,11 +38,12 @@ async def on_startup(app: FastAPI) -> None:
         dispatcher=Dispatcher(nc, settings),
         keys=KeyVerifier(nc, settings),
         jwt=JwtVerifier(settings),
-        limits=Limits(),
+        limits=Limits.from_settings(nc, settings),
     )
     await gateway.cache.start()
     await gateway.keys.start()
     await gateway.dispatcher.start()
+    await gateway.limits.start()
     app.state.gateway = gateway
 
 

@@ -14,6 +14,7 @@ from agentry_common.errors import ErrorBody, Forbidden, NotFound, Unauthorized, 
 from agentry_common.requests import Charges, GetCharges, ListRuns, RunPage, RunRecord
 
 from ..auth import User
+from ..client_ip import client_ip_of
 from ..schemas import Charge, RunAccepted, RunBody, RunHistory, RunHistoryItem, RunResult, RunStatus
 from ..service import endpoint_snapshot
 from .deps import CurrentUser, Gateway, GatewayDep
@@ -70,21 +71,22 @@ async def run_endpoint(
             raise Unauthorized("invalid API key", code="invalid_api_key")
     if ep.status != "active":
         raise Forbidden("this endpoint is disabled", code="endpoint_disabled")
-    client_ip = request.client.host if request.client else ""
+    client_ip = client_ip_of(request, gw.settings.trusted_proxies)
     decision = await gw.limits.admit_run(snap.id, ep.auth_mode == "public", client_ip)
     headers = decision.headers()
-    problem = ep.validate_input(body.input)
-    if problem:
-        raise ValidationFailed(problem, code="invalid_input")
-    if snap.async_mode:
-        run_id = await gw.dispatcher.submit(snap, body.input, is_test=False)
-        accepted = {"run_id": run_id, "status": "queued", "status_url": f"/api/runs/{run_id}"}
-        return _json(accepted, 202, {**headers, "X-Run-Id": run_id})
-    if snap.enable_streaming:
-        run_id, frames = await gw.dispatcher.stream(snap, body.input, is_test=False)
-        headers.update({"X-Run-Id": run_id, "Cache-Control": "no-cache"})
-        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
-    result = await gw.dispatcher.run(snap, body.input, is_test=False)
+    with decision.on_errors():
+        problem = ep.validate_input(body.input)
+        if problem:
+            raise ValidationFailed(problem, code="invalid_input")
+        if snap.async_mode:
+            run_id = await gw.dispatcher.submit(snap, body.input, is_test=False)
+            accepted = {"run_id": run_id, "status": "queued", "status_url": f"/api/runs/{run_id}"}
+            return _json(accepted, 202, {**headers, "X-Run-Id": run_id})
+        if snap.enable_streaming:
+            run_id, frames = await gw.dispatcher.stream(snap, body.input, is_test=False)
+            headers.update({"X-Run-Id": run_id, "Cache-Control": "no-cache"})
+            return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+        result = await gw.dispatcher.run(snap, body.input, is_test=False)
     return _json(result.model_dump(mode="json"), 200, {**headers, "X-Run-Id": result.run_id})
 
 
@@ -95,7 +97,8 @@ async def test_endpoint(endpoint_id: str, body: RunBody, user: CurrentUser, gw: 
         ep = await gw.catalog.endpoint(repo, user.id, endpoint_id)
         snap = endpoint_snapshot(ep, await repo.servers(ep.workspace_id))
     decision = await gw.limits.admit_test(endpoint_id)
-    result = await gw.dispatcher.run(snap, body.input, is_test=True)
+    with decision.on_errors():
+        result = await gw.dispatcher.run(snap, body.input, is_test=True)
     return _json(result.model_dump(mode="json"), 200, {**decision.headers(), "X-Run-Id": result.run_id})
 
 
