@@ -191,7 +191,7 @@ class Limits:
         )
         self._generation = 0  # bumped each time the streams are (re)declared
         self._declaring = asyncio.Lock()
-        self._last_warning = 0.0
+        self._last_warning = -math.inf
         self._unwarned = 0
 
     @classmethod
