@@ -48,7 +48,7 @@ def _wait_ready_line(proc: subprocess.Popen[str], timeout: float = 60) -> list[s
         if not line and proc.poll() is not None:
             break
         lines.append(line)
-        if "all services ready" in line:
+        if "Ctrl-C stops everything" in line:
             return lines
     raise AssertionError("stack never became ready:\n" + "".join(lines[-40:]))
 
