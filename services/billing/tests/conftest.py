@@ -18,15 +18,18 @@ import orjson
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentry_billing.audit import WalletCheck, check_wallets
 from agentry_billing.repository import BillingRepository
+from agentry_billing.service import credit_wallet
 from agentry_common import subjects
+from agentry_common.broker import ensure_streams
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import Event, RunCompleted, Usage
+from agentry_common.requests import Deposit
 from agentry_common.stack import Service, Stack
 
 UnitOfWork = Callable[[], AbstractAsyncContextManager[BillingRepository]]
@@ -105,7 +108,7 @@ class RunEvents:
         """The same run announced again: a new event id, the same run."""
         return event.model_copy(update={"id": f"evt_{uuid.uuid4().hex}"})
 
-    async def publish(self, events: Iterable[Event], *, fresh_msg_id: bool = False) -> None:
+    async def publish(self, events: Iterable[Event], *, fresh_msg_id: bool = False) -> list[PubAck]:
         """Publish and wait until JetStream stored them. `fresh_msg_id` defeats the broker's de-duplication,
         so the copy reaches billing and only the database can tell it is a replay."""
         futures = []
@@ -113,7 +116,7 @@ class RunEvents:
             msg_id = f"test-replay:{uuid.uuid4().hex}" if fresh_msg_id else event.msg_id()
             data = event.model_dump_json().encode()
             futures.append(await self.js.publish_async(event.type, data, headers={"Nats-Msg-Id": msg_id}))
-        await asyncio.gather(*futures)
+        return list(await asyncio.gather(*futures))
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         await self.js.publish(subject, data, headers={"Nats-Msg-Id": f"test-raw:{uuid.uuid4().hex}"})
@@ -168,6 +171,24 @@ def ledger(billing_engine: AsyncEngine) -> Ledger:
 
 
 @pytest.fixture
+def new_owner() -> Callable[[], str]:
+    """Fresh owner ids, so each test has wallets of its own on the shared database."""
+    return lambda: f"user-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def fund(uow: UnitOfWork) -> Callable[[str, int], Awaitable[None]]:
+    """Credit a wallet in-process (as a deposit would), before any billing process is involved."""
+
+    async def _fund(owner_id: str, amount_cents: int) -> None:
+        async with uow() as repo:
+            cmd = Deposit(owner_id=owner_id, amount_cents=amount_cents, idempotency_key=f"fund-{uuid.uuid4().hex}")
+            await credit_wallet(repo, cmd)
+
+    return _fund
+
+
+@pytest.fixture
 def uow(billing_engine: AsyncEngine) -> UnitOfWork:
     """In-process unit of work on the test database, as the service's entrypoints open it."""
     sessions = make_sessionmaker(billing_engine)
@@ -180,27 +201,51 @@ def uow(billing_engine: AsyncEngine) -> UnitOfWork:
     return _uow
 
 
-@pytest.fixture
-def start_billing(servers: Stack) -> Iterator[Callable[..., Service]]:
-    """Start billing replicas for this test only; they are stopped (and forgotten) when it ends, so the
-    shared `stack` fixture never mistakes one of them for its own billing service."""
-    started: list[Service] = []
+class Replicas:
+    """Billing processes started by tests; stopped (and forgotten) at the end of their scope, so the shared
+    `stack` fixture never mistakes one of them for its own billing service."""
 
-    def _start(**env: str) -> Service:
-        service = servers.start_service("billing", **env)
-        started.append(service)
+    def __init__(self, servers: Stack):
+        self.servers = servers
+        self.started: list[Service] = []
+
+    def start(self, **env: str) -> Service:
+        service = self.servers.start_service("billing", **env)
+        self.started.append(service)
         return service
 
-    yield _start
-    for service in started:
-        service.stop()
-        if service in servers.services:
-            servers.services.remove(service)
+    def stop_all(self) -> None:
+        for service in self.started:
+            service.stop()
+            if service in self.servers.services:
+                self.servers.services.remove(service)
+
+
+@pytest.fixture
+def start_billing(servers: Stack) -> Iterator[Callable[..., Service]]:
+    """Start billing replicas for this test only (e.g. to kill one, or with their own settings)."""
+    replicas = Replicas(servers)
+    yield replicas.start
+    replicas.stop_all()
+
+
+@pytest.fixture(scope="module")
+def billing_replicas(servers: Stack) -> Iterator[list[Service]]:
+    """Two billing replicas on the shared durable consumer, for a whole test module (starting a process is
+    the slow part of these tests)."""
+    replicas = Replicas(servers)
+    try:
+        yield [replicas.start(CHARGE_BATCH_SIZE="20"), replicas.start(CHARGE_BATCH_SIZE="20")]
+    finally:
+        replicas.stop_all()
 
 
 @pytest.fixture
 async def js(nc: Client) -> JetStreamContext:
-    return nc.jetstream()
+    """JetStream, with the streams declared (as any service does at startup) so a test may publish first."""
+    context = nc.jetstream()
+    await ensure_streams(context)
+    return context
 
 
 @pytest.fixture

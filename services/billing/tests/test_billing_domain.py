@@ -24,7 +24,7 @@ moves = st.lists(st.tuples(st.sampled_from(["credit", "debit"]), st.integers(1, 
 
 
 @given(start=st.integers(0, 50_000), moves=moves)
-def test_a_book_never_goes_negative_and_its_entries_always_add_up_to_its_balance(start: int, moves: list) -> None:  # type: ignore[type-arg]
+def test_a_book_never_goes_negative_and_its_entries_always_add_up_to_its_balance(start: int, moves: list) -> None:
     book = Book("owner", start, 3 if start else None)
     first = book.balance_cents
     for kind, amount in moves:
@@ -84,7 +84,7 @@ def _event(**fields: object) -> RunCompleted:
         "owner_id": "u1",
         "price_per_run_cents": 5,
     }
-    return RunCompleted(**{**defaults, **fields})  # type: ignore[arg-type]
+    return RunCompleted(**{**defaults, **fields})
 
 
 def test_a_priced_run_is_charged_its_price_and_records_its_token_cost() -> None:

@@ -17,7 +17,7 @@ from agentry_common.requests import Deposit
 
 
 @pytest.fixture
-async def funded(uow) -> str:  # type: ignore[no-untyped-def]
+async def funded(uow) -> str:
     """A wallet holding 100 cents (one deposit entry) and one collected 30-cent charge."""
     owner = f"user-{uuid.uuid4().hex[:12]}"
     async with uow() as repo:
@@ -114,7 +114,7 @@ async def test_a_charge_can_move_money_only_once(billing_engine: AsyncEngine, fu
     assert "uq_ledger_entries_charge_id" in message
 
 
-async def test_the_untouched_wallet_still_reconciles(ledger, funded: str) -> None:  # type: ignore[no-untyped-def]
+async def test_the_untouched_wallet_still_reconciles(ledger, funded: str) -> None:
     assert await ledger.drift([funded]) == []
     wallet = await ledger.wallet(funded)
     assert (wallet.balance_cents, wallet.lifetime_deposited_cents, wallet.lifetime_spent_cents) == (70, 100, 30)

@@ -15,27 +15,23 @@ from agentry_common.errors import ValidationFailed
 from agentry_common.requests import Deposit
 
 
-def owner() -> str:
-    return f"user-{uuid.uuid4().hex[:12]}"
-
-
 def run_of(owner_id: str, price: int = 5) -> ChargeRun:
     return ChargeRun(f"evt_{uuid.uuid4().hex}", f"run_{uuid.uuid4().hex}", "aep_1", owner_id, price, Decimal("0.5"))
 
 
-async def deposit(uow, owner_id: str, amount: int, key: str | None = None, **fields: object):  # type: ignore[no-untyped-def]
+async def deposit(uow, owner_id: str, amount: int, key: str | None = None, **fields: object):
     async with uow() as repo:
         cmd = Deposit(owner_id=owner_id, amount_cents=amount, idempotency_key=key or uuid.uuid4().hex, **fields)
         return await service.credit_wallet(repo, cmd)
 
 
-async def charge(uow, runs: list[ChargeRun]) -> service.ChargeBatch:  # type: ignore[no-untyped-def]
+async def charge(uow, runs: list[ChargeRun]) -> service.ChargeBatch:
     async with uow() as repo:
         return await service.charge_runs(repo, runs)
 
 
-async def test_a_covered_run_is_debited_once_and_its_token_cost_recorded(uow, ledger) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_a_covered_run_is_debited_once_and_its_token_cost_recorded(uow, ledger, new_owner) -> None:
+    o = new_owner()
     await deposit(uow, o, 100)
     run = run_of(o, 30)
     first = await charge(uow, [run])
@@ -49,8 +45,8 @@ async def test_a_covered_run_is_debited_once_and_its_token_cost_recorded(uow, le
     assert [e.kind for e in await ledger.entries(o)] == ["deposit", "run_charge"]
 
 
-async def test_a_run_the_balance_does_not_cover_is_uncollected_and_the_wallet_untouched(uow, ledger) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_a_run_the_balance_does_not_cover_is_uncollected_and_the_wallet_untouched(uow, ledger, new_owner) -> None:
+    o = new_owner()
     await deposit(uow, o, 3)
     batch = await charge(uow, [run_of(o, 5)])
     assert [x.state for x in batch.new] == ["uncollected"]
@@ -59,8 +55,8 @@ async def test_a_run_the_balance_does_not_cover_is_uncollected_and_the_wallet_un
     assert [e.kind for e in await ledger.entries(o)] == ["deposit"]
 
 
-async def test_a_charge_for_an_owner_without_a_wallet_is_uncollected(uow, ledger) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_a_charge_for_an_owner_without_a_wallet_is_uncollected(uow, ledger, new_owner) -> None:
+    o = new_owner()
     batch = await charge(uow, [run_of(o, 5)])
     assert [x.state for x in batch.new] == ["uncollected"]
     async with uow() as repo:
@@ -68,8 +64,8 @@ async def test_a_charge_for_an_owner_without_a_wallet_is_uncollected(uow, ledger
     assert (balance.balance_cents, balance.uncollected_cents) == (0, 5)
 
 
-async def test_a_batch_charges_runs_in_order_until_the_money_runs_out(uow, ledger) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_a_batch_charges_runs_in_order_until_the_money_runs_out(uow, ledger, new_owner) -> None:
+    o = new_owner()
     await deposit(uow, o, 12)
     runs = [run_of(o, 5), run_of(o, 5), run_of(o, 5), run_of(o, 2)]
     batch = await charge(uow, runs)
@@ -78,8 +74,8 @@ async def test_a_batch_charges_runs_in_order_until_the_money_runs_out(uow, ledge
     assert await ledger.drift([o]) == []
 
 
-async def test_concurrent_batches_with_the_same_runs_charge_each_run_exactly_once(uow, ledger) -> None:  # type: ignore[no-untyped-def]
-    owners = [owner() for _ in range(6)]
+async def test_concurrent_batches_with_the_same_runs_charge_each_run_exactly_once(uow, ledger, new_owner) -> None:
+    owners = [new_owner() for _ in range(6)]
     for o in owners:
         await deposit(uow, o, 1_000)
     runs = [run_of(random.choice(owners), random.randint(1, 20)) for _ in range(200)]
@@ -95,8 +91,8 @@ async def test_concurrent_batches_with_the_same_runs_charge_each_run_exactly_onc
     assert await ledger.drift(owners) == []
 
 
-async def test_a_credit_settles_uncollected_charges_oldest_first_and_each_only_once(uow, ledger) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_a_credit_settles_uncollected_charges_oldest_first_and_each_only_once(uow, ledger, new_owner) -> None:
+    o = new_owner()
     runs = [run_of(o, 5), run_of(o, 7), run_of(o, 1)]
     for run in runs:  # one at a time, so their age is their order
         await charge(uow, [run])
@@ -115,8 +111,8 @@ async def test_a_credit_settles_uncollected_charges_oldest_first_and_each_only_o
     assert await ledger.drift([o]) == []
 
 
-async def test_the_same_idempotency_key_and_request_answers_the_original_credit(uow, ledger) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_the_same_idempotency_key_and_request_answers_the_original_credit(uow, ledger, new_owner) -> None:
+    o = new_owner()
     first = await deposit(uow, o, 500, key="k-1")
     await deposit(uow, o, 700)
     again = await deposit(uow, o, 500, key="k-1")
@@ -127,8 +123,8 @@ async def test_the_same_idempotency_key_and_request_answers_the_original_credit(
 
 
 @pytest.mark.parametrize("change", [{"amount": 501}, {"reason": "other"}], ids=["amount", "reason"])
-async def test_the_same_idempotency_key_with_a_different_request_is_refused(uow, ledger, change) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_the_same_idempotency_key_with_a_different_request_is_refused(uow, ledger, change, new_owner) -> None:
+    o = new_owner()
     await deposit(uow, o, 500, key="k-2", reason="top-up")
     with pytest.raises(ValidationFailed) as refused:
         await deposit(uow, o, change.get("amount", 500), key="k-2", reason=change.get("reason", "top-up"))
@@ -136,8 +132,8 @@ async def test_the_same_idempotency_key_with_a_different_request_is_refused(uow,
     assert (await ledger.wallet(o)).balance_cents == 500
 
 
-async def test_idempotency_keys_belong_to_whoever_asked(uow, ledger) -> None:  # type: ignore[no-untyped-def]
-    alice, bob, admin = owner(), owner(), owner()
+async def test_idempotency_keys_belong_to_whoever_asked(uow, ledger, new_owner) -> None:
+    alice, bob, admin = new_owner(), new_owner(), new_owner()
     await deposit(uow, alice, 500, key="same")
     await deposit(uow, bob, 500, key="same")  # another user's key space
     await deposit(uow, alice, 100, key="same", kind="admin_credit", actor_id=admin, reason="goodwill")
@@ -148,13 +144,13 @@ async def test_idempotency_keys_belong_to_whoever_asked(uow, ledger) -> None:  #
 
 
 @pytest.mark.parametrize("amount", [0, -5])
-async def test_a_credit_of_nothing_or_less_is_refused(uow, amount: int) -> None:  # type: ignore[no-untyped-def]
+async def test_a_credit_of_nothing_or_less_is_refused(uow, amount: int, new_owner) -> None:
     with pytest.raises(ValidationFailed):
-        await deposit(uow, owner(), amount)
+        await deposit(uow, new_owner(), amount)
 
 
-async def test_transactions_page_newest_first_through_credits_charges_and_settlements(uow) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_transactions_page_newest_first_through_credits_charges_and_settlements(uow, new_owner) -> None:
+    o = new_owner()
     await deposit(uow, o, 10, key="a")
     runs = [run_of(o, 4) for _ in range(4)]
     for run in runs:
@@ -186,8 +182,8 @@ async def test_transactions_page_newest_first_through_credits_charges_and_settle
     assert bad.value.code == "invalid_cursor"
 
 
-async def test_charges_report_collected_uncollected_and_nothing_for_unknown_runs(uow) -> None:  # type: ignore[no-untyped-def]
-    o = owner()
+async def test_charges_report_collected_uncollected_and_nothing_for_unknown_runs(uow, new_owner) -> None:
+    o = new_owner()
     await deposit(uow, o, 5)
     paid, unpaid = run_of(o, 5), run_of(o, 5)
     await charge(uow, [paid, unpaid])
@@ -203,9 +199,9 @@ async def test_charges_report_collected_uncollected_and_nothing_for_unknown_runs
     assert charges.charges[unpaid.run_id].status == "collected"  # settled later: collected all the same
 
 
-async def test_a_user_without_a_wallet_has_a_zero_balance(uow) -> None:  # type: ignore[no-untyped-def]
+async def test_a_user_without_a_wallet_has_a_zero_balance(uow, new_owner) -> None:
     async with uow() as repo:
-        balance = await service.balance(repo, owner())
+        balance = await service.balance(repo, new_owner())
     assert balance.model_dump() == {
         "balance_cents": 0,
         "currency": "USD",

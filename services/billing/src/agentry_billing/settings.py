@@ -14,7 +14,7 @@ class Settings(ServiceSettings):
         500, ge=1, le=5000, description="Most `run.completed` events charged in one database transaction."
     )
     charge_fetch_wait_s: float = Field(
-        2.0, gt=0, description="How long an idle consumer waits for the next event before asking again."
+        0.5, gt=0, description="Longest wait for a batch to fill once its first event arrived (and idle poll)."
     )
     charge_inflight_batches: int = Field(
         4, ge=1, description="Committed batches whose outcome events may still be publishing while the next is charged."

@@ -25,7 +25,7 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError, ServiceUnavailableError
+from nats.js.errors import APIError, ServiceUnavailableError
 from psycopg import errors as pg_errors
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -105,7 +105,7 @@ class ChargeConsumer:
         self._js = nc.jetstream()
         try:
             await self._js.add_consumer(STREAM, self.config)  # create or update: every replica may do it
-        except BadRequestError as err:
+        except APIError as err:
             # A durable set up by an operator with settings that cannot be updated in place: use it as it is.
             await self._js.consumer_info(STREAM, self.settings.charge_consumer)
             log.warning("using the existing consumer as configured: %s", err.description)
@@ -125,6 +125,10 @@ class ChargeConsumer:
             await asyncio.gather(*self._finishing, return_exceptions=True)
         if sample is not None:
             await asyncio.gather(sample, return_exceptions=True)
+        if self._sub is not None:
+            # Not left to the connection's drain, which would wait on expired pull requests' status replies.
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
 
     async def _consume(self) -> None:
         assert self._sub is not None
