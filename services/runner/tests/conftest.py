@@ -324,8 +324,11 @@ class Probe:
     def weather(self, slug: str = "weather", url: str | None = None, secret: str | None = None) -> McpServerRef:
         return McpServerRef(slug=slug, url=url or self.mcp_url, headers_secret_id=secret)
 
+    def event(self, endpoint: EndpointSnapshot, value: Any, **fields: Any) -> RunRequested:
+        return RunRequested(run_id=f"run_{uuid.uuid4().hex}", endpoint=endpoint, input=value, **fields)
+
     async def start(self, endpoint: EndpointSnapshot, value: Any, **fields: Any) -> tuple[RunRequested, Any]:
-        event = RunRequested(run_id=f"run_{uuid.uuid4().hex}", endpoint=endpoint, input=value, **fields)
+        event = self.event(endpoint, value, **fields)
         sub = await self.nc.subscribe(subjects.run_progress(event.run_id))
         await publish_event(self.js, subjects.RUN_REQUESTED, event)
         return event, sub
@@ -384,3 +387,22 @@ def kit() -> SimpleNamespace:
     return SimpleNamespace(
         private_nats=private_nats, start_process=start_process, runner_env=runner_env, Probe=Probe, Reply=Reply
     )
+
+
+@pytest.fixture
+async def service(servers: Stack, runner_nats: Nats, rnc: Client, fake_llm: FakeLLM) -> AsyncIterator[Any]:
+    """A RunnerService in the test's process, on the runner's NATS and the session's PostgreSQL."""
+    from agentry_common.db import make_engine, make_sessionmaker
+    from agentry_runner.service import HttpClients, RunnerService
+    from agentry_runner.settings import Settings
+
+    env = runner_env(runner_nats.url, fake_llm)
+    settings = Settings(
+        database_url=servers.database_url, allow_private_urls=True, **{k.lower(): v for k, v in env.items()}
+    )
+    engine = make_engine(servers.database_url)
+    clients = HttpClients(settings)
+    sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    yield RunnerService(settings, rnc, sessions, clients)
+    await clients.aclose()
+    await engine.dispose()

@@ -160,3 +160,45 @@ async def test_an_async_run_is_visible_as_running_then_finished(probe):
     finished = await probe.follow(event.run_id, sub)
     assert finished.terminal.event == "done"
     assert (await probe.record(event.run_id)).status == "succeeded"
+
+
+# --- delivery semantics, driven in process on the same NATS and PostgreSQL ---
+
+
+async def test_a_redelivered_finished_run_is_announced_again_and_not_rerun(probe, service, fake_llm, rnc):
+    model = fake_llm.model(fake_llm.openai("only once"))
+    endpoint = probe.endpoint(llm_provider="openai", llm_model=model)
+    event, sub = await probe.start(endpoint, "hi")
+    first = await probe.follow(event.run_id, sub)
+
+    again = await rnc.subscribe(subjects.run_progress(event.run_id))
+    await service.process(event, delivery=2)  # as if the first runner died before its ack
+    replayed = await probe.follow(event.run_id, again)
+
+    assert len(fake_llm.requests(model)) == 1
+    assert replayed.terminal.data == first.terminal.data
+    assert len(await probe.outcomes(event.run_id)) == 1  # same Nats-Msg-Id: JetStream dropped the replay
+
+
+async def test_the_last_delivery_of_a_run_that_keeps_crashing_records_it_failed(probe, service, fake_llm):
+    model = fake_llm.model(fake_llm.openai("never asked"))
+    endpoint = probe.endpoint(llm_provider="openai", llm_model=model)
+    event = probe.event(endpoint, "hi")
+    await service.process(event, delivery=service.settings.runner_max_deliveries)
+    assert fake_llm.requests(model) == []
+    record = await probe.record(event.run_id)
+    assert record.status == "failed" and record.error.code == "internal_error"
+    [outcome] = await probe.outcomes(event.run_id)
+    assert outcome["type"] == "run.failed"
+
+
+async def test_two_runners_racing_on_one_run_announce_the_first_recorded_outcome(probe, service, fake_llm):
+    fast = fake_llm.model(fake_llm.openai("first"))
+    event = probe.event(probe.endpoint(llm_provider="openai", llm_model=fast), "hi")
+    await service.process(event, delivery=1)
+    slow = event.model_copy(update={"endpoint": event.endpoint.model_copy(update={"output_format": "json"})})
+    await service.process(slow, delivery=1)  # a second execution ends differently (invalid JSON)…
+    record = await probe.record(event.run_id)
+    assert record.status == "succeeded" and record.output == "first"  # …but the first outcome stands
+    [outcome] = await probe.outcomes(event.run_id)
+    assert outcome["type"] == "run.completed"

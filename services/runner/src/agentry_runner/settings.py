@@ -17,7 +17,7 @@ class Settings(ServiceSettings):
         description="Delivery on which a run that keeps interrupting its runner is recorded failed instead of run.",
     )
     runner_shutdown_grace_s: float = Field(
-        20.0, ge=0, description="On shutdown, how long in-flight runs may finish before they are handed back."
+        10.0, ge=0, description="On shutdown, how long in-flight runs may finish before they are handed back."
     )
 
     # --- LLM providers (platform keys; an endpoint's own key wins) ---

@@ -43,7 +43,7 @@ class Runtime:
             logging.getLogger(name).setLevel(logging.WARNING)
         cls.clients = HttpClients(settings)
         cls.service = RunnerService(settings, nc, sessions, cls.clients)
-        cls.consumer = RunConsumer(cls.service, nc.jetstream(), settings)
+        cls.consumer = RunConsumer(cls.service, nc, settings)
         await cls.consumer.start()
 
     @classmethod

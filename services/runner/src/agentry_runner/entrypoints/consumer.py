@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
@@ -47,18 +48,20 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
 
 
 class RunConsumer:
-    def __init__(self, service: RunnerService, js: JetStreamContext, settings: Settings):
+    def __init__(self, service: RunnerService, nc: Client, settings: Settings):
         self.service = service
-        self.js = js
+        self.nc = nc
+        self.js = nc.jetstream()
         self.settings = settings
         self.slots = asyncio.Semaphore(settings.runner_concurrency)
         self.running: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
         await self.js.add_consumer(subjects.RUNS_STREAM.name, consumer_config(self.settings))
-        sub = await self.js.pull_subscribe_bind(subjects.RUNNER_CONSUMER, stream=subjects.RUNS_STREAM.name)
-        self._loop = asyncio.create_task(self._pull(sub), name="run-consumer")
+        self._sub = await self.js.pull_subscribe_bind(subjects.RUNNER_CONSUMER, stream=subjects.RUNS_STREAM.name)
+        self._loop = asyncio.create_task(self._pull(self._sub), name="run-consumer")
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         while True:
@@ -123,9 +126,18 @@ class RunConsumer:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
+        if self._sub is not None:
+            # The cancelled fetch left a pull request on the server; without our interest in its inbox the
+            # server drops it, instead of delivering a handed-back run straight to this departing process.
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+                await self.nc.flush(timeout=2)
         if self.running:
             _, pending = await asyncio.wait(set(self.running), timeout=self.settings.runner_shutdown_grace_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2)
+                # The naks sit in the client's write buffer; the connection closes right after this.
+                with contextlib.suppress(Exception):
+                    await self.nc.flush(timeout=2)

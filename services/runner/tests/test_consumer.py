@@ -1,0 +1,110 @@
+"""The run.requested consumer across processes: a runner killed mid-run (kill -9) does not lose the run,
+and the run still ends exactly once. Each test here has a NATS server and runner processes of its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import psycopg
+import pytest
+
+
+async def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def attempts(database_url: str, run_id: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT attempts FROM runner.runs WHERE id = %s", (run_id,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_run_whose_runner_is_killed_mid_run_is_finished_once_by_another(servers, fake_llm, kit):
+    model = fake_llm.model(kit.Reply(fake_llm.openai("lost").body, delay=120), fake_llm.openai("finished"))
+    with kit.private_nats() as nats_server:
+        env = kit.runner_env(nats_server.url, fake_llm, LLM_TIMEOUT_S="300", RUNNER_ACK_WAIT_S="2")
+        first = await asyncio.to_thread(kit.start_process, servers, "runner", **env)
+        nc = await nats.connect(nats_server.url)
+        second = None
+        try:
+            probe = kit.Probe(nc)
+            endpoint = probe.endpoint(llm_provider="openai", llm_model=model, timeout_ms=120000)
+            event, sub = await probe.start(endpoint, "hello")
+            await wait_until(lambda: len(fake_llm.requests(model)) == 1)  # the first runner is mid-call
+
+            await asyncio.to_thread(first.stop, True)  # SIGKILL: no cleanup, no nak, no ack
+            second = await asyncio.to_thread(kit.start_process, servers, "runner", **env)
+            finished = await probe.follow(event.run_id, sub, timeout=30)
+
+            assert finished.terminal.event == "done" and finished.terminal.data["output"] == "finished"
+            assert len(fake_llm.requests(model)) == 2
+            [outcome] = await probe.outcomes(event.run_id)
+            assert outcome["type"] == "run.completed"
+            record = await probe.record(event.run_id)
+            assert record.status == "succeeded"
+            assert attempts(servers.database_url, event.run_id) == 2
+        finally:
+            await nc.drain()
+            for proc in (first, second):
+                if proc is not None:
+                    await asyncio.to_thread(proc.stop)
+
+
+async def test_a_runner_shutting_down_hands_its_unfinished_run_back_at_once(servers, fake_llm, kit):
+    model = fake_llm.model(kit.Reply(fake_llm.openai("lost").body, delay=120), fake_llm.openai("finished"))
+    with kit.private_nats() as nats_server:
+        # An ack wait far longer than the test may take: only an explicit hand-back can move the run in time.
+        env = kit.runner_env(nats_server.url, fake_llm, LLM_TIMEOUT_S="300", RUNNER_ACK_WAIT_S="90")
+        first = await asyncio.to_thread(kit.start_process, servers, "runner", RUNNER_SHUTDOWN_GRACE_S="0.2", **env)
+        nc = await nats.connect(nats_server.url)
+        second = None
+        try:
+            probe = kit.Probe(nc)
+            endpoint = probe.endpoint(llm_provider="openai", llm_model=model, timeout_ms=120000)
+            event, sub = await probe.start(endpoint, "hello")
+            await wait_until(lambda: len(fake_llm.requests(model)) == 1)
+            second = await asyncio.to_thread(kit.start_process, servers, "runner", **env)
+            await asyncio.to_thread(first.stop)  # SIGTERM: graceful
+            finished = await probe.follow(event.run_id, sub, timeout=30)
+            assert finished.terminal.data["output"] == "finished"
+            assert len(await probe.outcomes(event.run_id)) == 1
+        finally:
+            await nc.drain()
+            for proc in (first, second):
+                if proc is not None:
+                    await asyncio.to_thread(proc.stop)
+
+
+@pytest.mark.slow
+async def test_many_runs_survive_a_runner_killed_repeatedly_and_each_ends_exactly_once(servers, fake_llm, kit):
+    slow = fake_llm.openai("done")
+    slow.delay = 0.5
+    model = fake_llm.model(slow)
+    with kit.private_nats() as nats_server:
+        env = kit.runner_env(nats_server.url, fake_llm, LLM_TIMEOUT_S="300", RUNNER_ACK_WAIT_S="2")
+        runners = [await asyncio.to_thread(kit.start_process, servers, "runner", **env) for _ in range(2)]
+        nc = await nats.connect(nats_server.url)
+        try:
+            probe = kit.Probe(nc)
+            endpoint = probe.endpoint(llm_provider="openai", llm_model=model, timeout_ms=120000)
+            started = [await probe.start(endpoint, f"run {i}") for i in range(40)]
+            for _ in range(3):
+                await asyncio.sleep(1)
+                victim = runners.pop(0)
+                await asyncio.to_thread(victim.stop, True)
+                runners.append(await asyncio.to_thread(kit.start_process, servers, "runner", **env))
+            results = [await probe.follow(event.run_id, sub, timeout=60) for event, sub in started]
+            # A run interrupted on every delivery but the last ends failed; none is lost, none ends twice.
+            for result in results:
+                assert result.terminal.event == "done" or result.terminal.data["code"] == "internal_error"
+                assert len(await probe.outcomes(result.run_id)) == 1
+            assert sum(r.terminal.event == "done" for r in results) >= len(results) // 2
+        finally:
+            await nc.drain()
+            for proc in runners:
+                await asyncio.to_thread(proc.stop)
