@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -227,12 +228,14 @@ async def mcp_server() -> AsyncIterator[McpFixture]:
 
 @contextlib.contextmanager
 def private_nats() -> Iterator[Nats]:
-    server = Nats(Path(tempfile.mkdtemp(prefix="agentry-runner-nats-")), free_port())
+    data = Path(tempfile.mkdtemp(prefix="agentry-runner-nats-"))
+    server = Nats(data, free_port())
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def start_process(servers: Stack, name: str, **env: str) -> Service:

@@ -30,7 +30,7 @@ from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested
 from agentry_common.netguard import guard_transport
 from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunRecord
 
-from . import schemas
+from . import metrics, schemas
 from .agent import Agent, RunState
 from .models import TERMINAL, Run
 from .pricing import cost_cents
@@ -89,17 +89,21 @@ class RunnerService:
                 existing = await repo.get(event.run_id)
             if existing is not None and existing.status in TERMINAL:
                 log.info("run already finished; announcing it again", extra={"run_id": event.run_id})
+                metrics.REANNOUNCED.inc()
                 await self.announce(existing)
                 return
         if delivery >= self.settings.runner_max_deliveries:
             # Earlier deliveries died mid-run (a crash, a kill): running it again could take this runner down
             # too, and no one would be left to record the run. Record it failed instead.
-            values = self._failed(event, delivery, now(), "internal_error", "the run was interrupted repeatedly")
+            message = f"the run was interrupted on each of {delivery - 1} deliveries (runner crash or outage)"
+            values = self._failed(event, delivery, now(), "internal_error", message)
         else:
             values = await self.execute(event, delivery)
         async with self.unit_of_work() as repo:
             stored, ours = await repo.finish(values)
-        if not ours:
+        if ours:
+            metrics.RUNS.labels(event.endpoint.llm_provider, stored.status).inc()
+        else:
             log.info("another delivery recorded this run first", extra={"run_id": event.run_id})
         await self.announce(stored)
 
@@ -145,6 +149,7 @@ class RunnerService:
         deadline = loop.time() + remaining
         state = RunState()
         toolbox = Toolbox(self.clients.mcp, tool_timeout_s=self.settings.tool_timeout_s)
+        metrics.IN_FLIGHT.inc()
         try:
             async with asyncio.timeout_at(deadline) as budget:
                 api_key, headers = await self._secrets(endpoint)
@@ -163,7 +168,17 @@ class RunnerService:
             return self._finished(event, delivery, started, state, "failed", error=(err.code, err.message))
         finally:
             toolbox.close()
+            metrics.IN_FLIGHT.dec()
+            self._observe(endpoint.llm_provider, started, state)
         return self._finished(event, delivery, started, state, "succeeded", output=output)
+
+    @staticmethod
+    def _observe(provider: str, started: datetime, state: RunState) -> None:
+        metrics.RUN_SECONDS.labels(provider).observe((now() - started).total_seconds())
+        metrics.TOKENS.labels(provider, "input").inc(state.tokens_input)
+        metrics.TOKENS.labels(provider, "output").inc(state.tokens_output)
+        for call in state.tool_calls:
+            metrics.TOOL_CALLS.labels("error" if call.error else "ok").inc()
 
     def _emitter(self, event: RunRequested) -> Any:
         """Non-terminal progress is for streaming runs only; nobody listens to it otherwise."""

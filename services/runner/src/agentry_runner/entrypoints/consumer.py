@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from agentry_common import subjects
 from agentry_common.events import RunRequested
 
+from .. import metrics
 from ..service import RunnerService
 from ..settings import Settings
 
@@ -103,6 +104,7 @@ class RunConsumer:
                 raise
             except Exception:
                 log.exception("run could not be finished; it will be redelivered", extra={"run_id": event.run_id})
+                metrics.REDELIVERED.inc()
                 await msg.nak(delay=min(2.0**delivery, 30.0))
                 return
             await msg.ack()
