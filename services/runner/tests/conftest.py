@@ -199,6 +199,11 @@ def make_mcp_server(calls: list[tuple[str, dict[str, Any]]]) -> MCPServer:
         return {"city": city, "days": days, "sky": "sunny", "temp_c": 21}
 
     @server.tool()
+    def dump(size: int) -> str:
+        """Returns `size` characters."""
+        return "x" * size
+
+    @server.tool()
     def explode(reason: str) -> str:
         """Always fails."""
         calls.append(("explode", {"reason": reason}))

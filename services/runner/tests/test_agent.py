@@ -12,7 +12,7 @@ import pytest
 from agentry_common.errors import UpstreamFailed
 from agentry_common.events import EndpointSnapshot, McpServerRef
 from agentry_common.netguard import guard_transport
-from agentry_runner.agent import LIMIT_REACHED, Agent, RunState
+from agentry_runner.agent import LIMIT_REACHED, MODEL_RESULT_CHARS, RECORD_RESULT_CHARS, Agent, RunState
 from agentry_runner.providers import PROVIDERS, Connection
 from agentry_runner.tools import Toolbox
 
@@ -103,3 +103,14 @@ async def test_json_that_is_invalid_twice_fails_with_invalid_output():
     with pytest.raises(UpstreamFailed) as failed:
         await run_agent(endpoint(output_format="json", output_schema=SCHEMA), value)
     assert failed.value.code == "invalid_output" and "name" in failed.value.message
+
+
+async def test_a_huge_tool_result_is_clipped_for_the_model_and_more_for_the_record(fake_llm, mcp_server):
+    model = fake_llm.model(fake_llm.openai(calls=[("weather__dump", {"size": 300_000})]), fake_llm.openai("ok"))
+    conn = Connection(httpx.AsyncClient(), f"{fake_llm.url}/openai/v1", "sk-test")
+    _, state, events = await run_agent(endpoint(llm_provider="openai", llm_model=model), "go", mcp_server.url, conn)
+    sent = fake_llm.requests(model)[1].body["messages"][-1]["content"]  # '{"result":"xxx…' clipped
+    assert MODEL_RESULT_CHARS <= len(sent) < MODEL_RESULT_CHARS + 100 and "[truncated: 3000" in sent
+    kept = state.tool_calls[0].result
+    assert RECORD_RESULT_CHARS <= len(kept) < RECORD_RESULT_CHARS + 100 and "[truncated: 3000" in kept
+    assert events[2][1]["result"] == kept

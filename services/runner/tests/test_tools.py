@@ -23,7 +23,9 @@ async def test_tools_of_every_server_are_listed_under_their_server_slug(mcp_serv
     await box.open(servers, {"weather": {"X-Weather-Token": "tok-1"}, "backup": {}})
     try:
         names = {spec.name for spec in box.specs}
-        assert names == {"weather__forecast", "weather__explode", "backup__forecast", "backup__explode"}
+        assert names == {
+            f"{slug}__{tool}" for slug in ("weather", "backup") for tool in ("forecast", "dump", "explode")
+        }
         forecast = next(s for s in box.specs if s.name == "weather__forecast")
         assert forecast.description == "Forecast for a city."
         assert forecast.parameters["properties"]["city"]["type"] == "string"
@@ -60,7 +62,7 @@ async def test_failures_become_error_results(mcp_server):
     assert unknown.error == "unknown tool 'weather__nope'"
     assert unreachable.error == "tool server unavailable (ConnectError)"
     assert bad_args.error
-    assert {s.name for s in box.specs} == {"weather__forecast", "weather__explode"}
+    assert {s.name for s in box.specs} == {"weather__forecast", "weather__dump", "weather__explode"}
 
 
 async def test_a_server_on_a_refused_address_contributes_no_tools_and_says_why(mcp_server):

@@ -24,6 +24,10 @@ from .tools import Toolbox
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 LIMIT_REACHED = "not called: the run's tool call limit (max_tool_calls) is reached"
+# A tool may return megabytes. The model reads up to MODEL_RESULT_CHARS of it; the run record, the progress
+# events and the history keep RECORD_RESULT_CHARS, which keeps every message under NATS's payload limit.
+MODEL_RESULT_CHARS = 100_000
+RECORD_RESULT_CHARS = 8_000
 
 
 @dataclass
@@ -44,10 +48,25 @@ def input_text(value: str | dict[str, Any]) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def result_text(call: ToolCall) -> str:
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… [truncated: {len(text)} characters in all]"
+
+
+def result_text(call: ToolCall, limit: int = MODEL_RESULT_CHARS) -> str:
     if call.error is not None:
-        return f"error: {call.error}"
-    return call.result if isinstance(call.result, str) else orjson.dumps(call.result, default=str).decode()
+        return clip(f"error: {call.error}", limit)
+    text = call.result if isinstance(call.result, str) else orjson.dumps(call.result, default=str).decode()
+    return clip(text, limit)
+
+
+def recorded(call: ToolCall) -> ToolCall:
+    """The call as the run keeps it: a result too large to keep becomes its clipped text."""
+    update: dict[str, Any] = {}
+    if call.error is not None and len(call.error) > RECORD_RESULT_CHARS:
+        update["error"] = clip(call.error, RECORD_RESULT_CHARS)
+    if call.result is not None and len(result_text(call, RECORD_RESULT_CHARS + 1)) > RECORD_RESULT_CHARS:
+        update["result"] = result_text(call, RECORD_RESULT_CHARS)
+    return call.model_copy(update=update) if update else call
 
 
 @dataclass
@@ -117,7 +136,7 @@ class Agent:
         budget = endpoint.max_tool_calls - len(self.state.tool_calls)
         granted = completion.tool_calls[:budget]
         calls = await asyncio.gather(*(self._call(request) for request in granted))
-        self.state.tool_calls.extend(calls)  # in the model's order, whatever order they finished in
+        self.state.tool_calls.extend(recorded(c) for c in calls)  # in the model's order, not finishing order
         for request, call in zip(granted, calls, strict=True):
             messages.append(
                 Message(
@@ -137,8 +156,9 @@ class Agent:
             call = ToolCall(name=request.name, arguments={}, error=f"invalid arguments: {request.arguments_error}")
         else:
             call = await self.toolbox.call(request.name, request.arguments)
+        kept = recorded(call)
         await self.emit(
             "tool_result",
-            {"name": call.name, "result": call.result, "error": call.error, "latency_ms": call.latency_ms},
+            {"name": kept.name, "result": kept.result, "error": kept.error, "latency_ms": kept.latency_ms},
         )
         return call

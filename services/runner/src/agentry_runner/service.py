@@ -133,7 +133,11 @@ class RunnerService:
         subject = subjects.RUN_COMPLETED if run.status == "succeeded" else subjects.RUN_FAILED
         await publish_event(self.js, subject, event)
         progress = schemas.terminal_progress(run)
-        await self.nc.publish(subjects.run_progress(run.id), progress.model_dump_json().encode())
+        payload = progress.model_dump_json().encode()
+        if len(payload) > self.nc.max_payload:  # tool results are clipped, so only a freak run gets here
+            progress.data["tool_calls"] = []
+            payload = progress.model_dump_json().encode()
+        await self.nc.publish(subjects.run_progress(run.id), payload)
 
     async def execute(self, event: RunRequested, delivery: int) -> dict[str, Any]:
         """Run the agent within the deadline; the row values of its outcome, whatever it is."""
