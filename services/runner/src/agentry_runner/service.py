@@ -102,7 +102,7 @@ class RunnerService:
         async with self.unit_of_work() as repo:
             stored, ours = await repo.finish(values)
         if ours:
-            metrics.RUNS.labels(event.endpoint.llm_provider, stored.status).inc()
+            metrics.RUNS.labels(self._provider_label(event.endpoint), stored.status).inc()
         else:
             log.info("another delivery recorded this run first", extra={"run_id": event.run_id})
         await self.announce(stored)
@@ -173,8 +173,12 @@ class RunnerService:
         finally:
             toolbox.close()
             metrics.IN_FLIGHT.dec()
-            self._observe(endpoint.llm_provider, started, state)
+            self._observe(self._provider_label(endpoint), started, state)
         return self._finished(event, delivery, started, state, "succeeded", output=output)
+
+    @staticmethod
+    def _provider_label(endpoint: EndpointSnapshot) -> str:
+        return endpoint.llm_provider if endpoint.llm_provider in PROVIDERS else "unknown"
 
     @staticmethod
     def _observe(provider: str, started: datetime, state: RunState) -> None:

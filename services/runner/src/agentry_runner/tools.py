@@ -73,6 +73,7 @@ class _Server:
     client: Client | None = None
     error: str | None = None
     tools: dict[str, str] = field(default_factory=dict)  # exposed name → MCP tool name
+    specs: list[ToolSpec] = field(default_factory=list)
 
 
 class Toolbox:
@@ -98,9 +99,12 @@ class Toolbox:
             self._tasks[asyncio.create_task(self._hold(server, given, ready), name=f"mcp:{ref.slug}")] = ready
             waits.append(ready)
         await asyncio.gather(*waits, return_exceptions=True)
+        # In the endpoint's server order whatever order they answered in: the same run sends the same request.
         for server in self._servers.values():
-            for exposed in server.tools:
-                self._by_tool[exposed] = server
+            for spec in server.specs:
+                if spec.name not in self._by_tool:  # a colliding name would make calls ambiguous: first wins
+                    self._by_tool[spec.name] = server
+                    self.specs.append(spec)
 
     async def _hold(self, server: _Server, headers: dict[str, str], ready: asyncio.Future[None]) -> None:
         """Open the session, list tools, keep the session until the run ends, then close it in this task."""
@@ -130,11 +134,10 @@ class Toolbox:
             page = await client.list_tools(cursor=cursor)
             for tool in page.tools:
                 name = exposed_name(server.ref.slug, tool.name)
-                if name in server.tools or any(s.name == name for s in self.specs):
-                    continue  # a colliding name would make calls ambiguous: first listed wins
-                server.tools[name] = tool.name
-                description = tool.description or tool.title or tool.name
-                self.specs.append(ToolSpec(name, description, dict(tool.input_schema)))
+                if name not in server.tools:
+                    server.tools[name] = tool.name
+                    description = tool.description or tool.title or tool.name
+                    server.specs.append(ToolSpec(name, description, dict(tool.input_schema)))
             cursor = page.next_cursor
             if cursor is None:
                 return

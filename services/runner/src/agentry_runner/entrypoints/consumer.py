@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -105,12 +106,20 @@ class RunConsumer:
             except Exception:
                 log.exception("run could not be finished; it will be redelivered", extra={"run_id": event.run_id})
                 metrics.REDELIVERED.inc()
-                await msg.nak(delay=min(2.0**delivery, 30.0))
+                await self._settle(msg.nak(delay=min(2.0**delivery, 30.0)))
                 return
-            await msg.ack()
+            await self._settle(msg.ack())
         finally:
             heartbeat.cancel()
             self.slots.release()
+
+    @staticmethod
+    async def _settle(reply: Awaitable[None]) -> None:
+        """Ack or nak. If the connection is gone, the run comes back after ack_wait, which is just as safe."""
+        try:
+            await reply
+        except Exception:
+            log.warning("could not ack or nak a run request", exc_info=True)
 
     async def _heartbeat(self, msg: Msg) -> None:
         """Tell JetStream the run is alive, well inside `ack_wait`, for as long as it runs."""
