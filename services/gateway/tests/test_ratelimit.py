@@ -272,7 +272,7 @@ def _is_refusal(r: httpx.Response, limit: int) -> bool:
 
 
 async def test_200_concurrent_runs_across_three_gateways_admit_exactly_60(
-    gateways: Gateways, make_endpoint: EndpointFactory
+    gateways: Gateways, make_endpoint: EndpointFactory, http: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
     created = await make_endpoint()
     key = {"X-API-Key": created["api_key"]}
@@ -291,6 +291,8 @@ async def test_200_concurrent_runs_across_three_gateways_admit_exactly_60(
     assert all(
         r.headers["X-RateLimit-Limit"] == "60" and "X-Run-Id" in r.headers for r in responses if r.status_code == 200
     )
+    history = await http.get(f"/api/agent-endpoints/{created['endpoint']['id']}/runs?limit=100", headers=auth)
+    assert len(history.json()["runs"]) == 60  # nothing was published for a refused request
 
 
 async def test_a_public_endpoint_limits_each_client_address_within_the_endpoint_limit(
