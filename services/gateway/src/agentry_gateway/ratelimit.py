@@ -264,7 +264,8 @@ class Limits:
         """One admission into the key's window: its stream sequence, or None when the window is full."""
         generation = self._generation
         try:
-            ack = await self.js.publish(subject, b"", timeout=self.timeout_s, stream=scope.stream)
+            # No Nats-Expected-Stream header: stored with every admission, and a stream owns its subjects anyway.
+            ack = await self.js.publish(subject, b"", timeout=self.timeout_s)
         except APIError as err:
             if err.description and _REFUSED in err.description:
                 return None
