@@ -18,7 +18,9 @@ def test_text_keeps_the_prompt_markdown_and_json_add_their_instruction():
     assert output.system_prompt(endpoint()) == "Extract."
     assert output.MARKDOWN_INSTRUCTION in output.system_prompt(endpoint(output_format="markdown"))
     prompt = output.system_prompt(endpoint(output_format="json", output_schema=SCHEMA))
-    assert output.JSON_INSTRUCTION in prompt and '"required":["name"]' in prompt
+    assert "a single JSON object" in prompt and '"required":["name"]' in prompt
+    listing = output.system_prompt(endpoint(output_format="json", output_schema={"type": "array"}))
+    assert "a single JSON value" in listing
 
 
 def test_json_answers_are_parsed_even_inside_a_code_fence():

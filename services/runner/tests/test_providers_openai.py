@@ -63,6 +63,11 @@ async def test_json_mode_asks_for_a_json_object_when_no_tools_are_declared(fake_
     request = ChatRequest(model, "Answer JSON.", [Message("user", "hi")], [], 100, 0.3, json_mode=True)
     await PROVIDERS["openai"].complete(request, conn, asyncio.get_running_loop().time() + 10)
     assert fake_llm.requests(model)[0].body["response_format"] == {"type": "json_object"}
+    array = ChatRequest(
+        model, "", [Message("user", "hi")], [], 100, 0.3, json_mode=True, output_schema={"type": "array"}
+    )
+    await PROVIDERS["openai"].complete(array, conn, asyncio.get_running_loop().time() + 10)
+    assert "response_format" not in fake_llm.requests(model)[1].body  # json_object would forbid an array
 
 
 async def test_custom_sends_no_authorization_without_a_key_and_flags_bad_arguments(fake_llm, llm_http):

@@ -100,7 +100,7 @@ class Agent:
                 reasked = True
                 # Text only: a tool request the model made against instructions must not need a tool result.
                 messages.append(Message("assistant", completion.text or "(empty answer)"))
-                messages.append(Message("user", output.corrective_prompt(str(problem))))
+                messages.append(Message("user", output.corrective_prompt(str(problem), endpoint.output_schema)))
 
     async def _infer(
         self, endpoint: EndpointSnapshot, system: str, messages: list[Message], allow_tools: bool

@@ -11,7 +11,7 @@ from jsonschema.exceptions import best_match
 
 from agentry_common.events import EndpointSnapshot
 
-JSON_INSTRUCTION = "Answer with a single JSON object and nothing else: no prose before or after it, no code fences."
+JSON_INSTRUCTION = "Answer with a single JSON {kind} and nothing else: no prose before or after it, no code fences."
 MARKDOWN_INSTRUCTION = "Format your answer in Markdown."
 _FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
 
@@ -29,11 +29,19 @@ def system_prompt(endpoint: EndpointSnapshot) -> str:
         return f"{endpoint.system_prompt}\n\n{MARKDOWN_INSTRUCTION}"
     if endpoint.output_format != "json":
         return endpoint.system_prompt
-    prompt = f"{endpoint.system_prompt}\n\n{JSON_INSTRUCTION}"
+    prompt = f"{endpoint.system_prompt}\n\n{json_instruction(endpoint.output_schema)}"
     if endpoint.output_schema:
         schema = orjson.dumps(endpoint.output_schema).decode()
         prompt += f"\nThe JSON must validate against this JSON Schema:\n{schema}"
     return prompt
+
+
+def wants_object(schema: dict[str, Any] | None) -> bool:
+    return not schema or schema.get("type", "object") == "object"
+
+
+def json_instruction(schema: dict[str, Any] | None) -> str:
+    return JSON_INSTRUCTION.format(kind="object" if wants_object(schema) else "value")
 
 
 def parse_json(text: str, schema: dict[str, Any] | None) -> Any:
@@ -59,5 +67,6 @@ def parse_json(text: str, schema: dict[str, Any] | None) -> Any:
     return value
 
 
-def corrective_prompt(problem: str) -> str:
-    return f"Your previous answer was rejected: {problem}. Reply again with only the corrected JSON. {JSON_INSTRUCTION}"
+def corrective_prompt(problem: str, schema: dict[str, Any] | None) -> str:
+    rejected = f"Your previous answer was rejected: {problem}. Reply again with only the corrected JSON."
+    return f"{rejected} {json_instruction(schema)}"

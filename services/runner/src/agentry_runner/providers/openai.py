@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from ..output import wants_object
 from .base import ChatRequest, Completion, Connection, Message, ToolRequest, post_json, provider_error
 
 
@@ -66,7 +67,7 @@ class OpenAICompatible:
                 for t in request.tools
             ]
             body["tool_choice"] = "auto" if request.allow_tools else "none"
-        elif request.json_mode and self.json_response_format:
+        elif request.json_mode and self.json_response_format and wants_object(request.output_schema):
             body["response_format"] = {"type": "json_object"}
         return body
 
