@@ -62,7 +62,7 @@ DECISION_SECONDS = Histogram(
 _REFUSED = "maximum messages per subject exceeded"  # the stream's answer to the (limit+1)-th admission
 _STREAM_NOT_FOUND = 10059
 _STREAM_NAME_IN_USE = 10058
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NATS_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
 
 
@@ -117,10 +117,10 @@ class Window:
 
     def decision(self, now: float) -> Decision:
         """Headers for a request counted in this window; Reset is when Remaining next grows."""
+        remaining = max(0, self.limit - self.count)
         if self.oldest_at is None:
-            return Decision(self.limit, max(0, self.limit - self.count), math.ceil(self.window_s))
-        reset = seconds_until(self.oldest_at + self.window_s, now, self.window_s)
-        return Decision(self.limit, max(0, self.limit - self.count), reset)
+            return Decision(self.limit, remaining, math.ceil(self.window_s))
+        return Decision(self.limit, remaining, seconds_until(self.oldest_at + self.window_s, now, self.window_s))
 
 
 def tighter(decisions: list[Decision]) -> Decision:
@@ -130,7 +130,7 @@ def tighter(decisions: list[Decision]) -> Decision:
 
 def _token(value: str) -> str:
     """A subject token: the value itself when it is safe, else a digest (ids never contain dots)."""
-    return value if _TOKEN.match(value) else "h" + hashlib.sha256(value.encode()).hexdigest()[:32]
+    return value if _TOKEN.fullmatch(value) else "h" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
 def client_key(ip: str) -> str:
@@ -139,8 +139,7 @@ def client_key(ip: str) -> str:
     if addr is None:
         return _token(ip or "unknown")
     if addr.version == 6:
-        network = int(addr) >> 64 << 64
-        return "v6_" + f"{network:032x}"[:16]
+        return f"v6_{int(addr) >> 64:016x}"
     return "v4_" + str(addr).replace(".", "-")
 
 
