@@ -152,6 +152,7 @@ class RunRecord(Contract):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     price_per_run_cents: int = 0
     error: RunError | None = None
+    http_status: int | None = Field(None, description="For failed runs: the status a synchronous caller got.")
     created_at: datetime
     finished_at: datetime | None = None
 

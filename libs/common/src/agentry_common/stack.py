@@ -274,6 +274,7 @@ class Stack:
     nats: Nats | None = None
     postgres: Postgres | None = None
     services: list[Service] = field(default_factory=list)
+    primary: dict[str, Service] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -322,6 +323,9 @@ class Stack:
         return svc
 
     def service(self, name: str) -> Service:
+        """The primary process of a service (the one the `stack` fixture or `make run` started)."""
+        if name in self.primary:
+            return self.primary[name]
         return next(s for s in self.services if s.name == name)
 
     def stop(self) -> None:
@@ -362,7 +366,8 @@ def run(data_dir: Path, gateway_port: int = 8080, nats_port: int = 4222, pg_port
         print(f"[stack] NATS {stack.nats_url}  PostgreSQL {stack.database_url}", flush=True)
         stack.migrate()
         for name in SERVICES:
-            stack.start_service(name, gateway_port + DEFAULT_PORTS[name] - DEFAULT_PORTS["gateway"], wait=False)
+            port = gateway_port + DEFAULT_PORTS[name] - DEFAULT_PORTS["gateway"]
+            stack.primary[name] = stack.start_service(name, port, wait=False)
         for svc in stack.services:
             svc.wait_ready()
         gateway = stack.service("gateway")

@@ -43,13 +43,12 @@ def servers() -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def stack(servers: Stack) -> Stack:
     """The whole system: the four services, each its own process, on the session's servers."""
-    started = {s.name for s in servers.services}
     # AGENTRY_TEST_SERVICES=keys,gateway narrows the system while one service is being developed.
     wanted = os.environ.get("AGENTRY_TEST_SERVICES", ",".join(SERVICES)).split(",")
     for name in (n for n in SERVICES if n in wanted):
-        if name not in started:
-            servers.start_service(name, wait=False)
-    for svc in servers.services:
+        if name not in servers.primary:
+            servers.primary[name] = servers.start_service(name, wait=False)
+    for svc in servers.primary.values():
         svc.wait_ready()
     return servers
 

@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 
 def _terminal_from_record(record: RunRecord) -> RunProgress | None:
     if record.status == "succeeded":
-        data = {"output": record.output, "usage": record.usage.model_dump(), "tool_calls": []}
+        tool_calls = [c.model_dump(mode="json") for c in record.tool_calls]
+        data = {"output": record.output, "usage": record.usage.model_dump(), "tool_calls": tool_calls}
         return RunProgress(run_id=record.id, event="done", data=data)
     if record.status in ("failed", "timeout"):
         err = record.error
-        status = 504 if record.status == "timeout" else 502
+        status = record.http_status or (504 if record.status == "timeout" else 500)
         data = {"code": err.code if err else record.status, "message": err.message if err else "", "status": status}
         return RunProgress(run_id=record.id, event="error", data=data)
     return None

@@ -56,6 +56,7 @@ def record(run: Run) -> RunRecord:
         tool_calls=[ToolCall.model_validate(c) for c in run.tool_calls],
         price_per_run_cents=run.price_per_run_cents,
         error=error(run),
+        http_status=http_status(run) if run.status in ("failed", "timeout") else None,
         created_at=run.created_at,
         finished_at=run.finished_at,
     )

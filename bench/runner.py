@@ -7,7 +7,7 @@ That interval is the runner's whole path: fetch, execute, one upsert, RunComplet
 the progress. Sync runs write one row; async runs two (`running`, then terminal).
 The last line is one JSON object with p50/p99 milliseconds per mode.
 
-    BENCH_RUNS=300 python services/runner/bench/overhead.py
+    BENCH_RUNS=300 python bench/runner.py
 """
 
 from __future__ import annotations
