@@ -75,7 +75,23 @@ async def test_an_entry_whose_running_balance_does_not_add_up_is_refused(
         o=funded,
         c=f"crd_y{funded}",
     )
-    assert "follows_previous_entry" in message or "running_balance" in message
+    assert "does not follow its predecessor" in message
+
+
+async def test_a_debit_that_does_not_match_its_charge_is_refused(billing_engine, funded: str) -> None:
+    message = await _refused(
+        billing_engine,
+        "INSERT INTO billing.charges (id, run_id, owner_id, endpoint_id, amount_cents, status, event_id)"
+        " VALUES (:c, :c, :o, 'aep_1', 5, 'collected', 'evt_1')",
+        "UPDATE billing.wallets SET balance_cents = 69, lifetime_spent_cents = 31, last_entry_no = 3"
+        " WHERE owner_id = :o",
+        "INSERT INTO billing.ledger_entries (id, owner_id, entry_no, kind, amount_cents, balance_after_cents,"
+        " prev_entry_no, prev_balance_after_cents, charge_id)"
+        " VALUES ('txn_w', :o, 3, 'run_charge', -1, 69, 2, 70, :c)",
+        o=funded,
+        c=f"chg_w{funded}",
+    )
+    assert "does not match its charge" in message
 
 
 @pytest.mark.parametrize(

@@ -173,13 +173,14 @@ class ChargeOutcome:
         """The outcome as an event whose id is derived from the charge, so a re-publish is the same event."""
         kind = "collected" if self.collected else "uncollected"
         event_id = "evt_" + uuid.uuid5(_EVENT_NAMESPACE, f"{self.charge_id}:{kind}").hex
-        fields = {
-            "id": event_id,
-            "occurred_at": self.at,
-            "charge_id": self.charge_id,
-            "run_id": self.run_id,
-            "endpoint_id": self.endpoint_id,
-            "owner_id": self.owner_id,
-            "amount_cents": self.amount_cents,
-        }
-        return ChargeCollected(**fields) if self.collected else ChargeUncollected(**fields)
+        # Built from a charge the database already holds: nothing to validate, so construct directly.
+        model: type[ChargeCollected | ChargeUncollected] = ChargeCollected if self.collected else ChargeUncollected
+        return model.model_construct(
+            id=event_id,
+            occurred_at=self.at,
+            charge_id=self.charge_id,
+            run_id=self.run_id,
+            endpoint_id=self.endpoint_id,
+            owner_id=self.owner_id,
+            amount_cents=self.amount_cents,
+        )

@@ -1,8 +1,9 @@
 """All SQL of the billing service.
 
-Hot paths (charging a batch) move whole batches per statement with `unnest` over arrays: one round trip and
-one plan per batch, whatever its size. Every writer of a wallet's money or charges first locks the wallet
-row (`lock_wallets`, in owner order), so the wallet row is the mutex for everything that belongs to it.
+Hot paths (charging a batch) move a whole batch per statement as one JSON document expanded by
+`json_to_recordset`: one round trip and one plan per batch whatever its size, and the rows are encoded by
+orjson rather than escaped value by value by the driver. Every writer of a wallet's money or charges first
+locks the wallet row (`lock_wallets`, in owner order), so the wallet row is the mutex for all it owns.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,6 +80,10 @@ def _outcome(row: Any) -> ChargeOutcome:
     )
 
 
+def _json(rows: list[dict[str, Any]]) -> str:
+    return orjson.dumps(rows).decode()
+
+
 class BillingRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
@@ -88,13 +94,21 @@ class BillingRepository:
     # --- wallets ---
 
     async def lock_wallets(self, owner_ids: Sequence[str]) -> dict[str, Book]:
-        """Create missing wallets, then lock all of them in owner order (concurrent batches cannot deadlock)."""
+        """Lock the owners' wallets, creating missing ones. Existing wallets are locked in owner order, then
+        new ones in owner order, so concurrent batches wait for each other instead of deadlocking."""
         owners = sorted(set(owner_ids))
-        await self._run(
-            "INSERT INTO billing.wallets (owner_id) SELECT unnest(CAST(:owners AS varchar[])) ORDER BY 1 "
-            "ON CONFLICT (owner_id) DO NOTHING",
-            owners=owners,
-        )
+        books = await self._lock(owners)
+        missing = [o for o in owners if o not in books]
+        if missing:
+            await self._run(
+                "INSERT INTO billing.wallets (owner_id) SELECT unnest(CAST(:owners AS varchar[])) ORDER BY 1 "
+                "ON CONFLICT (owner_id) DO NOTHING",
+                owners=missing,
+            )
+            books.update(await self._lock(missing))
+        return books
+
+    async def _lock(self, owners: list[str]) -> dict[str, Book]:
         rows = await self._run(
             "SELECT owner_id, balance_cents, last_entry_no FROM billing.wallets "
             "WHERE owner_id = ANY(CAST(:owners AS varchar[])) ORDER BY owner_id FOR UPDATE",
@@ -106,25 +120,24 @@ class BillingRepository:
         """Store the books' new balances, chain heads and totals. Runs before their entries are inserted."""
         if not books:
             return
+        rows = [
+            {"o": b.owner_id, "b": b.balance_cents, "n": b.last_entry_no, "d": b.deposited_cents,
+             "s": b.spent_cents, "u": b.uncollected_cents}
+            for b in books
+        ]  # fmt: skip
         await self._run(
             """
             UPDATE billing.wallets AS w SET
-                balance_cents = v.balance, last_entry_no = v.last_entry_no,
-                lifetime_deposited_cents = w.lifetime_deposited_cents + v.deposited,
-                lifetime_spent_cents = w.lifetime_spent_cents + v.spent,
-                uncollected_cents = w.uncollected_cents + v.uncollected,
+                balance_cents = v.b, last_entry_no = v.n,
+                lifetime_deposited_cents = w.lifetime_deposited_cents + v.d,
+                lifetime_spent_cents = w.lifetime_spent_cents + v.s,
+                uncollected_cents = w.uncollected_cents + v.u,
                 updated_at = now()
-            FROM unnest(CAST(:owners AS varchar[]), CAST(:balances AS bigint[]), CAST(:lasts AS bigint[]),
-                        CAST(:deposited AS bigint[]), CAST(:spent AS bigint[]), CAST(:uncollected AS bigint[]))
-                 AS v(owner_id, balance, last_entry_no, deposited, spent, uncollected)
-            WHERE w.owner_id = v.owner_id
+            FROM json_to_recordset(CAST(:rows AS json))
+                 AS v(o varchar, b bigint, n bigint, d bigint, s bigint, u bigint)
+            WHERE w.owner_id = v.o
             """,
-            owners=[b.owner_id for b in books],
-            balances=[b.balance_cents for b in books],
-            lasts=[b.last_entry_no for b in books],
-            deposited=[b.deposited_cents for b in books],
-            spent=[b.spent_cents for b in books],
-            uncollected=[b.uncollected_cents for b in books],
+            rows=_json(rows),
         )
 
     async def get_wallet(self, owner_id: str) -> Any:
@@ -140,27 +153,25 @@ class BillingRepository:
     async def insert_entries(self, entries: Sequence[NewEntry]) -> None:
         if not entries:
             return
+        rows = [
+            {"id": e.id, "owner_id": e.owner_id, "entry_no": e.posting.entry_no, "kind": e.kind,
+             "amount_cents": e.posting.amount_cents, "balance_after_cents": e.posting.balance_after_cents,
+             "prev_entry_no": e.posting.prev_entry_no, "prev_balance_after_cents": e.posting.prev_balance_after_cents,
+             "charge_id": e.charge_id, "credit_id": e.credit_id, "run_id": e.run_id, "endpoint_id": e.endpoint_id}
+            for e in entries
+        ]  # fmt: skip
         await self._run(
             """
             INSERT INTO billing.ledger_entries (id, owner_id, entry_no, kind, amount_cents, balance_after_cents,
                 prev_entry_no, prev_balance_after_cents, charge_id, credit_id, run_id, endpoint_id)
-            SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:owners AS varchar[]), CAST(:nos AS bigint[]),
-                CAST(:kinds AS varchar[]), CAST(:amounts AS bigint[]), CAST(:afters AS bigint[]),
-                CAST(:prev_nos AS bigint[]), CAST(:prev_afters AS bigint[]), CAST(:charge_ids AS varchar[]),
-                CAST(:credit_ids AS varchar[]), CAST(:run_ids AS varchar[]), CAST(:endpoint_ids AS varchar[]))
+            SELECT id, owner_id, entry_no, kind, amount_cents, balance_after_cents, prev_entry_no,
+                prev_balance_after_cents, charge_id, credit_id, run_id, endpoint_id
+            FROM json_to_recordset(CAST(:rows AS json)) AS r(id varchar, owner_id varchar, entry_no bigint,
+                kind varchar, amount_cents bigint, balance_after_cents bigint, prev_entry_no bigint,
+                prev_balance_after_cents bigint, charge_id varchar, credit_id varchar, run_id varchar,
+                endpoint_id varchar)
             """,
-            ids=[e.id for e in entries],
-            owners=[e.owner_id for e in entries],
-            nos=[e.posting.entry_no for e in entries],
-            kinds=[e.kind for e in entries],
-            amounts=[e.posting.amount_cents for e in entries],
-            afters=[e.posting.balance_after_cents for e in entries],
-            prev_nos=[e.posting.prev_entry_no for e in entries],
-            prev_afters=[e.posting.prev_balance_after_cents for e in entries],
-            charge_ids=[e.charge_id for e in entries],
-            credit_ids=[e.credit_id for e in entries],
-            run_ids=[e.run_id for e in entries],
-            endpoint_ids=[e.endpoint_id for e in entries],
+            rows=_json(rows),
         )
 
     # --- charges ---
@@ -173,28 +184,33 @@ class BillingRepository:
         )
         return {r.run_id: _outcome(r) for r in rows}
 
-    async def insert_charges(self, charges: Sequence[NewCharge]) -> dict[str, datetime]:
-        """Insert charges that do not exist yet; returns {run_id: created_at} of those inserted."""
-        rows = await self._run(
+    async def insert_charges(self, charges: Sequence[NewCharge]) -> tuple[int, datetime]:
+        """Insert charges that do not exist yet; returns how many were inserted, and their `created_at`
+        (the transaction's time, the same for all)."""
+        rows = [
+            {"id": c.id, "run_id": c.run_id, "owner_id": c.owner_id, "endpoint_id": c.endpoint_id,
+             "amount_cents": c.amount_cents, "cost_cents": str(c.cost_cents), "status": c.state,
+             "event_id": c.event_id}
+            for c in charges
+        ]  # fmt: skip
+        result = await self._run(
             """
-            INSERT INTO billing.charges (id, run_id, owner_id, endpoint_id, amount_cents, cost_cents, status,
-                event_id)
-            SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:run_ids AS varchar[]),
-                CAST(:owners AS varchar[]), CAST(:endpoint_ids AS varchar[]), CAST(:amounts AS bigint[]),
-                CAST(:costs AS numeric[]), CAST(:states AS varchar[]), CAST(:event_ids AS varchar[]))
-            ON CONFLICT (run_id) DO NOTHING
-            RETURNING run_id, created_at
+            WITH inserted AS (
+                INSERT INTO billing.charges (id, run_id, owner_id, endpoint_id, amount_cents, cost_cents, status,
+                    event_id)
+                SELECT id, run_id, owner_id, endpoint_id, amount_cents, cost_cents, status, event_id
+                FROM json_to_recordset(CAST(:rows AS json)) AS r(id varchar, run_id varchar, owner_id varchar,
+                    endpoint_id varchar, amount_cents bigint, cost_cents numeric, status varchar,
+                    event_id varchar)
+                ON CONFLICT (run_id) DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) AS inserted, now() AS created_at FROM inserted
             """,
-            ids=[c.id for c in charges],
-            run_ids=[c.run_id for c in charges],
-            owners=[c.owner_id for c in charges],
-            endpoint_ids=[c.endpoint_id for c in charges],
-            amounts=[c.amount_cents for c in charges],
-            costs=[c.cost_cents for c in charges],
-            states=[c.state for c in charges],
-            event_ids=[c.event_id for c in charges],
+            rows=_json(rows),
         )
-        return {r.run_id: r.created_at for r in rows}
+        row = result.one()
+        return int(row.inserted), row.created_at
 
     async def settleable_debts(self, owner_id: str, balance_cents: int) -> list[Debt]:
         """The oldest uncollected charges whose running total fits the balance (the caller holds the wallet)."""

@@ -91,14 +91,15 @@ async def charge_runs(repo: BillingRepository, runs: Sequence[ChargeRun]) -> Cha
             NewCharge(charge_id, run.run_id, run.owner_id, run.endpoint_id, run.price_cents, run.cost_cents,
                       state, run.event_id)
         )  # fmt: skip
-    created = await repo.insert_charges(charges) if charges else {}
-    if len(created) != len(charges):
-        raise ChargeConflict(f"{len(charges) - len(created)} of {len(charges)} runs were charged concurrently")
+    if charges:
+        inserted, created_at = await repo.insert_charges(charges)
+        if inserted != len(charges):
+            raise ChargeConflict(f"{len(charges) - inserted} of {len(charges)} runs were charged concurrently")
     # Wallets first: the ledger refuses entries that their wallet has not moved to.
     await repo.write_back([b for b in books.values() if b.changed])
     await repo.insert_entries(entries)
     for c in charges:
-        outcome = ChargeOutcome(c.id, c.run_id, c.endpoint_id, c.owner_id, c.amount_cents, c.state, created[c.run_id])
+        outcome = ChargeOutcome(c.id, c.run_id, c.endpoint_id, c.owner_id, c.amount_cents, c.state, created_at)
         batch.new.append(outcome)
         batch.outcomes.append(outcome)
     batch.outcomes.extend(known.values())

@@ -8,15 +8,16 @@ from agentry_common.app import create_service_app
 from agentry_common.broker import make_broker
 
 from ..settings import settings
-from .broker import engine, router, sessions
+from .broker import engine, publisher, router, sessions
 from .consumer import ChargeConsumer
 
 broker = make_broker(settings, "billing")
 broker.include_router(router)
-consumer = ChargeConsumer(settings, sessions)
+consumer = ChargeConsumer(settings, sessions, publisher)
 
 
 async def start_charging(_: FastAPI) -> None:
+    await publisher.start(broker.connection)
     await consumer.start(broker.connection)
 
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsBroker
 
 from agentry_common import subjects
 from agentry_common.db import make_engine, make_sessionmaker
@@ -26,10 +25,12 @@ from .. import metrics, service
 from ..repository import BillingRepository
 from ..settings import settings
 from .consumer import publish_outcomes
+from .jetstream import BatchPublisher
 
 QUEUE = "billing"
 engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
 sessions = make_sessionmaker(engine)
+publisher = BatchPublisher()  # connected at startup (api.py); shared with the charge consumer
 router = NatsRouter()
 
 
@@ -49,7 +50,7 @@ async def get_balance(cmd: GetBalance) -> Balance:
 
 @router.subscriber(subjects.WALLET_DEPOSIT, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited:
+async def deposit(cmd: Deposit) -> Deposited:
     async with unit_of_work() as repo:
         credited = await service.credit_wallet(repo, cmd)
     if credited.deposited.replayed:
@@ -60,7 +61,7 @@ async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited:
         metrics.SETTLED.inc(len(credited.settled))
         metrics.SETTLED_CENTS.inc(sum(o.amount_cents for o in credited.settled))
     # After commit. Should this fail, the caller's retry with the same key replays and publishes again.
-    await publish_outcomes(broker.connection.jetstream(), credited.settled)
+    await publish_outcomes(publisher, credited.settled)
     return credited.deposited
 
 

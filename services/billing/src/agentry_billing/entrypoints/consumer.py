@@ -21,11 +21,9 @@ from collections.abc import Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, ServiceUnavailableError
+from nats.js.errors import APIError
 from psycopg import errors as pg_errors
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -38,6 +36,7 @@ from .. import metrics, service
 from ..domain import ChargeOutcome, ChargeRun, UnbillableEvent
 from ..repository import BillingRepository
 from ..settings import Settings
+from .jetstream import BatchPublisher, BatchPuller
 
 log = logging.getLogger(__name__)
 
@@ -57,35 +56,26 @@ def outcome_subject(outcome: ChargeOutcome) -> str:
     return subjects.CHARGE_COLLECTED if outcome.collected else subjects.CHARGE_UNCOLLECTED
 
 
-async def publish_outcomes(js: JetStreamContext, outcomes: Sequence[ChargeOutcome]) -> None:
-    """Publish outcome events concurrently and wait until JetStream has stored every one of them."""
-    futures = []
-    try:
-        for outcome in outcomes:
-            event = outcome.event()
-            futures.append(
-                await js.publish_async(
-                    outcome_subject(outcome),
-                    event.model_dump_json().encode(),
-                    headers={"Nats-Msg-Id": event.msg_id()},
-                )
-            )
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=PUBLISH_TIMEOUT_S)
-    finally:
-        for future in futures:
-            future.cancel()  # no-op once done; frees the client's bookkeeping of any that never answered
+async def publish_outcomes(publisher: BatchPublisher, outcomes: Sequence[ChargeOutcome]) -> None:
+    """Publish outcome events and wait until JetStream has stored every one of them."""
+    messages = []
+    for outcome in outcomes:
+        event = outcome.event()
+        messages.append((outcome_subject(outcome), event.model_dump_json().encode(), event.msg_id()))
+    await publisher.publish(messages, timeout=PUBLISH_TIMEOUT_S)
 
 
 class ChargeConsumer:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]):
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], publisher: BatchPublisher):
         self.settings = settings
         self.sessions = sessions
+        self.publisher = publisher
         self._stopping = asyncio.Event()
         self._inflight = asyncio.Semaphore(settings.charge_inflight_batches)
         self._finishing: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._js: JetStreamContext | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._puller: BatchPuller | None = None
 
     @property
     def config(self) -> ConsumerConfig:
@@ -109,7 +99,8 @@ class ChargeConsumer:
             # A durable set up by an operator with settings that cannot be updated in place: use it as it is.
             await self._js.consumer_info(STREAM, self.settings.charge_consumer)
             log.warning("using the existing consumer as configured: %s", err.description)
-        self._sub = await self._js.pull_subscribe_bind(durable=self.settings.charge_consumer, stream=STREAM)
+        self._puller = BatchPuller(nc, STREAM, self.settings.charge_consumer)
+        await self._puller.start()
         self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._sample_lag())]
         log.info("charging run.completed", extra={"consumer": self.settings.charge_consumer})
 
@@ -125,25 +116,21 @@ class ChargeConsumer:
             await asyncio.gather(*self._finishing, return_exceptions=True)
         if sample is not None:
             await asyncio.gather(sample, return_exceptions=True)
-        if self._sub is not None:
-            # Not left to the connection's drain, which would wait on expired pull requests' status replies.
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        if self._puller is not None:
+            for msg in await self._puller.stop():  # delivered after the last batch: another replica takes them
+                with contextlib.suppress(Exception):
+                    await msg.nak()
 
     async def _consume(self) -> None:
-        assert self._sub is not None
+        assert self._puller is not None
         while not self._stopping.is_set():
             try:
-                msgs = await self._sub.fetch(self.settings.charge_batch_size, timeout=self.settings.charge_fetch_wait_s)
-            except (TimeoutError, NatsTimeout):
-                continue
-            except (ConnectionClosedError, ServiceUnavailableError) as err:
+                msgs = await self._puller.fetch(self.settings.charge_batch_size, self.settings.charge_fetch_wait_s)
+            except Exception as err:
                 log.warning("cannot fetch run.completed: %s", type(err).__name__)
                 await asyncio.sleep(1)
                 continue
-            except Exception:
-                log.exception("fetching run.completed failed")
-                await asyncio.sleep(1)
+            if not msgs:
                 continue
             try:
                 await self.handle(msgs)
@@ -217,17 +204,18 @@ class ChargeConsumer:
 
     @staticmethod
     def _count(batch: service.ChargeBatch) -> None:
-        for outcome in batch.new:
-            label = "collected" if outcome.collected else "uncollected"
-            metrics.CHARGES.labels(label).inc()
-            metrics.CHARGED_CENTS.labels(label).inc(outcome.amount_cents)
+        collected = [o.amount_cents for o in batch.new if o.collected]
+        uncollected = [o.amount_cents for o in batch.new if not o.collected]
+        for label, amounts in (("collected", collected), ("uncollected", uncollected)):
+            if amounts:
+                metrics.CHARGES.labels(label).inc(len(amounts))
+                metrics.CHARGED_CENTS.labels(label).inc(sum(amounts))
         if batch.duplicates:
             metrics.DUPLICATES.inc(batch.duplicates)
 
     async def _finish(self, outcomes: list[ChargeOutcome], msgs: list[Msg]) -> None:
-        assert self._js is not None
         try:
-            await publish_outcomes(self._js, outcomes)
+            await publish_outcomes(self.publisher, outcomes)
         except Exception as err:
             # Committed but not announced: redelivery finds the charges and publishes their outcomes then.
             metrics.BATCH_FAILURES.labels("publish").inc()

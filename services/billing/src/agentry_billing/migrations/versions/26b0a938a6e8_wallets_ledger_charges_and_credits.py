@@ -26,24 +26,51 @@ END $$;
 CREATE TRIGGER ledger_is_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON billing.ledger_entries
     FOR EACH STATEMENT EXECUTE FUNCTION billing.ledger_is_append_only();
 
--- Entries are posted after their wallet moved its pointer: the wallet must end on the newest entry.
-CREATE FUNCTION billing.entries_move_their_wallet() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Each INSERT of entries is checked as a set, once per statement (row-by-row foreign keys would cost a
+-- trigger call per entry). Entries are posted after their wallet moved its pointer to the newest of them.
+CREATE FUNCTION billing.entries_are_consistent() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    problem text;
 BEGIN
-    IF EXISTS (
-        SELECT 1
-        FROM (SELECT owner_id, max(entry_no) AS last_entry_no FROM new_entries GROUP BY owner_id) AS posted
-        JOIN billing.wallets AS w USING (owner_id)
-        WHERE w.last_entry_no IS DISTINCT FROM posted.last_entry_no
-    ) THEN
-        RAISE EXCEPTION 'ledger entries posted without moving their wallet to the newest entry'
-            USING ERRCODE = 'integrity_constraint_violation';
+    SELECT CASE WHEN w.owner_id IS NULL THEN 'an entry for a wallet that does not exist'
+                ELSE 'ledger entries posted without moving their wallet to the newest entry' END
+    INTO problem
+    FROM (SELECT owner_id, max(entry_no) AS last_entry_no FROM new_entries GROUP BY owner_id) AS posted
+    LEFT JOIN billing.wallets AS w USING (owner_id)
+    WHERE w.last_entry_no IS DISTINCT FROM posted.last_entry_no
+    LIMIT 1;
+    IF problem IS NULL THEN
+        SELECT 'an entry that does not follow its predecessor' INTO problem
+        FROM new_entries AS n
+        WHERE n.prev_entry_no IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM billing.ledger_entries AS p
+            WHERE p.owner_id = n.owner_id AND p.entry_no = n.prev_entry_no
+              AND p.balance_after_cents = n.prev_balance_after_cents)
+        LIMIT 1;
+    END IF;
+    IF problem IS NULL THEN
+        SELECT 'an entry that does not match its charge' INTO problem
+        FROM new_entries AS n LEFT JOIN billing.charges AS c ON c.id = n.charge_id
+        WHERE n.charge_id IS NOT NULL
+          AND (c.id IS NULL OR c.owner_id <> n.owner_id OR c.amount_cents <> -n.amount_cents)
+        LIMIT 1;
+    END IF;
+    IF problem IS NULL THEN
+        SELECT 'an entry that does not match its credit' INTO problem
+        FROM new_entries AS n LEFT JOIN billing.credits AS c ON c.id = n.credit_id
+        WHERE n.credit_id IS NOT NULL
+          AND (c.id IS NULL OR c.owner_id <> n.owner_id OR c.amount_cents <> n.amount_cents OR c.kind <> n.kind)
+        LIMIT 1;
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'ledger refused: %', problem USING ERRCODE = 'integrity_constraint_violation';
     END IF;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER entries_move_their_wallet AFTER INSERT ON billing.ledger_entries
+CREATE TRIGGER entries_are_consistent AFTER INSERT ON billing.ledger_entries
     REFERENCING NEW TABLE AS new_entries
-    FOR EACH STATEMENT EXECUTE FUNCTION billing.entries_move_their_wallet();
+    FOR EACH STATEMENT EXECUTE FUNCTION billing.entries_are_consistent();
 
 -- A wallet never walks back along its chain (which would hide newer entries from its balance).
 CREATE FUNCTION billing.wallet_pointer_only_advances() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -94,6 +121,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("owner_id", name=op.f("pk_wallets")),
         schema="billing",
+        postgresql_with={"fillfactor": 80},
     )
     op.create_table(
         "credits",
@@ -136,7 +164,6 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('collected', 'uncollected', 'settled')", name=op.f("ck_charges_status_known")),
         sa.CheckConstraint("amount_cents > 0", name=op.f("ck_charges_amount_positive")),
         sa.CheckConstraint("cost_cents >= 0", name=op.f("ck_charges_cost_not_negative")),
-        sa.ForeignKeyConstraint(["owner_id"], ["billing.wallets.owner_id"], name=op.f("fk_charges_owner_id")),
         sa.ForeignKeyConstraint(["settled_by"], ["billing.credits.id"], name=op.f("fk_charges_settled_by")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_charges")),
         sa.UniqueConstraint("run_id", name=op.f("uq_charges_run_id")),
@@ -180,18 +207,6 @@ def upgrade() -> None:
             name=op.f("ck_ledger_entries_running_balance"),
         ),
         sa.CheckConstraint("balance_after_cents >= 0", name=op.f("ck_ledger_entries_balance_not_negative")),
-        sa.ForeignKeyConstraint(["charge_id"], ["billing.charges.id"], name=op.f("fk_ledger_entries_charge_id")),
-        sa.ForeignKeyConstraint(["credit_id"], ["billing.credits.id"], name=op.f("fk_ledger_entries_credit_id")),
-        sa.ForeignKeyConstraint(
-            ["owner_id", "prev_entry_no", "prev_balance_after_cents"],
-            [
-                "billing.ledger_entries.owner_id",
-                "billing.ledger_entries.entry_no",
-                "billing.ledger_entries.balance_after_cents",
-            ],
-            name="follows_previous_entry",
-        ),
-        sa.ForeignKeyConstraint(["owner_id"], ["billing.wallets.owner_id"], name=op.f("fk_ledger_entries_owner_id")),
         sa.PrimaryKeyConstraint("owner_id", "entry_no", name=op.f("pk_ledger_entries")),
         sa.UniqueConstraint(
             "owner_id",
@@ -243,10 +258,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER wallet_pointer_only_advances ON billing.wallets")
-    op.execute("DROP TRIGGER entries_move_their_wallet ON billing.ledger_entries")
+    op.execute("DROP TRIGGER entries_are_consistent ON billing.ledger_entries")
     op.execute("DROP TRIGGER ledger_is_append_only ON billing.ledger_entries")
     op.execute("DROP FUNCTION billing.wallet_pointer_only_advances()")
-    op.execute("DROP FUNCTION billing.entries_move_their_wallet()")
+    op.execute("DROP FUNCTION billing.entries_are_consistent()")
     op.execute("DROP FUNCTION billing.ledger_is_append_only()")
     op.drop_constraint("balance_is_last_entry", "wallets", schema="billing", type_="foreignkey")
     # ### commands auto generated by Alembic - please adjust! ###
