@@ -349,7 +349,7 @@ def test_dev_nats_is_synced_jetstream_with_the_same_service_users() -> None:
     env = env_of(workloads(docs)["nats"])
     for service in SERVICES:
         var = f"NATS_{service.upper()}_PASSWORD"
-        assert f"{{user: {service}, password: ${var}}}" in text
+        assert f"{{user: {service}, password: ${var}, permissions: " in text
         assert env[var]["valueFrom"]["secretKeyRef"]["name"].startswith(f"agentry-nats-{service}")
     assert_nats_accepts(text, {var: "x" for var in env})
 

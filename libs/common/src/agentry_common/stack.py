@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import os
 import pwd
+import secrets
 import signal
 import socket
 import subprocess
@@ -61,23 +63,52 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None =
 
 @dataclass
 class Nats:
+    """A local nats-server with JetStream and, when `secure`, one user per service with its subject permissions
+    (bus_permissions), so development and tests run with production's least privilege on the bus. `url`
+    carries the `admin` user for tools and tests; services connect as themselves (`credentials`)."""
+
     data_dir: Path
     port: int
+    secure: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
+    def bare_url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def url(self) -> str:
+        if not self.secure:
+            return self.bare_url
+        return f"nats://admin:{self.passwords()['admin']}@127.0.0.1:{self.port}"
+
+    def passwords(self) -> dict[str, str]:
+        """Generated once per data folder and kept (0600), so a restarted server accepts connected services."""
+        path = self.data_dir / "credentials.json"
+        if path.exists():
+            stored: dict[str, str] = json.loads(path.read_text())
+            return stored
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        generated = {user: secrets.token_urlsafe(24) for user in ("admin", *SERVICES)}
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(generated))
+        return generated
+
+    def credentials(self, service: str) -> tuple[str, str] | None:
+        return (service, self.passwords()[service]) if self.secure and service in SERVICES else None
+
     def start(self) -> None:
+        from .bus_permissions import authorization_conf
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats.conf"
         # sync_interval: always — an acknowledged publish is on disk, so a kill -9 loses no accepted run.
         conf.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
             f'jetstream {{ store_dir: "{self.data_dir}", sync_interval: always }}\n'
-            "max_payload: 8MB\n"
+            "max_payload: 8MB\n" + (authorization_conf(self.passwords()) if self.secure else "")
         )
+        conf.chmod(0o600)
         log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
             [_bin("nats-server"), "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
@@ -299,23 +330,30 @@ class Stack:
             assert package.__file__ is not None
             upgrade(Path(package.__file__).parent / "migrations", self.database_url)
 
-    def env(self, **overrides: str) -> dict[str, str]:
+    def env(self, service: str | None = None, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+        creds = self.nats.credentials(service) if self.nats and service else None
+        if creds is not None:
+            env.update(NATS_USER=creds[0], NATS_PASSWORD=creds[1])
         env.update(
-            NATS_URL=self.nats_url,
+            # A service gets the bare URL and its own user; without a service name, the admin URL.
+            NATS_URL=self.nats.bare_url if creds is not None and self.nats else self.nats_url,
             DATABASE_URL=self.database_url,
             ENVIRONMENT=env.get("ENVIRONMENT", "development"),
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
         env.update(overrides)
+        if "NATS_URL" in overrides and "NATS_USER" not in overrides:
+            env.pop("NATS_USER", None)  # another server, chosen by the caller along with its credentials
+            env.pop("NATS_PASSWORD", None)
         return env
 
     def start_service(self, name: str, port: int | None = None, wait: bool = True, **env: str) -> Service:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
-        svc = Service(name, port, self.env(**env), log_path=logs / f"{name}-{port}.log", echo=self.echo)
+        svc = Service(name, port, self.env(name, **env), log_path=logs / f"{name}-{port}.log", echo=self.echo)
         svc.start()
         self.services.append(svc)
         if wait:

@@ -1,0 +1,87 @@
+"""Least privilege on the bus, against the real local nats-server the launcher configures (the same
+permissions `make run` uses): each service can do its own job and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from agentry_common import subjects
+from agentry_common.errors import AgentryError, NotFound
+from agentry_common.requests import ResolvedSecret, ResolveSecret
+from agentry_common.rpc import call
+from agentry_common.stack import Stack
+
+
+async def _connect_as(stack: Stack, service: str, errors: list[Exception]) -> Client:
+    assert stack.nats is not None
+    creds = stack.nats.credentials(service)
+    assert creds is not None, "the test stack runs NATS with per-service users"
+
+    async def on_error(err: Exception) -> None:
+        errors.append(err)
+
+    return await nats.connect(stack.nats.bare_url, user=creds[0], password=creds[1], error_cb=on_error)
+
+
+async def test_gateway_credentials_cannot_resolve_a_secret_but_the_runners_can(stack: Stack) -> None:
+    errors: list[Exception] = []
+    gateway = await _connect_as(stack, "gateway", errors)
+    runner = await _connect_as(stack, "runner", errors)
+    try:
+        ask = ResolveSecret(secret_id="sec_missing", owner_id="nobody")
+        with pytest.raises(AgentryError) as refused:
+            await call(gateway, subjects.SECRETS_RESOLVE, ask, ResolvedSecret, timeout=1.0)
+        assert refused.value.status_code == 503  # nobody answered: the server dropped the request
+        await asyncio.sleep(0.2)
+        assert any("permissions violation" in str(e).lower() for e in errors), errors
+        # the runner reaches the keys service, which answers (not found, but it answered)
+        with pytest.raises(NotFound):
+            await call(runner, subjects.SECRETS_RESOLVE, ask, ResolvedSecret, timeout=3.0)
+    finally:
+        await gateway.close()
+        await runner.close()
+
+
+@pytest.mark.parametrize(
+    ("service", "subject"),
+    [
+        ("gateway", subjects.CHARGE_COLLECTED),  # only billing announces charges
+        ("runner", subjects.RUN_REQUESTED),  # only the gateway starts runs
+        ("billing", subjects.RUN_COMPLETED),  # only the runner reports outcomes
+        ("keys", subjects.RUN_REQUESTED),
+    ],
+)
+async def test_a_service_cannot_publish_another_services_events(stack: Stack, service: str, subject: str) -> None:
+    errors: list[Exception] = []
+    client = await _connect_as(stack, service, errors)
+    try:
+        await client.publish(subject, b"{}")
+        await client.flush()
+        await asyncio.sleep(0.2)
+        assert any("permissions violation" in str(e).lower() for e in errors), errors
+    finally:
+        await client.close()
+
+
+def test_kubernetes_nats_users_get_exactly_the_permissions_of_the_table() -> None:
+    """deploy/ must not drift from bus_permissions: production runs what development and tests run."""
+    from pathlib import Path
+
+    import yaml
+
+    from agentry_common.bus_permissions import SERVICE_PERMISSIONS, permissions
+
+    values = yaml.safe_load(Path("deploy/nats/values.yaml").read_text())
+    users = {u["user"]: u for u in values["config"]["merge"]["authorization"]["users"]}
+    assert set(users) == set(SERVICE_PERMISSIONS)
+    for service, user in users.items():
+        expected = permissions(service)
+        assert user["permissions"]["publish"]["allow"] == expected["publish"], service
+        assert user["permissions"]["subscribe"]["allow"] == expected["subscribe"], service
+    dev = Path("deploy/k8s/overlays/dev/nats.yaml").read_text()
+    for service in SERVICE_PERMISSIONS:
+        assert str(permissions(service)["publish"]).replace("'", '"') in dev, service
