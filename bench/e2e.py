@@ -309,15 +309,46 @@ class Bench:
         return int(httpx.get(f"http://127.0.0.1:{self.upstream_port}/stats").json()["served"])
 
 
-def rss_mib(stack: Stack) -> dict[str, float]:
-    procs = {svc.name: svc.proc for svc in stack.services}
-    if stack.nats is not None:
-        procs["nats-server"] = stack.nats.proc
-    out = {}
-    for name, proc in procs.items():
-        if proc is not None and proc.poll() is None:
-            out[name] = round(psutil.Process(proc.pid).memory_info().rss / 2**20, 1)
-    return out
+class Processes:
+    """Every process on the measured path, for resident memory and CPU time (PostgreSQL: all its backends)."""
+
+    def __init__(self, stack: Stack, upstream: subprocess.Popen[bytes]):
+        self.named = {svc.name: psutil.Process(svc.proc.pid) for svc in stack.services if svc.proc}
+        if stack.nats is not None and stack.nats.proc is not None:
+            self.named["nats-server"] = psutil.Process(stack.nats.proc.pid)
+        self.postmaster: psutil.Process | None = None
+        if stack.postgres is not None:
+            pid_file = stack.postgres.data_dir / "postmaster.pid"
+            self.postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+        self.named["upstream (fake)"] = psutil.Process(upstream.pid)
+        self.named["bench client"] = psutil.Process()
+
+    def rss_mib(self) -> dict[str, float]:
+        out = {name: round(p.memory_info().rss / 2**20, 1) for name, p in self.named.items()}
+        if self.postmaster is not None:  # shared buffers are counted once per backend: an upper bound
+            out["postgres (all)"] = round(
+                sum(p.memory_info().rss for p in (self.postmaster, *self.postmaster.children())) / 2**20, 1
+            )
+        return out
+
+    def cpu_s(self) -> dict[str, float]:
+        def used(p: psutil.Process) -> float:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                return 0.0
+            return float(t.user + t.system)
+
+        out = {name: used(p) for name, p in self.named.items()}
+        if self.postmaster is not None:
+            out["postgres (all)"] = sum(used(p) for p in (self.postmaster, *self.postmaster.children()))
+        return out
+
+
+def cpu_ms_per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+    per_run = {name: round((after[name] - before.get(name, 0.0)) * 1000 / max(runs, 1), 3) for name in after}
+    per_run["total"] = round(sum(per_run.values()), 3)
+    return per_run
 
 
 def machine() -> dict[str, Any]:
@@ -361,18 +392,24 @@ def report(result: dict[str, Any]) -> None:
     print(f"  billing: {'every run charged once' if b['all_charged'] else 'NOT all runs charged'}"
           f" ({b['spent_cents']} cents for {b['succeeded_runs']} runs), {b['lag_s']:.1f} s after the load")  # fmt: skip
     print(f"  upstream served {result['upstream_served']} completions (direct + runs)")
-    print(f"\nresident memory, MiB        {'idle':>8}{'loaded':>8}")
-    for name in rss["idle"]:
-        print(f"  {name:<26}{rss['idle'][name]:>8.1f}{rss['loaded'].get(name, float('nan')):>8.1f}")
+    cpu = result["cpu_ms_per_run"]
+    print(f"\n{'process':<20}{'RSS MiB idle':>14}{'loaded':>8}{'CPU ms/run seq':>16}{'sustained':>11}")
+    for name in cpu["sustained"]:
+        idle, loaded = rss["idle"].get(name, float("nan")), rss["loaded"].get(name, float("nan"))
+        print(f"  {name:<18}{idle:>14.1f}{loaded:>8.1f}{cpu['sequential'][name]:>16.2f}{cpu['sustained'][name]:>11.2f}")
+    print("  (sequential CPU includes the direct upstream calls for the client and the fake upstream)")
     print(f"\ncharges/s (bench/billing.py): {result['charges_per_s']}")
     print(f"limiter decisions/s (bench/ratelimit.py): {result['limiter_decisions_per_s']}")
 
 
-async def measure(stack: Stack, upstream_port: int) -> dict[str, Any]:
+async def measure(stack: Stack, upstream: subprocess.Popen[bytes], upstream_port: int) -> dict[str, Any]:
     bench = Bench(stack, upstream_port)
     await asyncio.to_thread(bench.create_endpoint)
-    idle = rss_mib(stack)
+    procs = Processes(stack, upstream)
+    idle = procs.rss_mib()
+    cpu0 = procs.cpu_s()
     raw = await bench.sequential()
+    cpu1 = procs.cpu_s()
     seq = {
         name: {
             "p50_ms": round(percentile(s, 0.5), 3),
@@ -382,7 +419,8 @@ async def measure(stack: Stack, upstream_port: int) -> dict[str, Any]:
         for name, s in raw.items()
     }
     load = await bench.sustained()
-    loaded = rss_mib(stack)
+    cpu2 = procs.cpu_s()
+    loaded = procs.rss_mib()
     all_charged, lag, spent = await bench.charged()
     return {
         "overhead_p50_ms": round(seq["run"]["p50_ms"] - seq["direct"]["p50_ms"], 2),
@@ -399,6 +437,10 @@ async def measure(stack: Stack, upstream_port: int) -> dict[str, Any]:
         },
         "upstream_served": await asyncio.to_thread(bench.upstream_served),
         "rss_mib": {"idle": idle, "loaded": loaded},
+        "cpu_ms_per_run": {
+            "sequential": cpu_ms_per_run(cpu0, cpu1, WARMUP + SEQUENTIAL),
+            "sustained": cpu_ms_per_run(cpu1, cpu2, load["succeeded"] + sum(load["errors"].values())),
+        },
     }
 
 
@@ -420,7 +462,7 @@ def main() -> None:
                 stack.primary[name] = stack.start_service(name, wait=False)
             for svc in stack.services:
                 svc.wait_ready()
-            result.update(uvloop.run(measure(stack, upstream_port)))
+            result.update(uvloop.run(measure(stack, upstream, upstream_port)))
         finally:
             stack.stop()
             upstream.kill()
