@@ -128,6 +128,7 @@ class Charge(Base):
             name="settled_has_credit",
         ),
         Index("ix_charges_owner_id_seq", "owner_id", "seq"),
+        Index("ix_charges_settled_by", "settled_by", postgresql_where=text("settled_by IS NOT NULL")),
         Index("ix_charges_uncollected", "owner_id", "seq", postgresql_where=text("status = 'uncollected'")),
     )
 

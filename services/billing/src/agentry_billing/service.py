@@ -7,13 +7,13 @@ import base64
 import binascii
 import hashlib
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
 
 from agentry_common.errors import ValidationFailed
-from agentry_common.events import new_id
 from agentry_common.requests import (
     Balance,
     Charges,
@@ -33,6 +33,11 @@ MAX_PAGE = 100
 MAX_RUN_IDS = 1000
 MAX_KEY_CHARS = 255
 MAX_REASON_CHARS = 1000
+
+
+def new_id(prefix: str) -> str:
+    """Same shape as `agentry_common.events.new_id` (128 random bits), without building a UUID object."""
+    return f"{prefix}_{secrets.token_hex(16)}"
 
 
 class ChargeConflict(Exception):

@@ -171,6 +171,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_charges_owner_id_seq", "charges", ["owner_id", "seq"], unique=False, schema="billing")
     op.create_index(
+        "ix_charges_settled_by",
+        "charges",
+        ["settled_by"],
+        unique=False,
+        schema="billing",
+        postgresql_where=sa.text("settled_by IS NOT NULL"),
+    )
+    op.create_index(
         "ix_charges_uncollected",
         "charges",
         ["owner_id", "seq"],
@@ -279,6 +287,7 @@ def downgrade() -> None:
     )
     op.drop_index("ix_ledger_entries_activity", table_name="ledger_entries", schema="billing")
     op.drop_table("ledger_entries", schema="billing")
+    op.drop_index("ix_charges_settled_by", table_name="charges", schema="billing")
     op.drop_index(
         "ix_charges_uncollected",
         table_name="charges",

@@ -1,0 +1,195 @@
+"""Billing benchmark (not a test): charges/s for a backlog of run.completed, batched vs one at a time.
+
+Starts its own nats-server and PostgreSQL through `agentry_common.stack` with fsync ON (PostgreSQL's
+defaults; NATS with `sync_interval: always`), migrated, in a temporary folder. Then, twice — once with the
+default batch size and once with one event per transaction — it preloads a backlog of `run.completed`
+events while no billing process runs, starts one billing process, and times the backlog from the first
+delivery to the moment every event is acknowledged, i.e. charged, its outcome event stored, and acked.
+Each phase is checked: one charge per run, and every wallet reconciles with its ledger.
+The last line is one JSON object with `charges_per_s` (batched) and `charges_per_s_single`.
+
+    BENCH_EVENTS=20000 BENCH_SINGLE_EVENTS=20000 BENCH_BATCH=500 python bench/billing.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from sqlalchemy import text
+
+from agentry_billing.audit import check_wallets
+from agentry_billing.entrypoints.jetstream import BatchPublisher
+from agentry_billing.repository import BillingRepository
+from agentry_billing.service import credit_wallet
+from agentry_common import subjects
+from agentry_common.broker import ensure_streams
+from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.events import RunCompleted, Usage
+from agentry_common.requests import Deposit
+from agentry_common.stack import Stack, free_port
+
+EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
+SINGLE_EVENTS = int(os.environ.get("BENCH_SINGLE_EVENTS", str(EVENTS)))
+BATCH = int(os.environ.get("BENCH_BATCH", "500"))
+OWNERS = 2000
+DURABLE = "billing-bench"
+STREAM = subjects.RUN_EVENTS_STREAM.name
+
+
+async def fund_owners(database_url: str) -> list[str]:
+    """2,000 wallets; one in ten gets too little, so both outcomes (collected, uncollected) are exercised."""
+    owners = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(OWNERS)]
+    engine = make_engine(database_url, pool_size=8)
+    sessions = make_sessionmaker(engine)
+
+    async def fund(owner: str) -> None:
+        amount = 20 if random.random() < 0.1 else 100_000
+        async with sessions() as session, session.begin():
+            await credit_wallet(BillingRepository(session), Deposit(owner_id=owner, amount_cents=amount,
+                                                                    idempotency_key="bench"))  # fmt: skip
+
+    for i in range(0, OWNERS, 100):
+        await asyncio.gather(*(fund(o) for o in owners[i : i + 100]))
+    await engine.dispose()
+    return owners
+
+
+async def preload(js: JetStreamContext, owners: list[str], count: int) -> list[str]:
+    run_ids, futures = [], []
+    for _ in range(count):
+        event = RunCompleted(
+            run_id=f"run_{uuid.uuid4().hex}",
+            endpoint_id="aep_bench",
+            owner_id=random.choice(owners),
+            price_per_run_cents=random.randint(1, 50),
+            usage=Usage(tokens_input=1200, tokens_output=180, cost_cents=0.34, latency_ms=2891, iterations=2),
+        )
+        run_ids.append(event.run_id)
+        futures.append(await js.publish_async(subjects.RUN_COMPLETED, event.model_dump_json().encode(),
+                                              headers={"Nats-Msg-Id": event.msg_id()}))  # fmt: skip
+        if len(futures) >= 2000:
+            await asyncio.gather(*futures)
+            futures.clear()
+    await asyncio.gather(*futures)
+    return run_ids
+
+
+async def time_backlog(js: JetStreamContext, first_seq: int, last_seq: int) -> float:
+    """Seconds from the first delivery of the backlog (stream sequences first..last) to the moment every one
+    of its events is acknowledged; consumer state sampled every 5 ms."""
+    started = None
+    while True:
+        try:
+            info = await js.consumer_info(STREAM, DURABLE)
+        except nats.js.errors.NotFoundError:
+            await asyncio.sleep(0.005)
+            continue
+        now = time.perf_counter()
+        if started is None and info.delivered.stream_seq >= first_seq:
+            started = now
+        if started is not None and info.ack_floor.stream_seq >= last_seq and not info.num_ack_pending:
+            return now - started
+        await asyncio.sleep(0.005)
+
+
+async def jetstream_ceiling(js: JetStreamContext, count: int) -> float:
+    """Messages/s JetStream stores here for one publisher of outcome-sized events: charges cannot be
+    announced faster, since each charge's outcome is stored before its run.completed is acknowledged."""
+    publisher = BatchPublisher()
+    await publisher.start(js._nc)
+    await js.add_stream(StreamConfig(name="BENCH_CEILING", subjects=["bench.ceiling"]))
+    payload = b"x" * 300
+    started = time.perf_counter()
+    for start in range(0, count, BATCH):
+        await publisher.publish([("bench.ceiling", payload, f"c{i}") for i in range(start, min(start + BATCH, count))])
+    seconds = time.perf_counter() - started
+    await js.delete_stream("BENCH_CEILING")
+    return count / seconds
+
+
+async def phase(stack: Stack, js: JetStreamContext, owners: list[str], count: int, batch: int) -> dict[str, Any]:
+    first_seq = int((await js.stream_info(STREAM)).state.last_seq) + 1
+    run_ids = await preload(js, owners, count)
+    last_seq = int((await js.stream_info(STREAM)).state.last_seq)
+    timer = asyncio.create_task(time_backlog(js, first_seq, last_seq))
+    service = await asyncio.to_thread(stack.start_service, "billing", CHARGE_CONSUMER=DURABLE,
+                                      CHARGE_BATCH_SIZE=str(batch), LOG_LEVEL="WARNING")  # fmt: skip
+    seconds = await asyncio.wait_for(timer, timeout=1800)
+    await asyncio.to_thread(service.stop)
+    stack.services.remove(service)
+
+    engine = make_engine(stack.database_url, pool_size=2)
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT count(*) AS charges, count(DISTINCT run_id) AS runs,"
+            " count(*) FILTER (WHERE status = 'collected') AS collected FROM billing.charges"
+            " WHERE run_id = ANY(:ids)"), {"ids": run_ids})).one()  # fmt: skip
+        drifting = [c for c in await check_wallets(conn, owners) if c.problems]
+    await engine.dispose()
+    assert row.charges == row.runs == count, f"{row.charges} charges for {count} runs"
+    assert not drifting, f"{len(drifting)} wallets drift from their ledger"
+    return {"events": count, "batch": batch, "seconds": seconds, "per_s": count / seconds,
+            "collected": row.collected, "uncollected": count - row.collected}  # fmt: skip
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="agentry-bench-billing-") as tmp:
+        stack = Stack(
+            Path(tmp),
+            nats_port=free_port(),
+            pg_port=free_port(),
+            fast_pg=False,
+            echo=bool(os.environ.get("BENCH_ECHO")),
+        )
+        stack.nats_url = stack.database_url = ""  # always its own servers: fsync on, nothing else running
+        try:
+            await asyncio.to_thread(stack.start_servers)
+            await asyncio.to_thread(stack.migrate)
+            owners = await fund_owners(stack.database_url)
+            nc = await nats.connect(stack.nats_url)
+            js = nc.jetstream()
+            await ensure_streams(js)
+            batched = await phase(stack, js, owners, EVENTS, BATCH)
+            single = await phase(stack, js, owners, SINGLE_EVENTS, 1)
+            ceiling = await jetstream_ceiling(js, EVENTS)
+            await nc.close()
+        finally:
+            await asyncio.to_thread(stack.stop)
+
+    print(f"billing: a backlog of run.completed, fsync on, {OWNERS} wallets, one billing process")
+    print(f"{'mode':<16}{'events':>8}{'batch':>7}{'seconds':>10}{'charges/s':>11}{'collected':>11}{'uncollected':>13}")
+    for name, r in (("batched", batched), ("one at a time", single)):
+        print(f"{name:<16}{r['events']:>8}{r['batch']:>7}{r['seconds']:>10.2f}{r['per_s']:>11.0f}"
+              f"{r['collected']:>11}{r['uncollected']:>13}")  # fmt: skip
+    print(f"ceiling: JetStream stores {ceiling:.0f} outcome-sized messages/s here (one fsync each); every charge's")
+    print("outcome is stored before its run.completed is acknowledged, so charges/s cannot exceed it.")
+    result = {
+        "bench": "billing",
+        "events": EVENTS,
+        "batch_size": BATCH,
+        "fsync": True,
+        "charges_per_s": round(batched["per_s"], 1),
+        "charges_per_s_single": round(single["per_s"], 1),
+        "speedup": round(batched["per_s"] / single["per_s"], 1),
+        "seconds": round(batched["seconds"], 3),
+        "seconds_single": round(single["seconds"], 3),
+        "single_events": SINGLE_EVENTS,
+        "jetstream_publish_per_s": round(ceiling, 1),
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
