@@ -43,7 +43,8 @@ class Gateway:
             yield CatalogRepository(session)
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every request.
     gateway: Gateway = request.app.state.gateway
     return gateway
 
