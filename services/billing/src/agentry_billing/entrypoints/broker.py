@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsBroker
 
 from agentry_common import subjects
 from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.errors import ServiceUnavailable
 from agentry_common.requests import (
     Balance,
     Charges,
@@ -25,7 +27,7 @@ from .. import metrics, service
 from ..repository import BillingRepository
 from ..settings import settings
 from .consumer import publish_outcomes
-from .jetstream import BatchPublisher
+from .jetstream import BatchPublisher, PublishFailed
 
 QUEUE = "billing"
 engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
@@ -50,7 +52,7 @@ async def get_balance(cmd: GetBalance) -> Balance:
 
 @router.subscriber(subjects.WALLET_DEPOSIT, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def deposit(cmd: Deposit) -> Deposited:
+async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited:
     async with unit_of_work() as repo:
         credited = await service.credit_wallet(repo, cmd)
     if credited.deposited.replayed:
@@ -61,7 +63,15 @@ async def deposit(cmd: Deposit) -> Deposited:
         metrics.SETTLED.inc(len(credited.settled))
         metrics.SETTLED_CENTS.inc(sum(o.amount_cents for o in credited.settled))
     # After commit. Should this fail, the caller's retry with the same key replays and publishes again.
-    await publish_outcomes(publisher, credited.settled)
+    try:
+        await publisher.start(broker.connection)  # requests may arrive before the startup hook ran
+        await publish_outcomes(publisher, credited.settled)
+    except PublishFailed as err:
+        raise ServiceUnavailable(
+            "the credit is recorded but the settled charges could not be announced; retry with the same "
+            "Idempotency-Key to confirm it",
+            code="retry_with_same_idempotency_key",
+        ) from err
     return credited.deposited
 
 

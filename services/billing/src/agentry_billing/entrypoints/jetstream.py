@@ -91,11 +91,16 @@ class BatchPublisher:
         self._prefix = ""
         self._ids = itertools.count()
         self._batches: dict[str, _Batch] = {}
+        self._starting = asyncio.Lock()
 
     async def start(self, nc: Client) -> None:
-        self._nc = nc
-        self._prefix = nc.new_inbox()
-        await nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+        """Subscribe to the acks; idempotent, so a request handler may call it before the app's startup hook."""
+        async with self._starting:
+            if self._nc is not None:
+                return
+            prefix = nc.new_inbox()
+            await nc.subscribe(f"{prefix}.*", cb=self._on_ack)
+            self._prefix, self._nc = prefix, nc
 
     async def _on_ack(self, msg: Msg) -> None:
         batch = self._batches.get(msg.subject[len(self._prefix) + 1 :])
