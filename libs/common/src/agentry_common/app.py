@@ -1,4 +1,5 @@
-"""The HTTP shell every service shares: lifespan (logging, broker, streams), health, readiness, metrics, errors."""
+"""The HTTP shell every service shares: lifespan (logging, tracing, broker, streams), health, readiness, metrics,
+request telemetry, errors."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from .errors import AgentryError, ErrorBody
 from .logging import setup_logging
 from .metrics import metrics_response
 from .settings import ServiceSettings
+from .telemetry import RequestTelemetry
+from .tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(service, settings.log_level)
+        setup_tracing(service)
         await broker.connect()
         await ensure_streams(broker.connection.jetstream(), replicas=settings.stream_replicas)
         await broker.start()
@@ -106,10 +110,12 @@ def create_service_app(
             await broker.stop()
             if engine is not None:
                 await engine.dispose()
+            shutdown_tracing()
 
     lifespan_cm: Callable[[FastAPI], AbstractAsyncContextManager[None]] = lifespan
     app = FastAPI(lifespan=lifespan_cm, **fastapi_kwargs)
     install_error_handlers(app)
+    app.add_middleware(RequestTelemetry, service=service)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

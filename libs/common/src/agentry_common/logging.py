@@ -1,15 +1,32 @@
-"""JSON logs on stderr, one object per line, with the service name and any `extra=` fields (e.g. run_id)."""
+"""JSON logs on stderr, one object per line, with the service name, any `extra=` fields, the fields bound with
+`log_context` (e.g. the `run_id` of the run being handled) and the `trace_id` of the current trace, if any."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from .tracing import current_trace_id
+
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+_bound: ContextVar[dict[str, str]] = ContextVar("agentry_log_context", default={})  # noqa: B039 - replaced, never mutated
+
+
+@contextmanager
+def log_context(**fields: str) -> Iterator[None]:
+    """Add `fields` to every log line written in this context (this task and the tasks it starts)."""
+    token = _bound.set({**_bound.get(), **fields})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,6 +42,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        entry.update(_bound.get())
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value
