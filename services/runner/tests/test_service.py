@@ -207,5 +207,5 @@ async def test_two_runners_racing_on_one_run_announce_the_first_recorded_outcome
 async def test_finished_runs_show_in_the_runner_metrics(probe, runner, llm_http):
     await probe.run(probe.endpoint(), "count me")
     text = (await llm_http.get(f"{runner.url}/metrics")).text
-    assert 'agentry_runner_runs_total{provider="mock",status="succeeded"}' in text
+    assert 'agentry_runner_runs_total{model="mock-1",provider="mock",status="succeeded"}' in text
     assert "agentry_runner_runs_in_flight" in text

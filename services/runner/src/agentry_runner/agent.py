@@ -9,16 +9,19 @@ fails with `invalid_output`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from opentelemetry.trace import SpanKind
 
-from agentry_common.errors import UpstreamFailed
+from agentry_common import tracing
+from agentry_common.errors import AgentryError, UpstreamFailed
 from agentry_common.events import EndpointSnapshot, ToolCall
 
-from . import output
+from . import metrics, output
 from .providers import ChatRequest, Completion, Connection, Message, Provider, ToolRequest
 from .tools import Toolbox
 
@@ -118,7 +121,32 @@ class Agent:
             output_schema=endpoint.output_schema,
             allow_tools=allow_tools,
         )
-        completion = await self.provider.complete(request, self.conn, self.deadline)
+        provider = self.provider.name
+        attributes: dict[str, str | int] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": endpoint.llm_model,
+            "agentry.iteration": self.state.iterations,
+        }
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            with tracing.span(f"chat {endpoint.llm_model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+                try:
+                    completion = await self.provider.complete(request, self.conn, self.deadline)
+                except AgentryError as err:
+                    outcome = err.code
+                    tracing.fail(span, err.code)
+                    raise
+                span.set_attribute("gen_ai.usage.input_tokens", completion.tokens_input)
+                span.set_attribute("gen_ai.usage.output_tokens", completion.tokens_output)
+        except BaseException:
+            if outcome == "ok":
+                outcome = "cancelled"  # the run's deadline (or a shutdown) cut the call short
+            raise
+        finally:
+            model = metrics.model_label(provider, endpoint.llm_model)
+            metrics.LLM_CALL_SECONDS.labels(provider, model, outcome).observe(time.perf_counter() - started)
         self.state.tokens_input += completion.tokens_input
         self.state.tokens_output += completion.tokens_output
         return completion
@@ -152,10 +180,15 @@ class Agent:
 
     async def _call(self, request: ToolRequest) -> ToolCall:
         await self.emit("tool_call", {"name": request.name, "arguments": request.arguments})
-        if request.arguments_error is not None:
-            call = ToolCall(name=request.name, arguments={}, error=f"invalid arguments: {request.arguments_error}")
-        else:
-            call = await self.toolbox.call(request.name, request.arguments)
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": request.name}
+        with tracing.span(f"execute_tool {request.name}", attributes=attributes) as span:
+            if request.arguments_error is not None:
+                error = f"invalid arguments: {request.arguments_error}"
+                call = ToolCall(name=request.name, arguments={}, error=error)
+            else:
+                call = await self.toolbox.call(request.name, request.arguments)
+            if call.error is not None:
+                tracing.fail(span, "tool_error")
         kept = recorded(call)
         await self.emit(
             "tool_result",

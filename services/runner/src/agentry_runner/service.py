@@ -21,12 +21,14 @@ import httpx
 import httpx2
 import orjson
 from nats.aio.client import Client as Nats
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentry_common import rpc, subjects
+from agentry_common import rpc, subjects, tracing
 from agentry_common.broker import publish_event
 from agentry_common.errors import AgentryError, NotFound, ServiceUnavailable, UpstreamFailed, ValidationFailed
 from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested
+from agentry_common.logging import log_context
 from agentry_common.netguard import guard_transport
 from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunRecord
 
@@ -84,6 +86,25 @@ class RunnerService:
 
     async def process(self, event: RunRequested, delivery: int) -> None:
         """Bring the run to its outcome and announce it; raises when Postgres or NATS fail (→ redelivery)."""
+        endpoint = event.endpoint
+        attributes: dict[str, str | int] = {
+            "agentry.run_id": event.run_id,
+            "agentry.endpoint_id": endpoint.id,
+            "gen_ai.provider.name": endpoint.llm_provider,
+            "gen_ai.request.model": endpoint.llm_model,
+            "messaging.message.delivery_count": delivery,
+        }
+        # The run continues the trace of the request that started it; its outcome event carries it on.
+        with (
+            log_context(run_id=event.run_id),
+            tracing.span("run", kind=SpanKind.CONSUMER, parent=event.trace, attributes=attributes) as span,
+        ):
+            status = await self._process(event, delivery)
+            span.set_attribute("agentry.run.status", status)
+            if status != "succeeded":
+                tracing.fail(span, status)
+
+    async def _process(self, event: RunRequested, delivery: int) -> str:
         if delivery > 1:
             async with self.unit_of_work() as repo:
                 existing = await repo.get(event.run_id)
@@ -91,21 +112,29 @@ class RunnerService:
                 log.info("run already finished; announcing it again", extra={"run_id": event.run_id})
                 metrics.REANNOUNCED.inc()
                 await self.announce(existing)
-                return
+                return existing.status
         if delivery >= self.settings.runner_max_deliveries:
             # Earlier deliveries died mid-run (a crash, a kill): running it again could take this runner down
             # too, and no one would be left to record the run. Record it failed instead.
             message = f"the run was interrupted on each of {delivery - 1} deliveries (runner crash or outage)"
             values = self._failed(event, delivery, now(), "internal_error", message)
+            metrics.LAST_DELIVERY.inc()
         else:
             values = await self.execute(event, delivery)
         async with self.unit_of_work() as repo:
             stored, ours = await repo.finish(values)
         if ours:
-            metrics.RUNS.labels(self._provider_label(event.endpoint), stored.status).inc()
+            self._count(event.endpoint, stored)
         else:
             log.info("another delivery recorded this run first", extra={"run_id": event.run_id})
         await self.announce(stored)
+        return stored.status
+
+    def _count(self, endpoint: EndpointSnapshot, run: Run) -> None:
+        provider = self._provider_label(endpoint)
+        metrics.RUNS.labels(provider, metrics.model_label(provider, endpoint.llm_model), run.status).inc()
+        if run.status != "succeeded":
+            metrics.RUN_ERRORS.labels(provider, run.error_code or run.status).inc()
 
     async def get(self, run_id: str) -> RunRecord:
         async with self.unit_of_work() as repo:
@@ -130,6 +159,7 @@ class RunnerService:
     async def announce(self, run: Run) -> None:
         """The outcome event first (acked by JetStream), then the terminal progress the gateway waits for."""
         event = schemas.outcome_event(run)
+        event.trace = tracing.carrier()
         subject = subjects.RUN_COMPLETED if run.status == "succeeded" else subjects.RUN_FAILED
         await publish_event(self.js, subject, event)
         progress = schemas.terminal_progress(run)
@@ -173,18 +203,24 @@ class RunnerService:
         finally:
             toolbox.close()
             metrics.IN_FLIGHT.dec()
-            self._observe(self._provider_label(endpoint), started, state)
+            self._observe(endpoint, started, state)
         return self._finished(event, delivery, started, state, "succeeded", output=output)
 
     @staticmethod
     def _provider_label(endpoint: EndpointSnapshot) -> str:
         return endpoint.llm_provider if endpoint.llm_provider in PROVIDERS else "unknown"
 
-    @staticmethod
-    def _observe(provider: str, started: datetime, state: RunState) -> None:
+    def _observe(self, endpoint: EndpointSnapshot, started: datetime, state: RunState) -> None:
+        provider = self._provider_label(endpoint)
+        model = metrics.model_label(provider, endpoint.llm_model)
         metrics.RUN_SECONDS.labels(provider).observe((now() - started).total_seconds())
-        metrics.TOKENS.labels(provider, "input").inc(state.tokens_input)
-        metrics.TOKENS.labels(provider, "output").inc(state.tokens_output)
+        metrics.TOKENS.labels(provider, model, "input").inc(state.tokens_input)
+        metrics.TOKENS.labels(provider, model, "output").inc(state.tokens_output)
+        cost = cost_cents(
+            endpoint.llm_provider, endpoint.llm_model, state.tokens_input, state.tokens_output,
+            self.settings.platform_markup,
+        )  # fmt: skip
+        metrics.COST_CENTS.labels(provider, model).inc(cost)
         for call in state.tool_calls:
             metrics.TOOL_CALLS.labels("error" if call.error else "ok").inc()
 

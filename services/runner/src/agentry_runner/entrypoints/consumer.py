@@ -34,6 +34,7 @@ from ..settings import Settings
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_S = 5.0
+LAG_SAMPLE_S = 10.0
 
 
 def consumer_config(settings: Settings) -> ConsumerConfig:
@@ -58,12 +59,26 @@ class RunConsumer:
         self.slots = asyncio.Semaphore(settings.runner_concurrency)
         self.running: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
         await self.js.add_consumer(subjects.RUNS_STREAM.name, consumer_config(self.settings))
         self._sub = await self.js.pull_subscribe_bind(subjects.RUNNER_CONSUMER, stream=subjects.RUNS_STREAM.name)
         self._loop = asyncio.create_task(self._pull(self._sub), name="run-consumer")
+        self._lag = asyncio.create_task(self._sample_lag(), name="run-consumer-lag")
+
+    async def _sample_lag(self) -> None:
+        """Runs waiting for a runner, for dashboards and alerts (KEDA reads the same numbers from NATS)."""
+        while True:
+            try:
+                info = await self.js.consumer_info(subjects.RUNS_STREAM.name, subjects.RUNNER_CONSUMER)
+            except Exception as err:
+                log.debug("consumer info unavailable: %s", type(err).__name__)
+            else:
+                metrics.CONSUMER_PENDING.set(info.num_pending or 0)
+                metrics.CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0)
+            await asyncio.sleep(LAG_SAMPLE_S)
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         while True:
@@ -133,6 +148,8 @@ class RunConsumer:
 
     async def stop(self) -> None:
         """Stop fetching; let in-flight runs finish within the grace period, hand the rest back."""
+        if self._lag is not None:
+            self._lag.cancel()
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
