@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -19,6 +20,15 @@ from agentry_common.errors import UpstreamFailed
 from agentry_common.netguard import UrlNotAllowed
 
 log = logging.getLogger(__name__)
+
+# httpcore 1.0 imports `sniffio` inside `current_async_library()`, i.e. for every lock and event of every
+# request, and anyio >= 4.11 no longer installs sniffio. Python does not cache a failed import, so each call
+# scanned sys.path (~0.3 ms, several times per LLM call; encode/httpcore#1103). Record the absence once: the
+# import still fails, as before, only without the scan.
+try:
+    import sniffio  # noqa: F401
+except ImportError:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 @dataclass
