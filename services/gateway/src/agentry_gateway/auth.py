@@ -17,13 +17,20 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from agentry_common import rpc, subjects
-from agentry_common.errors import Unauthorized
+from agentry_common import asyncapi, rpc, subjects
+from agentry_common.errors import ServiceUnavailable, Unauthorized
+from agentry_common.events import KeysRevoked
 from agentry_common.requests import VerifiedKey, VerifyKey
 
+from .metrics import KEY_VERIFICATIONS
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+asyncapi.consumes(
+    subjects.KEYS_REVOKED, KeysRevoked, by="gateway",
+    description="Every gateway replica drops its cached verdicts for the endpoint at once.",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,17 +96,27 @@ class KeyVerifier:
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
+            KEY_VERIFICATIONS.labels("cache", "valid").inc()
             return hit[0]
         if not api_key.startswith("aek_") or len(api_key) > 256:
+            KEY_VERIFICATIONS.labels("format", "invalid").inc()
             raise Unauthorized("invalid API key", code="invalid_api_key")
-        verdict = await rpc.call(
-            self.nc,
-            subjects.KEYS_VERIFY,
-            VerifyKey(api_key=api_key),
-            VerifiedKey,
-            timeout=self.settings.rpc_timeout_s,
-            unavailable="cannot verify API keys right now (keys service unavailable)",
-        )
+        try:
+            verdict = await rpc.call(
+                self.nc,
+                subjects.KEYS_VERIFY,
+                VerifyKey(api_key=api_key),
+                VerifiedKey,
+                timeout=self.settings.rpc_timeout_s,
+                unavailable="cannot verify API keys right now (keys service unavailable)",
+            )
+        except Unauthorized:
+            KEY_VERIFICATIONS.labels("keys_service", "invalid").inc()
+            raise
+        except ServiceUnavailable:
+            KEY_VERIFICATIONS.labels("keys_service", "unavailable").inc()
+            raise
+        KEY_VERIFICATIONS.labels("keys_service", "valid").inc()
         # A revocation that arrived while we were asking makes this verdict stale: don't cache it.
         if self._revoked_at.get(verdict.endpoint_id, 0.0) < now and self.settings.key_cache_ttl_s > 0:
             if len(self._cache) > 100_000:

@@ -19,6 +19,7 @@ from agentry_common import subjects
 from agentry_common.errors import NotFound
 from agentry_common.events import EndpointSnapshot
 
+from .metrics import ENDPOINT_LOOKUPS
 from .repository import CatalogRepository
 from .service import endpoint_snapshot
 
@@ -70,7 +71,9 @@ class EndpointCache:
         now = time.monotonic()
         hit = self._by_slug.get(slug)
         if hit is not None and hit[1] > now:
+            ENDPOINT_LOOKUPS.labels("hit").inc()
             return hit[0]
+        ENDPOINT_LOOKUPS.labels("miss").inc()
         async with self.sessions() as session:
             repo = CatalogRepository(session)
             ep = await repo.endpoint_by_slug(slug)

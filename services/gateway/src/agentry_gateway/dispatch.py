@@ -17,8 +17,9 @@ from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from opentelemetry.trace import SpanKind
 
-from agentry_common import rpc, subjects
+from agentry_common import asyncapi, rpc, subjects, tracing
 from agentry_common.broker import publish_event
 from agentry_common.errors import AgentryError, NotFound, ServiceUnavailable, Timeout, error_from
 from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, Usage, new_id
@@ -28,6 +29,17 @@ from .schemas import RunResult
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+asyncapi.publishes(
+    subjects.RUN_REQUESTED, RunRequested, by="gateway", stream=subjects.RUNS_STREAM,
+    description="A run the gateway accepted (200/202 follows only once the stream has stored it), with a "
+    "snapshot of its endpoint's configuration (secret ids, never secrets).",
+)  # fmt: skip
+asyncapi.consumes(
+    subjects.RUN_PROGRESS, RunProgress, by="gateway",
+    description="The gateway subscribes to a run's progress before publishing it, and answers (or streams "
+    "the SSE events) from it.",
+)  # fmt: skip
 
 
 def _terminal_from_record(record: RunRecord) -> RunProgress | None:
@@ -67,14 +79,27 @@ class Dispatcher:
             self.async_runs = await self.js.key_value(subjects.ASYNC_RUNS_BUCKET)
 
     async def _publish(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> None:
-        event = RunRequested(run_id=run_id, endpoint=snapshot, input=input, is_test=is_test)
-        try:
-            await publish_event(self.js, subjects.RUN_REQUESTED, event, timeout=self.settings.rpc_timeout_s)
-        except Exception as err:
-            log.warning("run.requested not accepted by the broker: %s", type(err).__name__, extra={"run_id": run_id})
-            raise ServiceUnavailable(
-                "the broker did not accept the run; nothing was started", code="broker_unavailable"
-            ) from None
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.destination.name": subjects.RUN_REQUESTED,
+            "agentry.run_id": run_id,
+            "agentry.endpoint_id": snapshot.id,
+        }
+        # The run's trace starts here (or continues the caller's): the runner and billing carry it on.
+        with tracing.span(f"{subjects.RUN_REQUESTED} publish", kind=SpanKind.PRODUCER, attributes=attributes) as span:
+            event = RunRequested(
+                run_id=run_id, endpoint=snapshot, input=input, is_test=is_test, trace=tracing.carrier()
+            )
+            try:
+                await publish_event(self.js, subjects.RUN_REQUESTED, event, timeout=self.settings.rpc_timeout_s)
+            except Exception as err:
+                log.warning(
+                    "run.requested not accepted by the broker: %s", type(err).__name__, extra={"run_id": run_id}
+                )
+                tracing.fail(span, "broker_unavailable")
+                raise ServiceUnavailable(
+                    "the broker did not accept the run; nothing was started", code="broker_unavailable"
+                ) from None
 
     async def _open(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> Subscription:
         """Subscribe to the run's progress, then publish it: the answer cannot arrive before we listen."""
