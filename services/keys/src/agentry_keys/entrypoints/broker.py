@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
 
-from agentry_common import subjects
+from agentry_common import asyncapi, subjects
 from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.errors import AgentryError
 from agentry_common.events import KeysRevoked
 from agentry_common.requests import (
     DeleteSecret,
@@ -26,6 +27,7 @@ from agentry_common.requests import (
 )
 from agentry_common.rpc import serve
 
+from .. import metrics
 from ..repository import KeysRepository
 from ..service import KeyRing, KeysService
 from ..settings import settings
@@ -35,6 +37,10 @@ engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
 sessions = make_sessionmaker(engine)
 keys = KeysService(settings.key_pepper, KeyRing(settings.master_keys))
 router = NatsRouter()
+asyncapi.publishes(
+    subjects.KEYS_REVOKED, KeysRevoked, by="keys",
+    description="An endpoint's API key stopped being valid (rotated or revoked); gateways drop cached verdicts.",
+)  # fmt: skip
 
 
 @asynccontextmanager
@@ -61,8 +67,14 @@ async def issue_key(cmd: IssueKey, broker: NatsBroker) -> IssuedKey:
 @router.subscriber(subjects.KEYS_VERIFY, queue=QUEUE)
 @serve
 async def verify_key(cmd: VerifyKey) -> VerifiedKey:
-    async with unit_of_work() as repo:
-        return await keys.verify(repo, cmd.api_key)
+    try:
+        async with unit_of_work() as repo:
+            verdict = await keys.verify(repo, cmd.api_key)
+    except AgentryError as err:
+        metrics.VERIFICATIONS.labels(err.code).inc()
+        raise
+    metrics.VERIFICATIONS.labels("valid").inc()
+    return verdict
 
 
 @router.subscriber(subjects.KEYS_REVOKE, queue=QUEUE)
@@ -93,5 +105,11 @@ async def delete_secret(cmd: DeleteSecret) -> Done:
 @router.subscriber(subjects.SECRETS_RESOLVE, queue=QUEUE)
 @serve
 async def resolve_secret(cmd: ResolveSecret) -> ResolvedSecret:
-    async with unit_of_work() as repo:
-        return ResolvedSecret(value=await keys.resolve_secret(repo, cmd.secret_id, cmd.owner_id))
+    try:
+        async with unit_of_work() as repo:
+            resolved = ResolvedSecret(value=await keys.resolve_secret(repo, cmd.secret_id, cmd.owner_id))
+    except AgentryError as err:
+        metrics.SECRETS_RESOLVED.labels(err.code).inc()
+        raise
+    metrics.SECRETS_RESOLVED.labels("resolved").inc()
+    return resolved
