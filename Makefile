@@ -12,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := .venv
 
 RUN := $(UV) run --frozen
 
-.PHONY: help install run token test lint fmt bench reconcile clean
+.PHONY: help install run token test lint fmt bench reconcile clean asyncapi
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ clean: ## remove local data and environments
 
 bench: install ## benchmarks (not tests): prints tables, then one JSON line per bench
 	@for b in bench/*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
+
+asyncapi: install ## regenerate docs/asyncapi.json, the event contract (make test fails while it is stale)
+	$(RUN) python -m agentry_common.asyncapi docs/asyncapi.json
 
 reconcile: install ## check that every wallet's ledger sums to its balance (DATABASE_URL or the embedded .data)
 	$(RUN) python -m agentry_billing.reconcile

@@ -30,9 +30,9 @@ class Contract(BaseModel):
 
 class Event(Contract):
     id: str = Field(default_factory=lambda: new_id("evt"), description="Unique id of this event.")
-    type: str
+    type: str = Field(description="The event type, also its subject for events on JetStream.")
     version: int = Field(default=1, description="Schema version of this event type.")
-    occurred_at: datetime = Field(default_factory=utcnow)
+    occurred_at: datetime = Field(default_factory=utcnow, description="When the fact happened (UTC).")
     trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context (`traceparent`).")
 
     def msg_id(self) -> str:
@@ -82,11 +82,11 @@ class EndpointSnapshot(Contract):
 
 class RunRequested(Event):
     type: Literal["run.requested"] = "run.requested"
-    run_id: str
-    endpoint: EndpointSnapshot
-    input: str | dict[str, Any]
+    run_id: str = Field(description="The run's id (`run_…`), returned to the caller.")
+    endpoint: EndpointSnapshot = Field(description="The endpoint's configuration when the run was requested.")
+    input: str | dict[str, Any] = Field(description="The caller's input: a string or a JSON object.")
     is_test: bool = Field(False, description="Owner test run: never charged the per-run price.")
-    requested_at: datetime = Field(default_factory=utcnow)
+    requested_at: datetime = Field(default_factory=utcnow, description="When the gateway accepted the run.")
 
     def msg_id(self) -> str:
         return f"run.requested:{self.run_id}"
@@ -101,17 +101,17 @@ class ToolCall(Contract):
 
 
 class RunError(Contract):
-    code: str
-    message: str
+    code: str = Field(description="Stable snake_case error code, e.g. `llm_provider_error`, `timeout`.")
+    message: str = Field(description="Human-readable explanation; never holds a secret.")
 
 
 class _RunOutcome(Event):
-    run_id: str
-    endpoint_id: str
-    owner_id: str
+    run_id: str = Field(description="The run's id (`run_…`).")
+    endpoint_id: str = Field(description="The endpoint that ran (`aep_…`).")
+    owner_id: str = Field(description="The endpoint's owner, whose wallet pays the per-run price.")
     price_per_run_cents: int = Field(0, ge=0, description="Per-run price at request time, in cents.")
-    is_test: bool = False
-    usage: Usage = Field(default_factory=Usage)
+    is_test: bool = Field(False, description="Owner test run: never charged the per-run price.")
+    usage: Usage = Field(default_factory=Usage, description="What the run consumed.")
 
     def msg_id(self) -> str:
         return f"{self.type}:{self.run_id}"
@@ -125,15 +125,15 @@ class RunCompleted(_RunOutcome):
 class RunFailed(_RunOutcome):
     type: Literal["run.failed"] = "run.failed"
     status: Literal["failed", "timeout"] = "failed"
-    error: RunError
+    error: RunError = Field(description="Why the run failed, as its caller was told.")
 
 
 class _ChargeOutcome(Event):
-    charge_id: str
-    run_id: str
-    endpoint_id: str
-    owner_id: str
-    amount_cents: int = Field(ge=0)
+    charge_id: str = Field(description="The charge's id; one charge per run.")
+    run_id: str = Field(description="The run charged for.")
+    endpoint_id: str = Field(description="The endpoint that ran.")
+    owner_id: str = Field(description="The wallet's owner.")
+    amount_cents: int = Field(ge=0, description="The run's price, in cents.")
 
     def msg_id(self) -> str:
         return f"{self.type}:{self.charge_id}"
@@ -153,7 +153,7 @@ class KeysRevoked(Event):
     """Broadcast by the keys service when an endpoint's key stops being valid; gateways drop cached verdicts."""
 
     type: Literal["keys.revoked"] = "keys.revoked"
-    endpoint_id: str
+    endpoint_id: str = Field(description="The endpoint whose previous API key no longer works.")
 
 
 ProgressKind = Literal["thinking", "tool_call", "tool_result", "done", "error"]
@@ -163,9 +163,9 @@ class RunProgress(Event):
     """Ephemeral progress of one run on `run.progress.<run_id>`; `done` and `error` are terminal."""
 
     type: Literal["run.progress"] = "run.progress"
-    run_id: str
-    event: ProgressKind
-    data: dict[str, Any] = Field(default_factory=dict)
+    run_id: str = Field(description="The run this progress belongs to.")
+    event: ProgressKind = Field(description="The SSE event name; `done` and `error` end the run.")
+    data: dict[str, Any] = Field(default_factory=dict, description="The SSE event's data.")
 
     @property
     def terminal(self) -> bool:

@@ -24,10 +24,10 @@ from nats.aio.client import Client as Nats
 from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentry_common import rpc, subjects, tracing
+from agentry_common import asyncapi, rpc, subjects, tracing
 from agentry_common.broker import publish_event
 from agentry_common.errors import AgentryError, NotFound, ServiceUnavailable, UpstreamFailed, ValidationFailed
-from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested
+from agentry_common.events import EndpointSnapshot, RunCompleted, RunFailed, RunProgress, RunRequested
 from agentry_common.logging import log_context
 from agentry_common.netguard import guard_transport
 from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunRecord
@@ -43,6 +43,22 @@ from .tools import Toolbox
 
 log = logging.getLogger(__name__)
 PLATFORM_PROVIDERS = ("openai", "groq", "anthropic", "gemini")
+
+
+asyncapi.publishes(
+    subjects.RUN_COMPLETED, RunCompleted, by="runner", stream=subjects.RUN_EVENTS_STREAM,
+    description="A run succeeded; its usage is final. Billing charges the owner `price_per_run_cents` unless "
+    "`is_test` (once per run_id, however often this event is delivered).",
+)  # fmt: skip
+asyncapi.publishes(
+    subjects.RUN_FAILED, RunFailed, by="runner", stream=subjects.RUN_EVENTS_STREAM,
+    description="A run failed or timed out (`status`), with the error its caller got. Never charged.",
+)  # fmt: skip
+asyncapi.publishes(
+    subjects.RUN_PROGRESS, RunProgress, by="runner",
+    description="Progress of one run for streaming callers (`thinking`, `tool_call`, `tool_result`); every run "
+    "ends with one terminal `done` or `error`, sent after its outcome event is stored.",
+)  # fmt: skip
 
 
 class HttpClients:

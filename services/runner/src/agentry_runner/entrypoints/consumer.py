@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from agentry_common import subjects
+from agentry_common import asyncapi, subjects
 from agentry_common.events import RunRequested
 
 from .. import metrics
@@ -33,6 +33,11 @@ from ..service import RunnerService
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
+asyncapi.consumes(
+    subjects.RUN_REQUESTED, RunRequested, by="runner", stream=subjects.RUNS_STREAM, durable=subjects.RUNNER_CONSUMER,
+    description="Runner replicas share the work queue; a run is acknowledged once its outcome is recorded and "
+    "announced, and redelivered if its runner dies.",
+)  # fmt: skip
 FETCH_WAIT_S = 5.0
 LAG_SAMPLE_S = 10.0
 
