@@ -142,7 +142,7 @@ class ChargeConsumer:
     async def handle(self, msgs: Sequence[Msg]) -> None:
         started = time.monotonic()
         billable: list[tuple[Msg, ChargeRun]] = []
-        settled: list[Msg] = []  # nothing to charge: acknowledged with the batch
+        to_ack: list[Msg] = []  # charged, or nothing to charge: acknowledged once the outcomes are stored
         for msg in msgs:
             try:
                 event = RunCompleted.model_validate_json(msg.data)
@@ -157,7 +157,7 @@ class ChargeConsumer:
                 continue
             if run is None:
                 metrics.SKIPPED.labels("test" if event.is_test else "free").inc()
-                settled.append(msg)
+                to_ack.append(msg)
             else:
                 billable.append((msg, run))
 
@@ -166,14 +166,14 @@ class ChargeConsumer:
         if billable:
             try:
                 outcomes = await self._charge([run for _, run in billable])
-                settled += [msg for msg, _ in billable]
+                to_ack += [msg for msg, _ in billable]
             except Exception:
                 metrics.BATCH_FAILURES.labels("batch").inc()
                 log.exception("a batch of %d could not be charged; charging its events one by one", len(billable))
                 for msg, run in billable:
                     try:
                         outcomes += await self._charge([run])
-                        settled.append(msg)
+                        to_ack.append(msg)
                     except Exception:
                         metrics.BATCH_FAILURES.labels("single").inc()
                         log.exception("run.completed could not be charged; redelivering later",
@@ -184,7 +184,7 @@ class ChargeConsumer:
         for msg in failed:
             await msg.nak(delay=self.settings.charge_retry_delay_s)
         await self._inflight.acquire()
-        task = asyncio.create_task(self._finish(outcomes, settled))
+        task = asyncio.create_task(self._finish(outcomes, to_ack))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
@@ -226,8 +226,11 @@ class ChargeConsumer:
             return
         finally:
             self._inflight.release()
-        for msg in msgs:
-            await msg.ack()
+        try:
+            for msg in msgs:
+                await msg.ack()
+        except Exception as err:  # connection lost: the rest come back, find their charges, are acked then
+            log.warning("acknowledging charged events failed: %s", type(err).__name__)
 
     async def _sample_lag(self) -> None:
         assert self._js is not None
