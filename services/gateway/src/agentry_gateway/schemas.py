@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -9,11 +10,39 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from agentry_common.events import ToolCall, Usage
 
+# Text no store or wire downstream can carry: PostgreSQL text and JSONB refuse NUL, UTF-8 cannot encode a lone
+# surrogate (JSON escapes can spell both). Accepted, such a run could never be recorded, only redelivered.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TEXT = "must not contain NUL characters or unpaired surrogates"
+
+
+def unstorable(value: Any) -> bool:
+    """Whether any string in `value` (keys of objects included, at any depth) holds unstorable text."""
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is not None
+    if isinstance(value, dict):
+        return any(unstorable(k) or unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(unstorable(v) for v in value)
+    return False
+
 
 class Strict(BaseModel):
-    """Request bodies: unknown fields are rejected, and types are not coerced ("5" is not 5)."""
+    """Request bodies: unknown fields are rejected, types are not coerced ("5" is not 5), and no text anywhere
+    may hold NUL characters or unpaired surrogates."""
 
     model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if unstorable(name):
+                    raise ValueError(f"body: field names {UNSTORABLE_TEXT}")  # never echo the name itself
+                if unstorable(value):
+                    raise ValueError(f"{name}: {UNSTORABLE_TEXT}")
+        return data
 
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentry_common.app import create_service_app
@@ -19,7 +19,7 @@ from ..ratelimit import Limits
 from ..service import Catalog
 from ..settings import settings
 from . import management, runs, wallet
-from .deps import Gateway
+from .deps import Gateway, storable_params
 
 broker = make_broker(settings, "gateway")
 engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
@@ -97,7 +97,6 @@ app = create_service_app(
     version="0.1.0",
     description="Turn an LLM agent into a metered, billable HTTP endpoint.",
 )
-app.include_router(management.router)
-app.include_router(runs.router)
-app.include_router(wallet.router)
+for router in (management.router, runs.router, wallet.router):
+    app.include_router(router, dependencies=[Depends(storable_params)])
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -11,13 +11,14 @@ from fastapi import Depends, Header, Request
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentry_common.errors import Forbidden
+from agentry_common.errors import Forbidden, ValidationFailed
 
 from ..auth import JwtVerifier, KeyVerifier, User
 from ..catalog_cache import EndpointCache
 from ..dispatch import Dispatcher
 from ..ratelimit import Limits
 from ..repository import CatalogRepository
+from ..schemas import UNSTORABLE_TEXT, unstorable
 from ..service import Catalog
 from ..settings import Settings
 
@@ -50,6 +51,13 @@ async def get_gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+async def storable_params(request: Request) -> None:
+    """Path and query values reach SQL and events like bodies do: refuse a URL-decoded `%00` with a 422."""
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if unstorable(name) or unstorable(value):
+            raise ValidationFailed(f"{'parameter' if unstorable(name) else name}: {UNSTORABLE_TEXT}")
 
 
 async def current_user(
