@@ -400,7 +400,7 @@ def kit() -> SimpleNamespace:
 @pytest.fixture
 async def service(servers: Stack, runner_nats: Nats, rnc: Client, fake_llm: FakeLLM) -> AsyncIterator[Any]:
     """A RunnerService in the test's process, on the runner's NATS and the session's PostgreSQL."""
-    from agentry_common.db import make_engine, make_sessionmaker
+    from agentry_runner.database import Database
     from agentry_runner.service import HttpClients, RunnerService
     from agentry_runner.settings import Settings
 
@@ -408,9 +408,8 @@ async def service(servers: Stack, runner_nats: Nats, rnc: Client, fake_llm: Fake
     settings = Settings(
         database_url=servers.database_url, allow_private_urls=True, **{k.lower(): v for k, v in env.items()}
     )
-    engine = make_engine(servers.database_url)
+    db = Database(servers.database_url, size=2)
     clients = HttpClients(settings)
-    sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
-    yield RunnerService(settings, rnc, sessions, clients)
+    yield RunnerService(settings, rnc, db, clients)
     await clients.aclose()
-    await engine.dispose()
+    await db.close()

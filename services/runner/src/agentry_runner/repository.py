@@ -1,8 +1,11 @@
 """All SQL of the runner service.
 
-The run path's statements are built once and executed as Core statements: on the hot path the ORM's
-per-call statement building cost more than the database round trip itself (measured ~3 ms vs ~0.7 ms per
-upsert). Every write is one statement, so sessions may run in autocommit (one round trip, no BEGIN/COMMIT).
+The statements are SQL text built once from the `runs` table's columns and executed on a psycopg connection
+in autocommit (`database.Database`): each is one statement, one round trip, with no ORM or SQLAlchemy
+execution layer between (measured on the run path: ~0.3 ms of CPU per upsert instead of ~1 ms and a pre-ping).
+Every statement is idempotent, so the pool may retry one on a fresh connection when a pooled one went stale.
+Values are bound the way SQLAlchemy bound them: JSONB as psycopg `Jsonb` (`output` None is SQL NULL), and a
+missing column takes the model's Python-side default.
 """
 
 from __future__ import annotations
@@ -10,43 +13,68 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, select, tuple_
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg.types.json import Jsonb
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import JSONB
 
+from .database import Database
 from .models import TERMINAL, Run
 
 RUNS: Table = Run.__table__  # type: ignore[assignment]  # a declarative class always maps a Table
-_insert = insert(RUNS)
+# The SQL text is assembled from the table's own names and constants, never from a value (S608 below).
+_TABLE = f"{RUNS.schema}.{RUNS.name}"
+_COLUMNS = tuple(c.name for c in RUNS.c)
+_SELECT = ", ".join(_COLUMNS)
+_NOT_TERMINAL = f"{_TABLE}.status NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
+_VALUES = ", ".join(f"%({c})s" for c in _COLUMNS)
+_INSERT = f"INSERT INTO {_TABLE} ({_SELECT}) VALUES ({_VALUES}) ON CONFLICT (id) DO UPDATE"  # noqa: S608
 # A terminal row is final: neither a late `running` write nor a second outcome may replace it.
-_MARK_RUNNING = _insert.on_conflict_do_update(
-    index_elements=[RUNS.c.id],
-    set_={"status": "running", "attempts": _insert.excluded.attempts},
-    where=RUNS.c.status.not_in(TERMINAL),
+_MARK_RUNNING = f"{_INSERT} SET status = 'running', attempts = EXCLUDED.attempts WHERE {_NOT_TERMINAL}"
+_KEPT = ("id", "created_at", "started_at")  # the first attempt's, whatever attempt finishes the run
+_FINISH = (
+    f"{_INSERT} SET {', '.join(f'{c} = EXCLUDED.{c}' for c in _COLUMNS if c not in _KEPT)}"
+    f" WHERE {_NOT_TERMINAL} RETURNING {_SELECT}"
 )
-_FINISH = _insert.on_conflict_do_update(
-    index_elements=[RUNS.c.id],
-    set_={c.name: _insert.excluded[c.name] for c in RUNS.c if c.name not in ("id", "created_at", "started_at")},
-    where=RUNS.c.status.not_in(TERMINAL),
-).returning(*RUNS.c)
-_GET = select(RUNS).where(RUNS.c.id == bindparam("run_id"))
+_GET = f"SELECT {_SELECT} FROM {_TABLE} WHERE id = %(run_id)s"  # noqa: S608
+_PAGE = f"SELECT {_SELECT} FROM {_TABLE} WHERE endpoint_id = %(endpoint_id)s"  # noqa: S608
+_PAGE_AFTER = f"{_PAGE} AND (created_at, id) < (%(created_at)s, %(id)s)"
+_NEWEST_FIRST = " ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+_JSONB = {c.name: c.type.none_as_null for c in RUNS.c if isinstance(c.type, JSONB)}
 
 
-def _run(row: Row[Any]) -> Run:
-    return Run(**row._mapping)
+def _defaults() -> dict[str, Any]:
+    """The model's Python-side column defaults (fresh mutable values each time); other columns are NULL."""
+    out: dict[str, Any] = dict.fromkeys(_COLUMNS)
+    for column in RUNS.c:
+        default = column.default
+        if default is not None:
+            out[column.name] = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined]
+    return out
+
+
+def _row(values: dict[str, Any]) -> dict[str, Any]:
+    row = {**_defaults(), **values}
+    for name, none_as_null in _JSONB.items():
+        value = row[name]
+        row[name] = None if value is None and none_as_null else Jsonb(value)
+    return row
+
+
+def _run(row: dict[str, Any]) -> Run:
+    return Run(**row)
 
 
 class RunsRepository:
-    def __init__(self, session: AsyncSession):
-        self.session = session
+    def __init__(self, db: Database):
+        self.db = db
 
     async def get(self, run_id: str) -> Run | None:
-        row = (await self.session.execute(_GET, {"run_id": run_id})).first()
-        return _run(row) if row else None
+        rows = await self.db.fetch(_GET, {"run_id": run_id})
+        return _run(rows[0]) if rows else None
 
     async def mark_running(self, values: dict[str, Any]) -> None:
         """Insert or refresh the `running` row of an attempt; a terminal row is left alone."""
-        await self.session.execute(_MARK_RUNNING, {**values, "status": "running"})
+        await self.db.fetch(_MARK_RUNNING, _row({**values, "status": "running"}))
 
     async def finish(self, values: dict[str, Any]) -> tuple[Run, bool]:
         """Record the run's outcome unless one is already recorded.
@@ -54,17 +82,17 @@ class RunsRepository:
         Returns the stored terminal row and whether it is ours: the first outcome written wins, so two
         runners that ran the same run (a redelivery while the first was still alive) announce the same one.
         """
-        row = (await self.session.execute(_FINISH, values)).first()
-        if row is not None:
-            return _run(row), True
+        rows = await self.db.fetch(_FINISH, _row(values))
+        if rows:
+            return _run(rows[0]), True
         existing = await self.get(values["id"])
         assert existing is not None
         return existing, False
 
     async def page(self, endpoint_id: str, limit: int, after: tuple[datetime, str] | None) -> list[Run]:
         """Runs of an endpoint, newest first, strictly after the keyset position `after`."""
-        query = select(RUNS).where(RUNS.c.endpoint_id == endpoint_id)
+        params: dict[str, Any] = {"endpoint_id": endpoint_id, "limit": limit}
         if after is not None:
-            query = query.where(tuple_(RUNS.c.created_at, RUNS.c.id) < tuple_(*after))
-        query = query.order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit)
-        return [_run(row) for row in await self.session.execute(query)]
+            params["created_at"], params["id"] = after
+        sql = (_PAGE_AFTER if after is not None else _PAGE) + _NEWEST_FIRST
+        return [_run(row) for row in await self.db.fetch(sql, params)]

@@ -5,7 +5,7 @@ The database row decides: the first terminal write wins (`RunsRepository.finish`
 derived from the stored row. A redelivery of a finished run re-announces it and never runs it again.
 
 A run holds no transaction while it executes: it writes at most twice (a `running` row for async runs so
-polling can show it, and the terminal row), each in its own short transaction.
+polling can show it, and the terminal row), each a single autocommitted statement.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import httpx2
 import orjson
 from nats.aio.client import Client as Nats
 from opentelemetry.trace import SpanKind
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentry_common import asyncapi, rpc, subjects, tracing
 from agentry_common.broker import publish_event
@@ -34,6 +33,7 @@ from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunR
 
 from . import metrics, schemas
 from .agent import Agent, RunState
+from .database import Database
 from .models import TERMINAL, Run
 from .pricing import cost_cents
 from .providers import PROVIDERS, Connection
@@ -87,18 +87,17 @@ def now() -> datetime:
 
 
 class RunnerService:
-    def __init__(self, settings: Settings, nc: Nats, sessions: async_sessionmaker[AsyncSession], clients: HttpClients):
+    def __init__(self, settings: Settings, nc: Nats, db: Database, clients: HttpClients):
         self.settings = settings
         self.nc = nc
         self.js = nc.jetstream()
-        self.sessions = sessions
+        self.db = db
         self.clients = clients
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[RunsRepository]:
-        """Sessions on an autocommit engine: every repository write is a single statement."""
-        async with self.sessions() as session:
-            yield RunsRepository(session)
+        """Every repository statement is a single autocommitted one: there is no transaction to hold."""
+        yield RunsRepository(self.db)
 
     async def process(self, event: RunRequested, delivery: int) -> None:
         """Bring the run to its outcome and announce it; raises when Postgres or NATS fail (→ redelivery)."""

@@ -9,18 +9,18 @@ from faststream.nats import NatsRouter
 from nats.aio.client import Client
 
 from agentry_common import subjects
-from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.db import make_engine
 from agentry_common.requests import GetRun, ListRuns, RunPage, RunRecord
 from agentry_common.rpc import serve
 
+from ..database import Database
 from ..service import HttpClients, RunnerService
 from ..settings import settings
 from .consumer import RunConsumer
 
 QUEUE = "runner"
-engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-# Every write of the runner is one statement: autocommit saves the BEGIN/COMMIT round trips on the run path.
-sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+# The engine answers /readyz; the runner's statements go through its own pool (see `database`).
+engine = make_engine(settings.database_url, pool_size=1)
 router = NatsRouter()
 
 
@@ -30,6 +30,7 @@ class Runtime:
     service: RunnerService | None = None
     consumer: RunConsumer | None = None
     clients: HttpClients | None = None
+    db: Database | None = None
 
     @classmethod
     def current(cls) -> RunnerService:
@@ -42,7 +43,8 @@ class Runtime:
         for name in ("httpx", "httpx2", "httpcore", "httpcore2", "mcp"):
             logging.getLogger(name).setLevel(logging.WARNING)
         cls.clients = HttpClients(settings)
-        cls.service = RunnerService(settings, nc, sessions, cls.clients)
+        cls.db = Database(settings.database_url, size=settings.db_pool_size)
+        cls.service = RunnerService(settings, nc, cls.db, cls.clients)
         cls.consumer = RunConsumer(cls.service, nc, settings)
         await cls.consumer.start()
 
@@ -52,6 +54,8 @@ class Runtime:
             await cls.consumer.stop()
         if cls.clients is not None:
             await cls.clients.aclose()
+        if cls.db is not None:
+            await cls.db.close()
 
 
 @router.subscriber(subjects.RUNS_GET, queue=QUEUE)
