@@ -72,21 +72,22 @@ async def run_endpoint(
     if ep.status != "active":
         raise Forbidden("this endpoint is disabled", code="endpoint_disabled")
     client_ip = client_ip_of(request, gw.settings.trusted_proxies)
-    decision = await gw.limits.admit_run(snap.id, ep.auth_mode == "public", client_ip)
-    headers = decision.headers()
-    with decision.on_errors():
+    # The limit's headers are read while the run is dispatched; every answer from here on carries them.
+    admission = await gw.limits.start_run(snap.id, ep.auth_mode == "public", client_ip)
+    async with admission.on_errors():
         problem = ep.validate_input(body.input)
         if problem:
             raise ValidationFailed(problem, code="invalid_input")
         if snap.async_mode:
             run_id = await gw.dispatcher.submit(snap, body.input, is_test=False)
             accepted = {"run_id": run_id, "status": "queued", "status_url": f"/api/runs/{run_id}"}
-            return _json(accepted, 202, {**headers, "X-Run-Id": run_id})
+            return _json(accepted, 202, {**(await admission.decision()).headers(), "X-Run-Id": run_id})
         if snap.enable_streaming:
             run_id, frames = await gw.dispatcher.stream(snap, body.input, is_test=False)
-            headers.update({"X-Run-Id": run_id, "Cache-Control": "no-cache"})
+            headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
             return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
         result = await gw.dispatcher.run(snap, body.input, is_test=False)
+        headers = (await admission.decision()).headers()
     return _json(result.model_dump(mode="json"), 200, {**headers, "X-Run-Id": result.run_id})
 
 
@@ -96,10 +97,11 @@ async def test_endpoint(endpoint_id: str, body: RunBody, user: CurrentUser, gw: 
     async with gw.unit_of_work() as repo:
         ep = await gw.catalog.endpoint(repo, user.id, endpoint_id)
         snap = endpoint_snapshot(ep, await repo.servers(ep.workspace_id))
-    decision = await gw.limits.admit_test(endpoint_id)
-    with decision.on_errors():
+    admission = await gw.limits.start_test(endpoint_id)
+    async with admission.on_errors():
         result = await gw.dispatcher.run(snap, body.input, is_test=True)
-    return _json(result.model_dump(mode="json"), 200, {**decision.headers(), "X-Run-Id": result.run_id})
+        headers = (await admission.decision()).headers()
+    return _json(result.model_dump(mode="json"), 200, {**headers, "X-Run-Id": result.run_id})
 
 
 async def _caller_may_see(gw: Gateway, endpoint_id: str, owner_id: str, request: Request) -> bool:
