@@ -102,8 +102,13 @@ class Dispatcher:
                 ) from None
 
     async def _open(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> Subscription:
-        """Subscribe to the run's progress, then publish it: the answer cannot arrive before we listen."""
-        sub = await self.nc.subscribe(subjects.run_progress(run_id))
+        """Subscribe to the run's progress, then publish it: the answer cannot arrive before we listen.
+
+        A run that streams nothing sends one progress message, its terminal one, so the server is told to drop
+        the interest after it (`max_msgs=1`, in the same write as the SUB): no UNSUB per run.
+        """
+        once = not snapshot.enable_streaming
+        sub = await self.nc.subscribe(subjects.run_progress(run_id), max_msgs=1 if once else 0)
         try:
             await self._publish(snapshot, input, is_test, run_id)
         except BaseException:
@@ -117,8 +122,10 @@ class Dispatcher:
         except Exception:  # the connection may be gone; the subscription went with it
             log.debug("unsubscribe failed", extra={"run_id": run_id})
 
-    async def _follow(self, sub: Subscription, run_id: str, timeout_ms: int) -> AsyncIterator[RunProgress]:
-        """Yield the run's progress up to and including its terminal event."""
+    async def _follow(
+        self, sub: Subscription, run_id: str, timeout_ms: int, once: bool = False
+    ) -> AsyncIterator[RunProgress]:
+        """Yield the run's progress up to and including its terminal event (`once`: the only one it sends)."""
         deadline = time.monotonic() + timeout_ms / 1000 + self.settings.run_wait_grace_s
         try:
             while True:
@@ -135,7 +142,8 @@ class Dispatcher:
                 if progress.terminal:
                     return
         finally:
-            await self._close(sub, run_id)
+            if not (once and sub.delivered):  # else the server dropped the interest with the message
+                await self._close(sub, run_id)
 
     async def _recover(self, run_id: str) -> RunProgress:
         """No terminal progress arrived in time: the runner's record is the truth, if it has one."""
@@ -155,7 +163,7 @@ class Dispatcher:
     async def run(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> RunResult:
         run_id = new_id("run")
         sub = await self._open(snapshot, input, is_test, run_id)
-        async for progress in self._follow(sub, run_id, snapshot.timeout_ms):
+        async for progress in self._follow(sub, run_id, snapshot.timeout_ms, once=not snapshot.enable_streaming):
             if progress.event == "done":
                 usage = Usage.model_validate(progress.data.get("usage") or {})
                 return RunResult(run_id=run_id, output=progress.data.get("output"), usage=usage)

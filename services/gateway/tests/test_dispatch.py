@@ -1,0 +1,39 @@
+"""Run dispatch through the gateway, against the whole stack: a sync run's answer is its single progress
+message; a streaming endpoint relays every step and its owner's test runs (answered whole) still end."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+EndpointFactory = Callable[..., Awaitable[dict[str, Any]]]
+
+
+async def test_sync_runs_are_answered_one_after_another(
+    http: httpx.AsyncClient, make_endpoint: EndpointFactory
+) -> None:
+    created = await make_endpoint()
+    key = {"X-API-Key": created["api_key"]}
+    run_ids = set()
+    for i in range(3):
+        r = await http.post(created["run_url"], json={"input": f"invoice {i}"}, headers=key)
+        assert r.status_code == 200, r.text
+        run_ids.add(r.json()["run_id"])
+    assert len(run_ids) == 3
+
+
+async def test_a_streaming_endpoint_relays_each_step_and_its_test_runs_still_answer_whole(
+    http: httpx.AsyncClient, make_endpoint: EndpointFactory, auth: dict[str, str]
+) -> None:
+    created = await make_endpoint(enable_streaming=True)
+    r = await http.post(created["run_url"], json={"input": "hello"}, headers={"X-API-Key": created["api_key"]})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [line.removeprefix("event: ") for line in r.text.splitlines() if line.startswith("event: ")]
+    assert events[0] == "thinking" and events[-1] == "done"
+
+    # /test answers with the whole result while the runner still streams the steps of this endpoint
+    r = await http.post(f"/api/agent-endpoints/{created['endpoint']['id']}/test", json={"input": "hi"}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["iterations"] == 1
