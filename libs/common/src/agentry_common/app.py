@@ -21,7 +21,7 @@ from .errors import AgentryError, ErrorBody
 from .logging import setup_logging
 from .metrics import metrics_response
 from .settings import ServiceSettings
-from .telemetry import RequestTelemetry
+from .telemetry import RequestMetrics, untraced
 from .tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,11 @@ def create_service_app(
             shutdown_tracing()
 
     lifespan_cm: Callable[[FastAPI], AbstractAsyncContextManager[None]] = lifespan
+    # FastAPI's native tracing makes the HTTP server spans (once `setup_tracing` installs a provider).
+    fastapi_kwargs.setdefault("telemetry", {"exclude": untraced})
     app = FastAPI(lifespan=lifespan_cm, **fastapi_kwargs)
     install_error_handlers(app)
-    app.add_middleware(RequestTelemetry, service=service)
+    app.add_middleware(RequestMetrics, service=service)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -83,10 +83,11 @@ def context_from(carrier: Mapping[str, str] | None) -> Context:
     return _propagator.extract(dict(carrier)) if carrier else Context()
 
 
-def carrier() -> dict[str, str]:
-    """The current trace context as W3C headers, for an event's `trace` field; {} when there is none."""
+def carrier(of: Span | None = None) -> dict[str, str]:
+    """The trace context of span `of` (default: the current one) as W3C headers, for an event's `trace` field;
+    {} when there is none."""
     out: dict[str, str] = {}
-    _propagator.inject(out)
+    _propagator.inject(out, context=trace.set_span_in_context(of) if of is not None else None)
     return out
 
 
