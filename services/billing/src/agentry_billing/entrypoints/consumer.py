@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -29,14 +29,15 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentry_common import subjects
-from agentry_common.events import RunCompleted
+from agentry_common import asyncapi, subjects
+from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted
 
 from .. import metrics, service
 from ..domain import ChargeOutcome, ChargeRun, UnbillableEvent
 from ..repository import BillingRepository
 from ..settings import Settings
 from .jetstream import BatchPublisher, BatchPuller
+from .traces import Carrier, charge_spans
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,23 @@ STREAM = subjects.RUN_EVENTS_STREAM.name
 _RETRYABLE_SQL = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable)
 ATTEMPTS = 5
 PUBLISH_TIMEOUT_S = 30.0
+
+asyncapi.consumes(
+    subjects.RUN_COMPLETED, RunCompleted, by="billing", stream=subjects.RUN_EVENTS_STREAM,
+    durable=subjects.BILLING_CONSUMER,
+    description="Billing charges each succeeded, priced, non-test run once, in batches; an event is "
+    "acknowledged once its charge is committed and its outcome stored.",
+)  # fmt: skip
+asyncapi.publishes(
+    subjects.CHARGE_COLLECTED, ChargeCollected, by="billing", stream=subjects.BILLING_EVENTS_STREAM,
+    description="A run's price was debited from its owner's wallet (`status: collected`), or an uncollected "
+    "charge was settled by a later credit (published again, same event id).",
+)  # fmt: skip
+asyncapi.publishes(
+    subjects.CHARGE_UNCOLLECTED, ChargeUncollected, by="billing", stream=subjects.BILLING_EVENTS_STREAM,
+    description="The owner's wallet could not cover the run's price: the charge is recorded and the wallet "
+    "untouched; it is settled oldest-first when the wallet is next credited.",
+)  # fmt: skip
 
 
 def _retryable(err: Exception) -> bool:
@@ -56,11 +74,15 @@ def outcome_subject(outcome: ChargeOutcome) -> str:
     return subjects.CHARGE_COLLECTED if outcome.collected else subjects.CHARGE_UNCOLLECTED
 
 
-async def publish_outcomes(publisher: BatchPublisher, outcomes: Sequence[ChargeOutcome]) -> None:
-    """Publish outcome events and wait until JetStream has stored every one of them."""
+async def publish_outcomes(
+    publisher: BatchPublisher, outcomes: Sequence[ChargeOutcome], traces: Mapping[str, Carrier] | None = None
+) -> None:
+    """Publish outcome events (carrying their run's trace, by run_id) and wait until JetStream stored them all."""
     messages = []
     for outcome in outcomes:
         event = outcome.event()
+        if traces:
+            event.trace = traces.get(outcome.run_id, {})
         messages.append((outcome_subject(outcome), event.model_dump_json().encode(), event.msg_id()))
     await publisher.publish(messages, timeout=PUBLISH_TIMEOUT_S)
 
@@ -140,8 +162,9 @@ class ChargeConsumer:
                 await asyncio.sleep(1)
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
-        started = time.monotonic()
+        started, started_ns = time.monotonic(), time.time_ns()
         billable: list[tuple[Msg, ChargeRun]] = []
+        traces: dict[str, Carrier] = {}  # run_id → the trace its run.completed carries on
         to_ack: list[Msg] = []  # charged, or nothing to charge: acknowledged once the outcomes are stored
         for msg in msgs:
             try:
@@ -160,6 +183,8 @@ class ChargeConsumer:
                 to_ack.append(msg)
             else:
                 billable.append((msg, run))
+                if event.trace:
+                    traces[run.run_id] = event.trace
 
         outcomes: list[ChargeOutcome] = []
         failed: list[Msg] = []
@@ -183,8 +208,9 @@ class ChargeConsumer:
         metrics.BATCH_EVENTS.observe(len(msgs))
         for msg in failed:
             await msg.nak(delay=self.settings.charge_retry_delay_s)
+        carried = charge_spans(outcomes, traces, started_ns)
         await self._inflight.acquire()
-        task = asyncio.create_task(self._finish(outcomes, to_ack))
+        task = asyncio.create_task(self._finish(outcomes, to_ack, carried))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
@@ -213,9 +239,9 @@ class ChargeConsumer:
         if batch.duplicates:
             metrics.DUPLICATES.inc(batch.duplicates)
 
-    async def _finish(self, outcomes: list[ChargeOutcome], msgs: list[Msg]) -> None:
+    async def _finish(self, outcomes: list[ChargeOutcome], msgs: list[Msg], traces: dict[str, Carrier]) -> None:
         try:
-            await publish_outcomes(self.publisher, outcomes)
+            await publish_outcomes(self.publisher, outcomes, traces)
         except Exception as err:
             # Committed but not announced: redelivery finds the charges and publishes their outcomes then.
             metrics.BATCH_FAILURES.labels("publish").inc()
