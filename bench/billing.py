@@ -133,8 +133,8 @@ async def phase(
 
 
 async def _charging_seconds(url: str) -> float:
-    """Time billing spent charging (fetch to commit, summed over batches), from its own metrics; the rest of
-    the wall time its batches waited for their outcomes to be stored by JetStream."""
+    """Time billing spent charging (each batch from its arrival to its commit, summed), from its own metrics;
+    the rest of the wall time its batches waited for their outcomes to be stored by JetStream."""
     async with httpx.AsyncClient() as client:
         text_ = (await client.get(f"{url}/metrics")).text
     for family in text_string_to_metric_families(text_):

@@ -19,7 +19,7 @@ CREDITED_CENTS = Counter("agentry_billing_credited_cents_total", "Cents credited
 CREDIT_REPLAYS = Counter("agentry_billing_credit_replays_total", "Credit requests answered from an earlier one")
 BATCH_SECONDS = Histogram(
     "agentry_billing_charge_batch_seconds",
-    "Time to charge one batch, from fetch to commit",
+    "Time to charge one batch, from its arrival to its commit",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 BATCH_EVENTS = Histogram(
