@@ -113,8 +113,10 @@ def create_service_app(
             shutdown_tracing()
 
     lifespan_cm: Callable[[FastAPI], AbstractAsyncContextManager[None]] = lifespan
-    # FastAPI's native tracing makes the HTTP server spans (once `setup_tracing` installs a provider).
-    fastapi_kwargs.setdefault("telemetry", {"exclude": untraced})
+    # FastAPI's native tracing makes the HTTP server spans (once `setup_tracing` installs a provider). Metrics
+    # are Prometheus's and logs our JSON lines, and `setup_tracing` alone decides where spans go.
+    telemetry = {"exclude": untraced, "metrics": False, "logs": False, "auto_configure": False}
+    fastapi_kwargs.setdefault("telemetry", telemetry)
     app = FastAPI(lifespan=lifespan_cm, **fastapi_kwargs)
     install_error_handlers(app)
     app.add_middleware(RequestMetrics, service=service)

@@ -129,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)
     # Settings are read when the services are imported: fix what the document shows of them.
-    os.environ.update(NATS_URL=SERVER_URL, NATS_USER="service", NATS_PASSWORD="see-bus-permissions")  # noqa: S106
+    os.environ.update(
+        ENVIRONMENT="development",
+        NATS_URL=SERVER_URL,
+        NATS_USER="service",
+        NATS_PASSWORD="see-bus-permissions",  # noqa: S106
+    )
     from .stack import SERVICES
 
     text = render(SERVICES)
