@@ -370,7 +370,11 @@ async def test_each_service_counts_a_run_with_its_labels(observed: Observed) -> 
         assert await _eventually(lambda: _charged(http, endpoint, run_id))
         r = await http.post(endpoint.run_url, json={"input": "again"}, headers={"X-API-Key": endpoint.api_key})
         assert r.status_code == 429, r.text  # RATE_LIMIT_PER_ENDPOINT=1
+        stray = f"/no-such-page-{uuid.uuid4().hex}"
+        assert (await http.get(stray)).status_code == 404
+        raw = (await http.get("/metrics")).text
     after = await _scrape(observed)
+    assert stray not in raw  # a path no route matched is counted as `unmatched`, never as itself
 
     gateway, runner, billing, keys = (after[n] for n in ("gateway", "runner", "billing", "keys"))
     g, rn, b, k = (before[n] for n in ("gateway", "runner", "billing", "keys"))
@@ -378,6 +382,8 @@ async def test_each_service_counts_a_run_with_its_labels(observed: Observed) -> 
     assert _delta(g, gateway, "agentry_http_requests_total", **run_route, status="200") == 1
     assert _delta(g, gateway, "agentry_http_requests_total", **run_route, status="429") == 1
     assert _delta(g, gateway, "agentry_http_request_seconds_count", **run_route) == 2
+    unmatched = {"service": "gateway", "route": "unmatched", "method": "GET", "status": "404"}
+    assert _delta(g, gateway, "agentry_http_requests_total", **unmatched) == 1
     assert _delta(g, gateway, "agentry_rate_limit_refusals_total", endpoint_id=endpoint.id, scope="endpoint") == 1
     # The first run asked the keys service; the refused one was answered from the gateway's cache.
     assert _delta(g, gateway, "agentry_gateway_key_verifications_total", source="keys_service", outcome="valid") == 1
