@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import promql_parser
 import pytest
 import uvicorn
 import yaml
@@ -436,6 +437,7 @@ async def test_the_dashboard_and_alerts_use_only_metrics_the_services_export(obs
     for alert in alerts:
         assert alert["labels"]["severity"] in ("warning", "critical"), alert["alert"]
         assert alert["annotations"]["summary"] and alert["annotations"]["description"], alert["alert"]
+        promql_parser.parse(alert["expr"])  # raises on a syntax error, as promtool would
         assert set(METRIC_NAME.findall(alert["expr"])) <= exported, alert["alert"]
 
     dashboard = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
@@ -443,5 +445,7 @@ async def test_the_dashboard_and_alerts_use_only_metrics_the_services_export(obs
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
     exprs = [t["expr"] for p in panels for t in p["targets"]]
     assert exprs and all(METRIC_NAME.search(e) for e in exprs)
+    for expr in exprs:
+        promql_parser.parse(expr.replace("$__rate_interval", "5m"))  # Grafana's variable, then plain PromQL
     unknown = {name for e in exprs for name in METRIC_NAME.findall(e)} - exported
     assert not unknown, unknown
