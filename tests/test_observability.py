@@ -272,6 +272,9 @@ async def test_one_run_is_one_trace_from_the_http_request_through_the_runner_to_
     assert request.attributes["http.route"] == "/api/run/{slug}"
     assert request.attributes["http.response.status_code"] == 200
     assert (publish.service, publish.kind) == ("agentry-gateway", PRODUCER)
+    verify = by_name["keys.verify"]  # the API key was checked by the keys service, within the request
+    assert (verify.service, verify.kind) == ("agentry-gateway", CLIENT)
+    assert request.span_id in _ancestors(verify, spans)
     assert request.span_id in _ancestors(publish, spans)  # FastAPI's own endpoint span may sit between them
     assert (run.service, run.kind, run.parent_id) == ("agentry-runner", CONSUMER, publish.span_id)
     assert run.attributes["agentry.run.status"] == "succeeded"

@@ -16,8 +16,10 @@ import orjson
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
+from . import tracing
 from .errors import AgentryError, ServiceUnavailable, error_from
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,12 @@ async def call(
     unavailable: str = "a backing service is unavailable",
 ) -> R:
     """Ask the service behind `subject`; raise its error as ours, or 503 when nobody answers in time."""
-    try:
-        msg = await nc.request(subject, request.model_dump_json().encode(), timeout=timeout)
-    except (NoRespondersError, NatsTimeout) as err:
-        raise ServiceUnavailable(unavailable, code="service_unavailable") from err
+    attributes = {"messaging.system": "nats", "messaging.destination.name": subject}
+    with tracing.span(subject, kind=SpanKind.CLIENT, attributes=attributes):  # how long the hop took, in the trace
+        try:
+            msg = await nc.request(subject, request.model_dump_json().encode(), timeout=timeout)
+        except (NoRespondersError, NatsTimeout) as err:
+            raise ServiceUnavailable(unavailable, code="service_unavailable") from err
     reply = orjson.loads(msg.data)
     if not reply.get("ok"):
         e = reply.get("error") or {}
