@@ -72,7 +72,9 @@ class Dispatcher:
     async def start(self) -> None:
         from nats.js.api import KeyValueConfig
 
-        config = KeyValueConfig(bucket=subjects.ASYNC_RUNS_BUCKET, ttl=self.settings.async_run_ttl_s)
+        config = KeyValueConfig(
+            bucket=subjects.ASYNC_RUNS_BUCKET, ttl=self.settings.async_run_ttl_s, replicas=self.settings.stream_replicas
+        )
         try:
             self.async_runs = await self.js.create_key_value(config)
         except Exception:
