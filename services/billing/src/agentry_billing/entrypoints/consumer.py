@@ -54,8 +54,8 @@ asyncapi.consumes(
 )  # fmt: skip
 asyncapi.publishes(
     subjects.CHARGE_COLLECTED, ChargeCollected, by="billing", stream=subjects.BILLING_EVENTS_STREAM,
-    description="A run's price was debited from its owner's wallet (`status: collected`), or an uncollected "
-    "charge was settled by a later credit (published again, same event id).",
+    description="A run's price was debited from its owner's wallet, at once or, for a charge announced "
+    "uncollected before, when a later credit settled it (same `charge_id`).",
 )  # fmt: skip
 asyncapi.publishes(
     subjects.CHARGE_UNCOLLECTED, ChargeUncollected, by="billing", stream=subjects.BILLING_EVENTS_STREAM,
