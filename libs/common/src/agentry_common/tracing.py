@@ -1,8 +1,9 @@
 """OpenTelemetry traces: one trace per run, from the HTTP request through NATS to the runner and billing.
 
 Off unless an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
-with the SDK's other `OTEL_*` variables honoured). Off, the tracer is OpenTelemetry's no-op: HTTP requests
-start no span at all, and a consumer that continues an event's trace merely passes its context along.
+with the SDK's other `OTEL_*` variables honoured). Off, the tracer is OpenTelemetry's no-op: FastAPI starts
+no request span at all (its native tracing, which makes the HTTP server spans, waits for a provider), and a
+consumer that continues an event's trace merely passes its context along.
 
 Across NATS the W3C trace context travels in the event's own `trace` field (`Event.trace`), not in message
 headers: it is part of the contract, survives a replay from the stream, and a platform team's consumer can
