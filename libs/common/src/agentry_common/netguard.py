@@ -93,7 +93,7 @@ async def check_url(url: str, *, allow_private: bool) -> None:
         raise UrlNotAllowed("the URL must be http(s) with a host")
     try:
         await allowed_addresses(parts.hostname, port, allow_private=allow_private)
-    except OSError as err:
+    except (OSError, UnicodeError) as err:  # UnicodeError: no IDNA form (an empty or 64+ character label, `a..b`)
         raise UrlNotAllowed(f"host {parts.hostname!r} cannot be resolved") from err
 
 
