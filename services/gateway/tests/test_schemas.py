@@ -1,8 +1,10 @@
-"""Text PostgreSQL or UTF-8 cannot carry (NUL, unpaired surrogates) is refused at the edge with a 422.
+"""JSON the platform cannot carry (NUL, unpaired surrogates, NaN/Infinity, integers beyond 64 bits) is refused at
+the edge with a 422.
 
 Found by fuzzing (tools/fuzz.py): a run input holding "\\u0000" was accepted, could never be recorded (JSONB
 refuses it) and was redelivered forever, so its caller got a 504 — or, on an async endpoint, a 202 for a run
-that never ends. Names, prompts, schemas, ids in the path and cursors in the query answered 500 the same way.
+that never ends; an integer beyond 64 bits failed the run as "interrupted" (500) after three deliveries. Names,
+prompts, schemas, ids in the path and cursors in the query answered 500 the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 from agentry_gateway.schemas import EndpointUpdate, RunBody, WorkspaceCreate, unstorable
 
 BAD_TEXT = ["a\x00b", "\ud800", "x\udfffy"]
+BAD_NUMBERS = [float("nan"), float("inf"), -float("inf"), 2**64, -(2**63) - 1, 10**30]
 
 
 @pytest.mark.parametrize("text", BAD_TEXT)
@@ -23,7 +26,16 @@ def test_nul_and_lone_surrogates_are_found_at_any_depth_and_in_keys(text: str) -
     assert unstorable(text)
     assert unstorable({"a": [1, {"b": text}]})
     assert unstorable({text: 1})
-    assert not unstorable({"café": ["😀", 1, None, 2.5, {"k": "\t\n"}]})
+
+
+@pytest.mark.parametrize("number", BAD_NUMBERS)
+def test_non_finite_numbers_and_integers_beyond_64_bits_are_found_at_any_depth(number: float) -> None:
+    assert unstorable(number) and unstorable({"a": [{"b": number}]})
+
+
+def test_ordinary_json_is_storable() -> None:
+    limits = [2**64 - 1, -(2**63), 1e308, -0.0, True, None]
+    assert not unstorable({"café": ["😀", 1, None, 2.5, {"k": "\t\n"}, *limits]})
 
 
 @pytest.mark.parametrize(
@@ -33,6 +45,8 @@ def test_nul_and_lone_surrogates_are_found_at_any_depth_and_in_keys(text: str) -
         (RunBody, {"input": {"nested": ["\ud800"]}}, "input"),
         (WorkspaceCreate, {"name": "a\x00"}, "name"),
         (EndpointUpdate, {"output_schema": {"description": "\x00"}}, "output_schema"),
+        (EndpointUpdate, {"output_schema": {"maximum": float("nan")}}, "output_schema"),
+        (RunBody, {"input": {"n": 10**30}}, "input"),
     ],
 )
 def test_a_body_with_unstorable_text_names_the_field(model: Any, body: dict[str, Any], field: str) -> None:
@@ -56,9 +70,13 @@ async def test_run_input_path_ids_and_query_values_with_nul_answer_422(
     created = (await http.post("/api/agent-endpoints", json=body, headers=auth)).json()
     key = {"X-API-Key": created["api_key"]}
 
-    r = await http.post(created["run_url"], content=b'{"input": {"text": "a\\u0000b"}}',
-                        headers={**key, "content-type": "application/json"})  # fmt: skip
-    assert r.status_code == 422 and r.json()["error"]["message"].startswith("input: "), r.text
+    for raw in (
+        b'{"input": {"text": "a\\u0000b"}}',
+        b'{"input": {"n": NaN}}',
+        b'{"input": {"n": [123456789012345678901]}}',
+    ):
+        r = await http.post(created["run_url"], content=raw, headers={**key, "content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["message"].startswith("input: "), (raw, r.text)
     for method, path, params in [
         ("GET", f"/api/workspaces/{ws}%00", None),
         ("GET", f"/api/agent-endpoints/{created['endpoint']['id']}/runs", {"cursor": "a\x00"}),

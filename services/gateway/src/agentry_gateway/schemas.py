@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
@@ -10,16 +11,23 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from agentry_common.events import ToolCall, Usage
 
-# Text no store or wire downstream can carry: PostgreSQL text and JSONB refuse NUL, UTF-8 cannot encode a lone
-# surrogate (JSON escapes can spell both). Accepted, such a run could never be recorded, only redelivered.
+# JSON no store or wire downstream can carry: PostgreSQL text and JSONB refuse NUL and NaN, UTF-8 cannot encode a
+# lone surrogate (JSON escapes spell both), the services' JSON encoder stops at 64-bit integers, and Python's JSON
+# parser lets NaN and Infinity in. Accepted, such a run could never be recorded, only retried until it failed.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-UNSTORABLE_TEXT = "must not contain NUL characters or unpaired surrogates"
+UNSTORABLE_TEXT = "must not contain NUL characters, unpaired surrogates, NaN or Infinity, or integers beyond 64 bits"
 
 
 def unstorable(value: Any) -> bool:
-    """Whether any string in `value` (keys of objects included, at any depth) holds unstorable text."""
+    """Whether `value` holds anything of the above, at any depth (keys of objects included)."""
     if isinstance(value, str):
         return _UNSTORABLE.search(value) is not None
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, float):
+        return not math.isfinite(value)
     if isinstance(value, dict):
         return any(unstorable(k) or unstorable(v) for k, v in value.items())
     if isinstance(value, list):
@@ -28,8 +36,8 @@ def unstorable(value: Any) -> bool:
 
 
 class Strict(BaseModel):
-    """Request bodies: unknown fields are rejected, types are not coerced ("5" is not 5), and no text anywhere
-    may hold NUL characters or unpaired surrogates."""
+    """Request bodies: unknown fields are rejected, types are not coerced ("5" is not 5), and nothing in them may
+    be `unstorable`."""
 
     model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
 
