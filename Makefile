@@ -58,3 +58,7 @@ asyncapi: install ## regenerate docs/asyncapi.json, the event contract (make tes
 
 reconcile: install ## check that every wallet's ledger sums to its balance (DATABASE_URL or the embedded .data)
 	$(RUN) python -m agentry_billing.reconcile
+
+.PHONY: chaos
+chaos: install ## kill -9 runners/billing, restart NATS/PostgreSQL under load, check the money invariants (RUNS=3000)
+	$(RUN) python -m tools.chaos $(if $(RUNS),--runs $(RUNS))

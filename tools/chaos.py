@@ -1,0 +1,410 @@
+"""`make chaos`: the money path while processes crash — then the invariants of ARCHITECTURE.md §5, checked.
+
+Starts a stack of its own (nats-server and PostgreSQL in a temporary folder; keys, gateway, two runners, two
+billing processes) and drives runs through the gateway over HTTP on priced `mock` endpoints — synchronous and
+`async_mode`, some made to fail, some free, some owner test runs — for several owners, some underfunded so
+charges go uncollected and are settled by top-ups later. Meanwhile, at random moments: kill -9 a runner and a
+billing process (then restart it), restart NATS (kill -9) and PostgreSQL (immediate shutdown = crash).
+
+A 200/202 answer is "accepted"; 429/503/5xx are refusals. After the load it waits for quiescence and checks,
+in PostgreSQL: every accepted run has one terminal record and is in its endpoint's history; every succeeded,
+priced, non-test run has exactly one charge and nothing else has any; no money moved twice; Σ ledger = balance
+for every wallet, never negative; deposits credited once; billing's `reconcile` agrees. The last line printed is
+one JSON object (`accepted`, `lost`, `double_charges`, `ledger_drift_cents`, …); the exit code is 1 on any
+violation.
+
+    python -m tools.chaos --runs 3000 --concurrency 32          # make chaos
+    python -m tools.chaos --runs 300 --no-nats --no-pg --seed 7  # smaller, reproducible
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agentry_common.stack import Service, Stack, dev_token, free_port
+
+from . import chaos_checks
+from .chaos_checks import Books, Expectation
+
+# Rate limits would dominate a load test; raise them (a short window keeps the limiter's memory streams small).
+GATEWAY_ENV = {
+    "RATE_LIMIT_PER_ENDPOINT": "1000000",
+    "RATE_LIMIT_PER_CLIENT_IP": "1000000",
+    "RATE_LIMIT_TEST_RUNS": "1000000",
+    "RATE_LIMIT_WINDOW_S": "5",
+}
+# Shorter ack waits bring a killed process's work back sooner; the semantics are the same as in production.
+RUNNER_ENV = {"RUNNER_ACK_WAIT_S": "5", "RUNNER_SHUTDOWN_GRACE_S": "2"}
+BILLING_ENV = {"CHARGE_ACK_WAIT_S": "5", "CHARGE_RETRY_DELAY_S": "0.5"}
+
+# What each request is, and how often: (kind, weight). `*_fail` inputs make the mock model fail the run.
+MIX = (("sync", 40), ("async", 33), ("sync_fail", 5), ("async_fail", 5), ("free", 9), ("test", 8))
+FAIL_INPUT = {"mock": {"fail": "llm_provider_error"}}
+
+
+@dataclass
+class Config:
+    runs: int = 3000
+    concurrency: int = 32
+    rate: float = 80.0
+    owners: int = 6
+    runner_kills: int = 3
+    billing_kills: int = 3
+    restart_nats: bool = True
+    restart_pg: bool = True
+    seed: int | None = None
+    quiesce_timeout_s: float = 180.0
+    data_dir: Path | None = None
+    keep: bool = False
+    echo: bool = False
+    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+
+
+@dataclass
+class Owner:
+    user: str
+    auth: dict[str, str]
+    price: int
+    funded: bool
+    endpoints: dict[str, dict[str, str]] = field(default_factory=dict)  # kind → id, slug, key
+
+
+@dataclass
+class Tally:
+    answers: dict[str, Expectation] = field(default_factory=dict)
+    statuses: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    done: int = 0
+
+
+class Chaos:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.log = cfg.log
+        data = cfg.data_dir or Path(tempfile.mkdtemp(prefix="agentry-chaos-"))
+        self.stack = Stack(
+            data, nats_port=free_port(), pg_port=free_port(), fast_pg=True, echo=cfg.echo,
+            extra_env={"ENVIRONMENT": "test", "ALLOW_PRIVATE_URLS": "true"},
+        )  # fmt: skip
+        self.runners: list[Service] = []
+        self.billers: list[Service] = []
+        self.gateway: Service | None = None
+        self.owners: list[Owner] = []
+        self.books = Books()
+        self.tally = Tally()
+        self.events: list[str] = []
+        self.progress = asyncio.Event()  # set whenever a request is answered
+
+    # --- the system ---
+
+    def start(self) -> None:
+        s = self.stack
+        s.start_servers()
+        s.migrate()
+        keys = s.start_service("keys", wait=False)
+        self.billers = [s.start_service("billing", wait=False, **BILLING_ENV) for _ in range(2)]
+        self.runners = [s.start_service("runner", wait=False, **RUNNER_ENV) for _ in range(2)]
+        self.gateway = s.start_service("gateway", wait=False, **GATEWAY_ENV)
+        for svc in (keys, *self.billers, *self.runners, self.gateway):
+            svc.wait_ready()
+
+    def stop(self, failed: bool) -> None:
+        self.stack.stop()
+        if failed or self.cfg.keep:
+            self.log(f"chaos: data and service logs kept in {self.stack.data_dir}")
+        else:
+            shutil.rmtree(self.stack.data_dir, ignore_errors=True)
+
+    # --- owners, endpoints, money ---
+
+    async def provision(self, http: httpx.AsyncClient) -> None:
+        per_owner = self.cfg.runs / self.cfg.owners
+        for i in range(self.cfg.owners):
+            user = f"chaos-{i}-{uuid.uuid4().hex[:8]}"
+            funded = i % 2 == 0
+            # Underfunded owners pay more per run than a minimum deposit covers for long.
+            price = self.rng.randint(1, 9) if funded else self.rng.randint(20, 40)
+            owner = Owner(user, {"Authorization": f"Bearer {dev_token(user)}"}, price, funded)
+            r = await http.post("/api/workspaces", json={"name": f"chaos {i}"}, headers=owner.auth)
+            r.raise_for_status()
+            ws = r.json()["workspace"]["id"]
+            for kind, price_cents, async_mode in (("sync", price, False), ("async", price, True), ("free", 0, False)):
+                body = {
+                    "name": f"{kind} {user}", "workspace_id": ws, "system_prompt": "Answer briefly.",
+                    "llm_provider": "mock", "price_per_run_cents": price_cents, "async_mode": async_mode,
+                    "timeout_ms": 10000,
+                }  # fmt: skip
+                r = await http.post("/api/agent-endpoints", json=body, headers=owner.auth)
+                r.raise_for_status()
+                created = r.json()
+                owner.endpoints[kind] = {
+                    "id": created["endpoint"]["id"], "slug": created["endpoint"]["slug"], "key": created["api_key"]
+                }  # fmt: skip
+            self.owners.append(owner)
+            self.books.prices[user] = price
+            self.books.deposits[user] = {}
+            need = int(per_owner * price * 1.5) if funded else 500
+            while need > 0:
+                await self.deposit(http, owner, min(max(need, 500), 50000))
+                need -= 50000
+
+    async def deposit(self, http: httpx.AsyncClient, owner: Owner, cents: int, replay: bool = False) -> None:
+        """Credit until answered 201, always with the same key: a retry after a lost answer must not credit twice."""
+        key = str(uuid.uuid4())
+        headers = {**owner.auth, "Idempotency-Key": key}
+        for attempt in range(120):
+            try:
+                r = await http.post("/api/balance/deposit", json={"amount_cents": cents}, headers=headers)
+            except httpx.HTTPError:
+                r = None
+            if r is not None and r.status_code == 201:
+                self.books.deposits[owner.user][key] = cents
+                if replay:  # asked again on purpose: the original answer, not a second credit
+                    again = await http.post("/api/balance/deposit", json={"amount_cents": cents}, headers=headers)
+                    self.events.append(f"deposit replay → {again.status_code} replayed={again.json().get('replayed')}")
+                return
+            if r is not None and r.status_code < 500:
+                raise RuntimeError(f"deposit refused: {r.status_code} {r.text}")
+            await asyncio.sleep(min(0.25 * (attempt + 1), 2.0))
+        raise RuntimeError("deposit never succeeded")
+
+    # --- load ---
+
+    def pick(self, i: int) -> tuple[str, Owner, Any]:
+        """The i-th request: its kind, owner and input. Half the runs take a while, so a kill catches some."""
+        rng = random.Random(f"{self.cfg.seed}-{i}")
+        kind = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+        owner = rng.choice(self.owners)
+        if kind.endswith("_fail"):
+            return kind, owner, FAIL_INPUT
+        if rng.random() < 0.5:
+            return kind, owner, {"mock": {"delay_ms": rng.randint(50, 600)}, "n": i}
+        return kind, owner, f"chaos run {i}"
+
+    async def request(self, http: httpx.AsyncClient, kind: str, owner: Owner, payload: Any) -> httpx.Response:
+        if kind == "test":
+            ep = owner.endpoints["sync"]
+            return await http.post(f"/api/agent-endpoints/{ep['id']}/test", json={"input": payload},
+                                   headers=owner.auth)  # fmt: skip
+        ep = owner.endpoints[kind.removesuffix("_fail")]
+        return await http.post(f"/api/run/{ep['slug']}", json={"input": payload}, headers={"X-API-Key": ep["key"]})
+
+    async def drive(self, http: httpx.AsyncClient, t0: float, chaos: asyncio.Task[None]) -> None:
+        """At least `runs` requests, at most `rate` per second, and on until every chaos event has happened."""
+        counter = iter(range(sys.maxsize))
+
+        async def worker() -> None:
+            for i in counter:
+                if i >= self.cfg.runs and chaos.done():
+                    return
+                delay = t0 + i / self.cfg.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await self.one(http, *self.pick(i))
+
+        await asyncio.gather(*(worker() for _ in range(self.cfg.concurrency)))
+
+    async def one(self, http: httpx.AsyncClient, kind: str, owner: Owner, payload: Any) -> None:
+        t = self.tally
+        try:
+            r = await self.request(http, kind, owner, payload)
+        except httpx.HTTPError as err:
+            # No answer: whether the run was accepted is unknown to the caller, so it is not counted as accepted.
+            t.errors[f"{kind} {type(err).__name__}"] += 1
+            if sum(t.errors.values()) <= 5:
+                self.log(f"chaos: {kind} request to {err.request.url.path} failed without an answer: {err!r}")
+            return
+        finally:
+            t.done += 1
+            self.progress.set()
+        t.statuses[f"{kind} {r.status_code}"] += 1
+        run_id = r.headers.get("x-run-id")
+        if run_id is None and r.status_code in (200, 202):
+            run_id = r.json().get("run_id")
+        if run_id:
+            kind_of = "async" if kind.startswith("async") else "sync"
+            t.answers[run_id] = Expectation(kind_of, owner.user, r.status_code, r.status_code in (200, 202))
+
+    # --- chaos ---
+
+    def schedule(self) -> list[tuple[int, str]]:
+        """Each action at a random point of the load, counted in answered requests (a slow machine stays fair)."""
+        actions = ["runner"] * self.cfg.runner_kills + ["billing"] * self.cfg.billing_kills
+        actions += ["nats"] * self.cfg.restart_nats + ["postgres"] * self.cfg.restart_pg
+        # Top-ups settle uncollected charges while everything else is going on (one is replayed on purpose).
+        actions += ["topup", "topup-replay"]
+        self.rng.shuffle(actions)
+        moments = sorted(int(self.rng.uniform(0.08, 0.85) * self.cfg.runs) for _ in actions)
+        return list(zip(moments, actions, strict=True))
+
+    async def unleash(self, http: httpx.AsyncClient, t0: float) -> None:
+        for at, action in self.schedule():
+            while self.tally.done < at:
+                self.progress.clear()
+                await self.progress.wait()
+            started = time.monotonic()
+            await self.act(http, action)
+            self.events.append(f"{started - t0:6.1f}s {action} (took {time.monotonic() - started:.1f}s)")
+            self.log(f"chaos: {self.events[-1]}  [{self.tally.done} requests answered]")
+
+    async def act(self, http: httpx.AsyncClient, action: str) -> None:
+        """One blow. A killed service is started again at once but not waited for: importing a service takes
+        seconds on a busy machine, and the system must cope meanwhile (`ready` waits for everything later)."""
+        s = self.stack
+        if action in ("runner", "billing"):
+            svc = self.rng.choice(self.runners if action == "runner" else self.billers)
+            await asyncio.to_thread(svc.stop, True)
+            await asyncio.sleep(self.rng.uniform(0.2, 1.0))
+            svc.start()
+        elif action == "nats":
+            assert s.nats is not None
+            await asyncio.to_thread(s.nats.stop, True)
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+            await asyncio.to_thread(s.nats.start)
+        elif action == "postgres":
+            assert s.postgres is not None
+            await asyncio.to_thread(s.postgres.stop, "immediate")  # a crash: recovery from the WAL on start
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+            await asyncio.to_thread(s.postgres.start)
+        else:
+            # The last underfunded owner (of two or more) is never topped up: some charges stay uncollected.
+            poor = [o for o in self.owners if not o.funded]
+            if poor:
+                owner = poor[1] if action == "topup-replay" and len(poor) > 2 else poor[0]
+                await self.deposit(http, owner, 500, replay=action == "topup-replay")
+
+    def ready(self) -> None:
+        for svc in self.stack.services:
+            svc.wait_ready(timeout=180)
+
+    # --- after ---
+
+    async def history_missing(self, http: httpx.AsyncClient) -> tuple[int, int]:
+        """Accepted runs absent from their endpoint's history, and billable runs whose charge reads `pending`."""
+        seen: set[str] = set()
+        pending = 0
+        for owner in self.owners:
+            for ep in owner.endpoints.values():
+                cursor: str | None = None
+                while True:
+                    params: dict[str, str | int] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+                    r = await http.get(f"/api/agent-endpoints/{ep['id']}/runs", params=params, headers=owner.auth)
+                    r.raise_for_status()
+                    page = r.json()
+                    seen.update(run["id"] for run in page["runs"])
+                    pending += sum(1 for run in page["runs"] if run["charge"]["status"] == "pending")
+                    cursor = page["next_cursor"]
+                    if not cursor:
+                        break
+        accepted = [run_id for run_id, a in self.tally.answers.items() if a.accepted]
+        return sum(1 for run_id in accepted if run_id not in seen), pending
+
+    async def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        assert self.gateway is not None
+        # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so no request races a closing socket.
+        limits = httpx.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency + 8,
+                              keepalive_expiry=2.0)  # fmt: skip
+        async with httpx.AsyncClient(base_url=self.gateway.url, timeout=60, limits=limits) as http:
+            await self.provision(http)
+            self.log(f"chaos: {cfg.runs} requests at ≤{cfg.rate:g}/s, concurrency {cfg.concurrency}, "
+                     f"{len(self.owners)} owners, seed {cfg.seed}")  # fmt: skip
+            t0 = time.monotonic()
+            chaos = asyncio.create_task(self.unleash(http, t0))
+            await self.drive(http, t0, chaos)
+            await chaos  # done already: it is what ended the load
+            load_s = time.monotonic() - t0
+            await asyncio.to_thread(self.ready)
+            accepted = [run_id for run_id, a in self.tally.answers.items() if a.accepted]
+            self.log(f"chaos: load done in {load_s:.1f}s; {len(accepted)} accepted; waiting for quiescence")
+            waited = await chaos_checks.wait_for_quiescence(
+                self.stack.nats_url, self.stack.database_url, accepted, cfg.quiesce_timeout_s
+            )
+            result = await chaos_checks.check(self.stack.database_url, self.tally.answers, self.books)
+            result["history_missing"], result["history_pending_charges"] = await self.history_missing(http)
+        result["reconcile_exit"], result["reconcile"] = chaos_checks.reconcile(self.stack.database_url)
+        result.update(
+            requests=self.tally.done,
+            refused=sum(1 for a in self.tally.answers.values() if not a.accepted) + sum(self.tally.errors.values()),
+            responses=dict(sorted(self.tally.statuses.items())),
+            client_errors=dict(self.tally.errors),
+            chaos=self.events,
+            load_s=round(load_s, 1),
+            quiescent_after_s=round(waited, 1),
+            seed=cfg.seed,
+        )
+        return result
+
+
+def summarize(result: dict[str, Any]) -> str:
+    lines = ["", "chaos events:", *(f"  {e}" for e in result["chaos"]), "responses (kind status: count):"]
+    lines += [f"  {k:<22} {v}" for k, v in result["responses"].items()]
+    if result["client_errors"]:
+        lines.append(f"  client errors: {result['client_errors']}")
+    lines.append(f"runs by status: {result['runs_by_status']}  (redelivered: {result['redelivered_runs']})")
+    lines.append(f"reconcile: {result['reconcile']} (exit {result['reconcile_exit']})")
+    width = max(len(k) for k in chaos_checks.FAILURE_KEYS)
+    lines.append("invariants (0 = holds):")
+    lines += [f"  {k:<{width}} {result.get(k)}" for k in chaos_checks.FAILURE_KEYS]
+    lines.append(f"accepted {result['accepted']}, uncollected charges {result['uncollected_charges']}, "
+                 f"settled {result['settled_charges']}, quiescent after {result['quiescent_after_s']}s")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_chaos(cfg: Config) -> dict[str, Any]:
+    chaos = Chaos(cfg)
+    failed = True
+    try:
+        chaos.start()
+        result = asyncio.run(chaos.run())
+        result["violations"] = chaos_checks.violations(result)
+        failed = bool(result["violations"])
+        return result
+    finally:
+        chaos.stop(failed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="chaos", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--runs", type=int, default=3000, help="requests to send")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--rate", type=float, default=80.0, help="requests started per second, at most")
+    p.add_argument("--owners", type=int, default=6)
+    p.add_argument("--runner-kills", type=int, default=3)
+    p.add_argument("--billing-kills", type=int, default=3)
+    p.add_argument("--no-nats", action="store_true", help="skip the NATS restart")
+    p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL restart")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--keep", action="store_true", help="keep the data folder and service logs")
+    p.add_argument("--echo", action="store_true", help="echo service logs")
+    a = p.parse_args(argv)
+    seed = a.seed if a.seed is not None else random.randrange(1_000_000)
+    cfg = Config(
+        runs=a.runs, concurrency=a.concurrency, rate=a.rate, owners=a.owners, runner_kills=a.runner_kills,
+        billing_kills=a.billing_kills, restart_nats=not a.no_nats, restart_pg=not a.no_pg, seed=seed,
+        keep=a.keep, echo=a.echo,
+    )  # fmt: skip
+    result = run_chaos(cfg)
+    print(summarize(result))
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return 1 if result["violations"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The invariants of ARCHITECTURE.md §5, checked after a chaos run straight in PostgreSQL (and NATS for quiescence).
+
+A test tool may read every service's tables: it is the auditor, not a service. Each check counts violations;
+zero everywhere is a pass. `reconcile` (billing's own command) is run too, as a second opinion on the books.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import psycopg
+
+from agentry_common import subjects
+
+TERMINAL = ("succeeded", "failed", "timeout")
+
+
+@dataclass
+class Expectation:
+    """What the load generator saw for one run it was answered about."""
+
+    kind: str
+    owner: str
+    http_status: int
+    accepted: bool
+
+
+@dataclass
+class Books:
+    """What the load generator deposited, per owner: idempotency key → cents (each answered 201 in the end)."""
+
+    deposits: dict[str, dict[str, int]] = field(default_factory=dict)
+    prices: dict[str, int] = field(default_factory=dict)
+
+
+# --- quiescence ---
+
+
+async def _consumer_idle(js: Any, stream: str, durable: str) -> bool:
+    try:
+        info = await js.consumer_info(stream, durable)
+    except Exception:
+        return False
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+
+async def _terminal_count(conn: psycopg.AsyncConnection[Any], run_ids: list[str]) -> int:
+    cur = await conn.execute("SELECT count(*) FROM runner.runs WHERE id = ANY(%s) AND status = ANY(%s)",
+                             (run_ids, list(TERMINAL)))  # fmt: skip
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _activity(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM runner.runs), (SELECT count(*) FROM runner.runs WHERE status = ANY(%s)),"
+        " (SELECT count(*) FROM billing.charges), (SELECT count(*) FROM billing.ledger_entries)",
+        (list(TERMINAL),),
+    )
+    row = await cur.fetchone()
+    return tuple(int(v) for v in row) if row else ()
+
+
+async def wait_for_quiescence(nats_url: str, database_url: str, accepted: list[str], timeout_s: float) -> float:
+    """Until every accepted run is terminal, both consumers have nothing pending or unacknowledged, and the
+    row counts hold still across three polls. Returns the seconds waited (-1 when the timeout hit first)."""
+    started = time.monotonic()
+    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    js = nc.jetstream()
+    still, last = 0, None
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            while time.monotonic() - started < timeout_s:
+                done = await _terminal_count(conn, accepted) == len(accepted)
+                idle = await _consumer_idle(js, subjects.RUNS_STREAM.name, subjects.RUNNER_CONSUMER)
+                idle = idle and await _consumer_idle(js, subjects.RUN_EVENTS_STREAM.name, subjects.BILLING_CONSUMER)
+                counts = await _activity(conn)
+                still = still + 1 if (done and idle and counts == last) else 0
+                last = counts
+                if still >= 3:
+                    return time.monotonic() - started
+                await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
+    return -1.0
+
+
+# --- the invariants ---
+
+# Charges per billable run (succeeded, priced, non-test): exactly one each.
+_BILLABLE = """
+SELECT r.id, count(c.id) AS charges
+FROM runner.runs AS r LEFT JOIN billing.charges AS c ON c.run_id = r.id
+WHERE r.status = 'succeeded' AND r.price_per_run_cents > 0 AND NOT r.is_test
+GROUP BY r.id HAVING count(c.id) <> 1
+"""
+# Charges that should not exist, or disagree with their run.
+_WRONG = """
+SELECT c.run_id, r.status, r.is_test, r.price_per_run_cents, c.amount_cents
+FROM billing.charges AS c LEFT JOIN runner.runs AS r ON r.id = c.run_id
+WHERE r.id IS NULL OR r.status <> 'succeeded' OR r.is_test OR r.price_per_run_cents <= 0
+   OR c.amount_cents <> r.price_per_run_cents OR c.owner_id <> r.owner_id OR c.endpoint_id <> r.endpoint_id
+"""
+# Money moved for a charge: collected/settled exactly once, uncollected never.
+_MOVED = """
+SELECT c.run_id, c.status, count(e.entry_no) AS entries
+FROM billing.charges AS c LEFT JOIN billing.ledger_entries AS e ON e.charge_id = c.id
+GROUP BY c.id HAVING count(e.entry_no) <> CASE WHEN c.status = 'uncollected' THEN 0 ELSE 1 END
+"""
+_DEBITS_PER_RUN = """
+SELECT run_id, count(*) FROM billing.ledger_entries
+WHERE kind IN ('run_charge', 'settlement') GROUP BY run_id HAVING count(*) > 1
+"""
+_WALLETS = """
+SELECT w.owner_id, w.balance_cents, coalesce(sum(e.amount_cents), 0)::bigint AS ledger,
+       coalesce(min(e.balance_after_cents), 0) AS lowest, w.uncollected_cents
+FROM billing.wallets AS w LEFT JOIN billing.ledger_entries AS e USING (owner_id)
+GROUP BY w.owner_id
+"""
+_CHARGE_TOTALS = """
+SELECT owner_id, coalesce(sum(amount_cents) FILTER (WHERE status IN ('collected', 'settled')), 0)::bigint,
+       count(*) FILTER (WHERE status = 'uncollected'), count(*) FILTER (WHERE status = 'settled')
+FROM billing.charges GROUP BY owner_id
+"""
+
+
+async def _rows(conn: psycopg.AsyncConnection[Any], sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(sql, params)
+    return list(await cur.fetchall())
+
+
+async def check(database_url: str, answers: Mapping[str, Expectation], books: Books) -> dict[str, Any]:
+    """Every invariant, counted, from one repeatable-read snapshot of the database."""
+    accepted = [run_id for run_id, a in answers.items() if a.accepted]
+    out: dict[str, Any] = {}
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        async with conn.transaction():
+            runs = {r[0]: r for r in await _rows(
+                conn, "SELECT id, status, is_test, price_per_run_cents, error_code, attempts FROM runner.runs"
+            )}  # fmt: skip
+            missing_charge = await _rows(conn, _BILLABLE)
+            wrong = await _rows(conn, _WRONG)
+            moved = await _rows(conn, _MOVED)
+            debits = await _rows(conn, _DEBITS_PER_RUN)
+            wallets = await _rows(conn, _WALLETS)
+            totals = {r[0]: r[1:] for r in await _rows(conn, _CHARGE_TOTALS)}
+            credits = await _rows(conn, "SELECT owner_id, idempotency_key, amount_cents FROM billing.credits")
+            extra_charges = await _rows(
+                conn, "SELECT run_id, count(*) FROM billing.charges GROUP BY run_id HAVING count(*) > 1"
+            )
+
+    lost = [r for r in accepted if r not in runs or runs[r][1] not in TERMINAL]
+    out["accepted"] = len(accepted)
+    out["lost"] = len(lost)
+    out["lost_sample"] = lost[:5]
+    out["runs_by_status"] = dict(Counter(r[1] for r in runs.values()))
+    out["redelivered_runs"] = sum(1 for r in runs.values() if (r[5] or 1) > 1)
+    out["failed_by_code"] = dict(Counter(r[4] for r in runs.values() if r[1] != "succeeded"))
+    # A synchronous caller was told the outcome: the record must say the same.
+    told = {200: "succeeded", 502: "failed"}
+    out["answer_mismatch"] = sum(
+        1 for run_id, a in answers.items()
+        if a.kind != "async" and a.http_status in told and run_id in runs and runs[run_id][1] != told[a.http_status]
+    )  # fmt: skip
+    out["missing_charges"] = sum(1 for _, n in missing_charge if n == 0)
+    out["double_charges"] = (
+        sum(n - 1 for _, n in missing_charge if n > 1)
+        + sum(n - 1 for _, n in extra_charges)
+        + sum(1 for _, status, n in moved if n > (0 if status == "uncollected" else 1))
+        + sum(n - 1 for _, n in debits)
+    )
+    out["charges_without_money_moved"] = sum(1 for _, status, n in moved if status != "uncollected" and n == 0)
+    out["wrong_charges"] = len(wrong)
+    out["wallets"] = len(wallets)
+    out["ledger_drift_cents"] = sum(abs(balance - ledger) for _, balance, ledger, _, _ in wallets)
+    out["negative_wallets"] = sum(1 for _, balance, _, lowest, _ in wallets if balance < 0 or lowest < 0)
+
+    # Independent of billing's own bookkeeping: what we deposited minus what its charges say it collected.
+    deposited: dict[str, int] = {}
+    seen_keys: Counter[tuple[str, str]] = Counter()
+    for owner, key, amount in credits:
+        deposited[owner] = deposited.get(owner, 0) + amount
+        seen_keys[(owner, key)] += 1
+    out["deposits_lost"] = sum(1 for o, keys in books.deposits.items() for k in keys if seen_keys[(o, k)] == 0)
+    out["deposits_doubled"] = sum(n - 1 for n in seen_keys.values() if n > 1)
+    out["deposit_amount_mismatch_cents"] = sum(
+        abs(deposited.get(o, 0) - sum(keys.values())) for o, keys in books.deposits.items()
+    )
+    balances = {w[0]: w[1] for w in wallets}
+    out["balance_mismatch_cents"] = sum(
+        abs(balances.get(o, 0) - (sum(keys.values()) - int(totals.get(o, (0, 0, 0))[0])))
+        for o, keys in books.deposits.items()
+    )
+    out["uncollected_charges"] = sum(int(t[1]) for t in totals.values())
+    out["settled_charges"] = sum(int(t[2]) for t in totals.values())
+    # Oldest-first settlement with one price per owner: a debt outstanding means the balance cannot pay it.
+    out["unsettled_while_funded"] = sum(
+        1 for o, price in books.prices.items() if int(totals.get(o, (0, 0, 0))[1]) > 0 and balances.get(o, 0) >= price
+    )
+    return out
+
+
+def reconcile(database_url: str) -> tuple[int, str]:
+    """Billing's own `python -m agentry_billing.reconcile`: its exit code and summary line."""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "agentry_billing.reconcile"], env=env, capture_output=True, text=True, timeout=120
+    )
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return done.returncode, lines[-1] if lines else ""
+
+
+FAILURE_KEYS = (
+    "lost",
+    "double_charges",
+    "ledger_drift_cents",
+    "missing_charges",
+    "wrong_charges",
+    "charges_without_money_moved",
+    "negative_wallets",
+    "answer_mismatch",
+    "deposits_lost",
+    "deposits_doubled",
+    "deposit_amount_mismatch_cents",
+    "balance_mismatch_cents",
+    "unsettled_while_funded",
+    "history_missing",
+)
+
+
+def violations(result: Mapping[str, Any]) -> list[str]:
+    """The names of the invariants the result breaks (empty: all hold)."""
+    broken = [k for k in FAILURE_KEYS if result.get(k)]
+    if result.get("reconcile_exit", 0) != 0:
+        broken.append("reconcile_exit")
+    if result.get("quiescent_after_s", 0) < 0:
+        broken.append("quiescent_after_s")
+    return broken
