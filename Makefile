@@ -59,6 +59,9 @@ asyncapi: install ## regenerate docs/asyncapi.json, the event contract (make tes
 reconcile: install ## check that every wallet's ledger sums to its balance (DATABASE_URL or the embedded .data)
 	$(RUN) python -m agentry_billing.reconcile
 
-.PHONY: chaos
+.PHONY: chaos fuzz
 chaos: install ## kill -9 runners/billing, restart NATS/PostgreSQL under load, check the money invariants (RUNS=3000)
 	$(RUN) python -m tools.chaos $(if $(RUNS),--runs $(RUNS))
+
+fuzz: install ## schemathesis over the gateway's OpenAPI with valid JWT and API keys (EXAMPLES=300 per route)
+	$(RUN) python -m tools.fuzz $(if $(EXAMPLES),--max-examples $(EXAMPLES))
