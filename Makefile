@@ -12,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := .venv
 
 RUN := $(UV) run --frozen
 
-.PHONY: help install run token test lint fmt bench reconcile clean asyncapi
+.PHONY: help install run token test lint fmt bench reconcile clean asyncapi rotate-secrets
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,3 +65,6 @@ chaos: install ## kill -9 runners/billing, restart NATS/PostgreSQL under load, c
 
 fuzz: install ## schemathesis over the gateway's OpenAPI with valid JWT and API keys (EXAMPLES=300 per route)
 	$(RUN) python -m tools.fuzz $(if $(EXAMPLES),--max-examples $(EXAMPLES))
+
+rotate-secrets: install ## re-encrypt every secret under the first key of MASTER_KEYS (after a key rotation)
+	$(RUN) python -m agentry_keys.rotate

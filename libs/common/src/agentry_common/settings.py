@@ -19,7 +19,10 @@ class ServiceSettings(BaseSettings):
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server(s), comma-separated.")
     nats_user: str | None = Field(None, description="NATS user of this service (least privilege).")
     nats_password: str | None = Field(None, description="NATS password of this service.")
-    database_url: str = Field("postgresql://postgres@127.0.0.1:5432/agentry", description="PostgreSQL URL (psycopg 3).")
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:55432/agentry",
+        description="PostgreSQL URL (psycopg 3); the default is `make run`'s embedded server.",
+    )
     db_pool_size: int = Field(10, ge=1, description="Connections kept per process.")
     log_level: str = Field("INFO", description="Python logging level.")
     rpc_timeout_s: float = Field(3.0, gt=0, description="How long to wait for another service's reply.")

@@ -35,5 +35,10 @@ class KeysRepository:
     async def get_secret(self, secret_id: str) -> Secret | None:
         return await self.session.get(Secret, secret_id)
 
+    async def secrets_not_under(self, key_id: str, limit: int) -> list[Secret]:
+        """Secrets encrypted under another master key, locked so concurrent rotations don't collide."""
+        query = select(Secret).where(Secret.key_id != key_id).order_by(Secret.id).limit(limit)
+        return list(await self.session.scalars(query.with_for_update(skip_locked=True)))
+
     async def delete_secret(self, secret_id: str) -> None:
         await self.session.execute(delete(Secret).where(Secret.id == secret_id))

@@ -75,6 +75,15 @@ class KeysService:
         await repo.put_secret(secret)
         return secret.id
 
+    async def reencrypt(self, repo: KeysRepository, batch: int = 500) -> int:
+        """Re-encrypt one batch of secrets that are not under the ring's first key; returns how many."""
+        stale = await repo.secrets_not_under(self.ring.active_id, batch)
+        for secret in stale:
+            secret.key_id, secret.nonce, secret.ciphertext = self.ring.encrypt(
+                self.ring.decrypt(secret), secret.owner_id
+            )
+        return len(stale)
+
     async def resolve_secret(self, repo: KeysRepository, secret_id: str, owner_id: str) -> str:
         secret = await repo.get_secret(secret_id)
         if secret is None or secret.owner_id != owner_id:
