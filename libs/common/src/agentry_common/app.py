@@ -62,6 +62,16 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"code": code, "message": str(err.detail)}}
         return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
+    async def _database_unavailable(_: Request, err: Exception) -> Response:
+        # Rendered here, not as an unhandled error: that 500 also makes uvicorn drop the keep-alive connection,
+        # failing whatever request the client sends on it next.
+        log.warning("database unavailable: %s", type(err).__name__)
+        body = {"error": {"code": "database_unavailable", "message": "the database is unavailable; try again"}}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    for unavailable in db.UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> Response:
         log.exception("unhandled error")

@@ -19,7 +19,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
-from . import tracing
+from . import db, tracing
 from .errors import AgentryError, ServiceUnavailable, error_from
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ def serve(fn: Callable[P, Awaitable[BaseModel | None]]) -> Callable[P, Awaitable
             result = await fn(*args, **kwargs)
         except AgentryError as err:
             return {"ok": False, "error": {"status": err.status_code, "code": err.code, "message": err.message}}
+        except db.UNAVAILABLE as err:
+            log.warning("request handler %s: database unavailable (%s)", fn.__name__, type(err).__name__)
+            message = "the database is unavailable; try again"
+            return {"ok": False, "error": {"status": 503, "code": "database_unavailable", "message": message}}
         except Exception:
             log.exception("request handler %s failed", fn.__name__)
             return {"ok": False, "error": {"status": 500, "code": "internal_error", "message": "internal error"}}
