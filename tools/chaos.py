@@ -339,6 +339,7 @@ class Chaos:
             result = await chaos_checks.check(self.stack.database_url, self.tally.answers, self.books)
             result["history_missing"], result["history_pending_charges"] = await self.history_missing(http)
         result["reconcile_exit"], result["reconcile"] = chaos_checks.reconcile(self.stack.database_url)
+        result["unhandled_errors"] = chaos_checks.unhandled_errors(self.stack.data_dir / "logs")
         result.update(
             requests=self.tally.done,
             refused=sum(1 for a in self.tally.answers.values() if not a.accepted) + sum(self.tally.errors.values()),
@@ -359,6 +360,7 @@ def summarize(result: dict[str, Any]) -> str:
         lines.append(f"  client errors: {result['client_errors']}")
     lines.append(f"runs by status: {result['runs_by_status']}  (redelivered: {result['redelivered_runs']})")
     lines.append(f"reconcile: {result['reconcile']} (exit {result['reconcile_exit']})")
+    lines.append(f"unhandled errors (500s nobody meant) by service: {result['unhandled_errors'] or 'none'}")
     width = max(len(k) for k in chaos_checks.FAILURE_KEYS)
     lines.append("invariants (0 = holds):")
     lines += [f"  {k:<{width}} {result.get(k)}" for k in chaos_checks.FAILURE_KEYS]

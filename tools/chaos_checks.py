@@ -7,6 +7,7 @@ zero everywhere is a pass. `reconcile` (billing's own command) is run too, as a 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -210,6 +212,22 @@ async def check(database_url: str, answers: Mapping[str, Expectation], books: Bo
     return out
 
 
+def unhandled_errors(logs: Path) -> dict[str, int]:
+    """Per service, the requests that ended in an unhandled exception (a 500 the code did not mean to give):
+    the HTTP shell's "unhandled error" and the request/reply wrapper's "request handler … failed"."""
+    found: Counter[str] = Counter()
+    for path in logs.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            msg = str(record.get("msg", "")) if isinstance(record, dict) else ""
+            if msg == "unhandled error" or (msg.startswith("request handler ") and msg.endswith(" failed")):
+                found[path.name.split("-")[0]] += 1
+    return dict(found)
+
+
 def reconcile(database_url: str) -> tuple[int, str]:
     """Billing's own `python -m agentry_billing.reconcile`: its exit code and summary line."""
     env = {**os.environ, "DATABASE_URL": database_url}
@@ -243,6 +261,8 @@ def violations(result: Mapping[str, Any]) -> list[str]:
     broken = [k for k in FAILURE_KEYS if result.get(k)]
     if result.get("reconcile_exit", 0) != 0:
         broken.append("reconcile_exit")
+    if result.get("unhandled_errors"):
+        broken.append("unhandled_errors")
     if result.get("quiescent_after_s", 0) < 0:
         broken.append("quiescent_after_s")
     return broken
