@@ -67,6 +67,7 @@ class Config:
     billing_kills: int = 3
     restart_nats: bool = True
     restart_pg: bool = True
+    outage_s: float | None = None  # how long NATS / PostgreSQL stay down (default: 0.5-1.5 s at random)
     seed: int | None = None
     quiesce_timeout_s: float = 180.0
     data_dir: Path | None = None
@@ -275,12 +276,12 @@ class Chaos:
         elif action == "nats":
             assert s.nats is not None
             await asyncio.to_thread(s.nats.stop, True)
-            await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+            await asyncio.sleep(self.outage())
             await asyncio.to_thread(s.nats.start)
         elif action == "postgres":
             assert s.postgres is not None
             await asyncio.to_thread(s.postgres.stop, "immediate")  # a crash: recovery from the WAL on start
-            await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+            await asyncio.sleep(self.outage())
             await asyncio.to_thread(s.postgres.start)
         else:
             # The last underfunded owner (of two or more) is never topped up: some charges stay uncollected.
@@ -288,6 +289,9 @@ class Chaos:
             if poor:
                 owner = poor[1] if action == "topup-replay" and len(poor) > 2 else poor[0]
                 await self.deposit(http, owner, 500, replay=action == "topup-replay")
+
+    def outage(self) -> float:
+        return self.cfg.outage_s if self.cfg.outage_s is not None else self.rng.uniform(0.5, 1.5)
 
     def ready(self) -> None:
         for svc in self.stack.services:
@@ -392,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--billing-kills", type=int, default=3)
     p.add_argument("--no-nats", action="store_true", help="skip the NATS restart")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL restart")
+    p.add_argument("--outage-s", type=float, default=None, help="NATS/PostgreSQL downtime (default 0.5-1.5 s)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the data folder and service logs")
     p.add_argument("--echo", action="store_true", help="echo service logs")
@@ -399,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     seed = a.seed if a.seed is not None else random.randrange(1_000_000)
     cfg = Config(
         runs=a.runs, concurrency=a.concurrency, rate=a.rate, owners=a.owners, runner_kills=a.runner_kills,
-        billing_kills=a.billing_kills, restart_nats=not a.no_nats, restart_pg=not a.no_pg, seed=seed,
-        keep=a.keep, echo=a.echo,
+        billing_kills=a.billing_kills, restart_nats=not a.no_nats, restart_pg=not a.no_pg, outage_s=a.outage_s,
+        seed=seed, keep=a.keep, echo=a.echo,
     )  # fmt: skip
     result = run_chaos(cfg)
     print(summarize(result))
