@@ -299,6 +299,12 @@ class Chaos:
 
     # --- after ---
 
+    def refused(self) -> int:
+        """Requests not accepted for any reason but the failure they asked for (429, 503, 5xx, no answer)."""
+        asked = {"sync_fail 502"}
+        answered = sum(n for key, n in self.tally.statuses.items() if key.split()[1] not in ("200", "202"))
+        return answered - sum(self.tally.statuses[k] for k in asked) + sum(self.tally.errors.values())
+
     async def history_missing(self, http: httpx.AsyncClient) -> tuple[int, int]:
         """Accepted runs absent from their endpoint's history, and billable runs whose charge reads `pending`."""
         seen: set[str] = set()
@@ -346,7 +352,7 @@ class Chaos:
         result["unhandled_errors"] = chaos_checks.unhandled_errors(self.stack.data_dir / "logs")
         result.update(
             requests=self.tally.done,
-            refused=sum(1 for a in self.tally.answers.values() if not a.accepted) + sum(self.tally.errors.values()),
+            refused=self.refused(),
             responses=dict(sorted(self.tally.statuses.items())),
             client_errors=dict(self.tally.errors),
             chaos=self.events,
