@@ -345,6 +345,12 @@ class Processes:
         return out
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent on anything but idling, over all cores."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
 def cpu_ms_per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
     per_run = {name: round((after[name] - before.get(name, 0.0)) * 1000 / max(runs, 1), 3) for name in after}
     per_run["total"] = round(sum(per_run.values()), 3)
@@ -388,6 +394,9 @@ def report(result: dict[str, Any]) -> None:
     print(f"\nsustained: concurrency {CONCURRENCY} for {DURATION_S:g} s (target ≥ 500 runs/s, no errors)")
     print(f"  runs/s {load['runs_per_s']:.1f}   succeeded {load['succeeded']}   errors {load['errors'] or 'none'}")
     print(f"  latency under load p50 {load['p50_ms']:.2f} ms, p99 {load['p99_ms']:.2f} ms")
+    print(f"  other work on this shared machine meanwhile: {result['other_load_cores']:.2f} cores busy")
+    print(f"  CPU-bound ceiling with both cores to ourselves: {result['cpu_bound_runs_per_s']:.0f} runs/s"
+          " (nproc x 1000 / total CPU ms per run below, bench client and fake upstream included)")  # fmt: skip
     b = result["billing"]
     print(f"  billing: {'every run charged once' if b['all_charged'] else 'NOT all runs charged'}"
           f" ({b['spent_cents']} cents for {b['succeeded_runs']} runs), {b['lag_s']:.1f} s after the load")  # fmt: skip
@@ -418,10 +427,13 @@ async def measure(stack: Stack, upstream: subprocess.Popen[bytes], upstream_port
         }
         for name, s in raw.items()
     }
+    busy0 = machine_busy_s()
     load = await bench.sustained()
-    cpu2 = procs.cpu_s()
+    cpu2, busy1 = procs.cpu_s(), machine_busy_s()
     loaded = procs.rss_mib()
     all_charged, lag, spent = await bench.charged()
+    per_run = cpu_ms_per_run(cpu1, cpu2, load["succeeded"] + sum(load["errors"].values()))
+    ours = sum(cpu2.values()) - sum(cpu1.values())
     return {
         "overhead_p50_ms": round(seq["run"]["p50_ms"] - seq["direct"]["p50_ms"], 2),
         "overhead_p99_ms": round(seq["run"]["p99_ms"] - seq["direct"]["p99_ms"], 2),
@@ -439,8 +451,12 @@ async def measure(stack: Stack, upstream: subprocess.Popen[bytes], upstream_port
         "rss_mib": {"idle": idle, "loaded": loaded},
         "cpu_ms_per_run": {
             "sequential": cpu_ms_per_run(cpu0, cpu1, WARMUP + SEQUENTIAL),
-            "sustained": cpu_ms_per_run(cpu1, cpu2, load["succeeded"] + sum(load["errors"].values())),
+            "sustained": per_run,
         },
+        # What this machine could sustain if the measured path had both cores to itself, and how many cores
+        # other work on the (shared) machine took meanwhile: runs/s above is only as good as that was quiet.
+        "cpu_bound_runs_per_s": round((os.cpu_count() or 1) * 1000 / per_run["total"], 1),
+        "other_load_cores": round(max(0.0, busy1 - busy0 - ours) / load["seconds"], 2),
     }
 
 
