@@ -7,7 +7,9 @@ import base64
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -19,14 +21,33 @@ from agentry_common.stack import Stack
 from agentry_keys.models import ApiKey, Secret
 from agentry_keys.repository import KeysRepository
 from agentry_keys.service import KeyRing, KeysService
+from agentry_keys.settings import DEV_MASTER_KEYS
 
 OLD = "old:" + base64.b64encode(b"o" * 32).decode()
 NEW = "new:" + base64.b64encode(b"n" * 32).decode()
+OTHER = "other:" + base64.b64encode(b"x" * 32).decode()
+
+
+@pytest.fixture(scope="module")
+def keys_db(servers: Stack) -> str:
+    """A database of its own: rotation re-encrypts every secret it finds, which the shared one must not see."""
+    import psycopg
+
+    import agentry_keys
+    from agentry_common.db import upgrade
+
+    name = f"keys_{uuid.uuid4().hex[:8]}"
+    admin = servers.database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = servers.database_url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(Path(agentry_keys.__file__).parent / "migrations", url)
+    return url
 
 
 @pytest.fixture
-async def sessions(servers: Stack) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(servers.database_url, pool_size=2)
+async def sessions(keys_db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(keys_db, pool_size=2)
     yield make_sessionmaker(engine)
     await engine.dispose()
 
@@ -79,12 +100,18 @@ async def test_rotation_re_encrypts_every_secret_under_the_new_key_and_the_old_k
             await new_only.resolve_secret(KeysRepository(session), ids[0], "someone-else")
 
 
-def test_rotate_command_runs_against_the_database(servers: Stack) -> None:
-    env = {**os.environ, "DATABASE_URL": servers.database_url, "MASTER_KEYS": f"{NEW},{OLD}"}
-    out = subprocess.run([sys.executable, "-m", "agentry_keys.rotate"], env=env, capture_output=True, text=True,
-                         timeout=60)  # fmt: skip
+def test_rotate_command_re_encrypts_and_names_secrets_under_keys_missing_from_the_ring(keys_db: str) -> None:
+    def rotate(ring: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DATABASE_URL": keys_db, "MASTER_KEYS": ring}
+        return subprocess.run([sys.executable, "-m", "agentry_keys.rotate"], env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    everything = f"{NEW},{OLD},{DEV_MASTER_KEYS}"
+    out = rotate(everything)
     assert out.returncode == 0, out.stderr
     assert "re-encrypted" in out.stdout and "'new'" in out.stdout
+    out = rotate(OTHER)
+    assert out.returncode == 1 and "'new'" in out.stderr  # everything is under 'new', which this ring lacks
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,10 +35,15 @@ class KeysRepository:
     async def get_secret(self, secret_id: str) -> Secret | None:
         return await self.session.get(Secret, secret_id)
 
-    async def secrets_not_under(self, key_id: str, limit: int) -> list[Secret]:
-        """Secrets encrypted under another master key, locked so concurrent rotations don't collide."""
-        query = select(Secret).where(Secret.key_id != key_id).order_by(Secret.id).limit(limit)
+    async def secrets_under(self, key_ids: list[str], limit: int) -> list[Secret]:
+        """Secrets encrypted under these master keys, locked so concurrent rotations don't collide."""
+        query = select(Secret).where(Secret.key_id.in_(key_ids)).order_by(Secret.id).limit(limit)
         return list(await self.session.scalars(query.with_for_update(skip_locked=True)))
+
+    async def count_not_under(self, key_ids: list[str]) -> dict[str, int]:
+        """How many secrets each master key outside `key_ids` still holds."""
+        query = select(Secret.key_id, func.count()).where(Secret.key_id.not_in(key_ids)).group_by(Secret.key_id)
+        return {key_id: count for key_id, count in (await self.session.execute(query)).tuples()}
 
     async def delete_secret(self, secret_id: str) -> None:
         await self.session.execute(delete(Secret).where(Secret.id == secret_id))

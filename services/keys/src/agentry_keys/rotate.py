@@ -17,7 +17,8 @@ from .service import KeyRing, KeysService
 from .settings import settings
 
 
-async def rotate(batch: int = 500) -> int:
+async def rotate(batch: int = 500) -> tuple[int, dict[str, int]]:
+    """Re-encrypt what the ring can read; return that count and the secrets under keys it does not hold."""
     engine = make_engine(settings.database_url, pool_size=1)
     sessions = make_sessionmaker(engine)
     keys = KeysService(settings.key_pepper, KeyRing(settings.master_keys))
@@ -28,16 +29,22 @@ async def rotate(batch: int = 500) -> int:
                 done = await keys.reencrypt(KeysRepository(session), batch)
             total += done
             if done < batch:
-                return total
+                break
+        async with sessions() as session:
+            unknown = await KeysRepository(session).count_not_under(list(keys.ring.keys))
+        return total, unknown
     finally:
         await engine.dispose()
 
 
 def main() -> None:
     ring = KeyRing(settings.master_keys)
-    total = asyncio.run(rotate())
-    print(f"re-encrypted {total} secret(s) under master key {ring.active_id!r}; none left under older keys")
-    sys.exit(0)
+    total, unknown = asyncio.run(rotate())
+    print(f"re-encrypted {total} secret(s) under master key {ring.active_id!r}; none left under the ring's older keys")
+    if unknown:
+        held = ", ".join(f"{key_id!r}: {count}" for key_id, count in sorted(unknown.items()))
+        print(f"secrets under master keys missing from MASTER_KEYS (unreadable until added): {held}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

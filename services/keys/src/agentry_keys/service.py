@@ -76,8 +76,9 @@ class KeysService:
         return secret.id
 
     async def reencrypt(self, repo: KeysRepository, batch: int = 500) -> int:
-        """Re-encrypt one batch of secrets that are not under the ring's first key; returns how many."""
-        stale = await repo.secrets_not_under(self.ring.active_id, batch)
+        """Re-encrypt one batch of secrets under the ring's older keys with its first key; returns how many."""
+        older = [key_id for key_id in self.ring.keys if key_id != self.ring.active_id]
+        stale = await repo.secrets_under(older, batch) if older else []
         for secret in stale:
             secret.key_id, secret.nonce, secret.ciphertext = self.ring.encrypt(
                 self.ring.decrypt(secret), secret.owner_id
