@@ -188,10 +188,12 @@ class Postgres:
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=400"
         if self.fast:
             opts += " -c fsync=off -c full_page_writes=off"
-        self._pg(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-            "-o", opts, "-w", "-t", "60", "start",
-        )  # fmt: skip
+        log = self.data_dir / "server.log"
+        try:
+            self._pg("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
+        except subprocess.CalledProcessError:
+            tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
+            raise RuntimeError("PostgreSQL did not start:\n" + "\n".join(tail)) from None
         self._create_database()
 
     def _running(self) -> bool:
