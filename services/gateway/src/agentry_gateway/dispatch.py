@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 
 from agentry_common import asyncapi, rpc, subjects, tracing
 from agentry_common.broker import publish_event
-from agentry_common.errors import AgentryError, NotFound, ServiceUnavailable, Timeout, error_from
+from agentry_common.errors import AgentryError, ServiceUnavailable, Timeout, error_from
 from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, Usage, new_id
 from agentry_common.requests import GetRun, RunRecord
 
@@ -151,7 +151,7 @@ class Dispatcher:
         """No terminal progress arrived in time: the runner's record is the truth, if it has one."""
         try:
             record = await self.get(run_id)
-        except (NotFound, ServiceUnavailable):
+        except AgentryError:  # not recorded yet, or the runner cannot say right now: it is a timeout to us
             record = None
         terminal = _terminal_from_record(record) if record else None
         if terminal is not None:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import httpx2
 import orjson
+import psycopg
 from nats.aio.client import Client as Nats
 from opentelemetry.trace import SpanKind
 
@@ -42,6 +43,7 @@ from .settings import Settings
 from .tools import Toolbox
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 PLATFORM_PROVIDERS = ("openai", "groq", "anthropic", "gemini")
 
 
@@ -121,8 +123,7 @@ class RunnerService:
 
     async def _process(self, event: RunRequested, delivery: int) -> str:
         if delivery > 1:
-            async with self.unit_of_work() as repo:
-                existing = await repo.get(event.run_id)
+            existing = await self._ride_out(lambda repo: repo.get(event.run_id))
             if existing is not None and existing.status in TERMINAL:
                 log.info("run already finished; announcing it again", extra={"run_id": event.run_id})
                 metrics.REANNOUNCED.inc()
@@ -136,14 +137,30 @@ class RunnerService:
             metrics.LAST_DELIVERY.inc()
         else:
             values = await self.execute(event, delivery)
-        async with self.unit_of_work() as repo:
-            stored, ours = await repo.finish(values)
+        stored, ours = await self._ride_out(lambda repo: repo.finish(values))
         if ours:
             self._count(event.endpoint, stored)
         else:
             log.info("another delivery recorded this run first", extra={"run_id": event.run_id})
         await self.announce(stored)
         return stored.status
+
+    async def _ride_out(self, statement: Callable[[RunsRepository], Awaitable[T]]) -> T:
+        """Run one database statement of a run, riding out an outage in-process: handing the run back would
+        spend one of its deliveries (and, on the last, record it failed) for an outage, not a crash. The
+        heartbeat keeps the message alive meanwhile; past `runner_record_retry_s` it goes back anyway."""
+        deadline = asyncio.get_running_loop().time() + self.settings.runner_record_retry_s
+        pause = 0.2
+        while True:
+            try:
+                async with self.unit_of_work() as repo:
+                    return await statement(repo)
+            except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError):
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+                log.warning("database unavailable; retrying", exc_info=False)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def _count(self, endpoint: EndpointSnapshot, run: Run) -> None:
         provider = self._provider_label(endpoint)
@@ -189,8 +206,8 @@ class RunnerService:
         endpoint = event.endpoint
         started = now()
         if endpoint.async_mode:
-            async with self.unit_of_work() as repo:
-                await repo.mark_running(self._base(event, delivery, started))
+            running = self._base(event, delivery, started)
+            await self._ride_out(lambda repo: repo.mark_running(running))
         # The deadline counts from the request, so a run the gateway already answered 504 ends `timeout`.
         requested = min(event.requested_at, started)
         remaining = endpoint.timeout_ms / 1000 - (started - requested).total_seconds()

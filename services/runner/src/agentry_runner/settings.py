@@ -16,6 +16,11 @@ class Settings(ServiceSettings):
         ge=2,
         description="Delivery on which a run that keeps interrupting its runner is recorded failed instead of run.",
     )
+    runner_record_retry_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long a run's database statements retry through an outage before it is handed back.",
+    )
     runner_shutdown_grace_s: float = Field(
         10.0, ge=0, description="On shutdown, how long in-flight runs may finish before they are handed back."
     )
