@@ -47,6 +47,7 @@ def _config(spec: StreamSpec, replicas: int = 1) -> StreamConfig:
         max_age=spec.max_age_s,
         duplicate_window=spec.duplicate_window_s,
         num_replicas=replicas,
+        allow_atomic=spec.atomic_publish or None,
     )
 
 

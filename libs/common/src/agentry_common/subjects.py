@@ -6,7 +6,7 @@ request/reply served by a queue group, so any replica answers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # --- events (JetStream) ---
 RUN_REQUESTED = "run.requested"
@@ -51,7 +51,7 @@ class StreamSpec:
     max_age_s: float = 7 * 24 * 3600
     duplicate_window_s: float = 120.0
     description: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
+    atomic_publish: bool = False  # allow JetStream atomic batches (one fsync per batch); nats-server >= 2.12.1
 
 
 RUNS_STREAM = StreamSpec(
@@ -69,6 +69,7 @@ BILLING_EVENTS_STREAM = StreamSpec(
     name="BILLING_EVENTS",
     subjects=["billing.charge.>"],
     description="Charge outcomes published by billing.",
+    atomic_publish=True,  # billing stores a batch's outcomes at once
 )
 STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]
 

@@ -32,7 +32,9 @@ from .jetstream import BatchPublisher, PublishFailed
 QUEUE = "billing"
 engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
 sessions = make_sessionmaker(engine)
-publisher = BatchPublisher()  # connected at startup (api.py); shared with the charge consumer
+# Outcomes go out as atomic batches (BILLING_EVENTS allows them). Connected at startup (api.py); shared with the
+# charge consumer.
+publisher = BatchPublisher(atomic=True)
 router = NatsRouter()
 
 
