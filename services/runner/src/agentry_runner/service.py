@@ -59,7 +59,7 @@ asyncapi.publishes(
 asyncapi.publishes(
     subjects.RUN_PROGRESS, RunProgress, by="runner",
     description="Progress of one run for streaming callers (`thinking`, `tool_call`, `tool_result`); every run "
-    "ends with one terminal `done` or `error`, sent after its outcome event is stored.",
+    "ends with one terminal `done` or `error`, sent with its outcome event once the run is recorded.",
 )  # fmt: skip
 
 
@@ -189,17 +189,23 @@ class RunnerService:
         )
 
     async def announce(self, run: Run) -> None:
-        """The outcome event first (acked by JetStream), then the terminal progress the gateway waits for."""
+        """The terminal progress the gateway waits for and the outcome event, in one socket write; returns
+        once JetStream stored the event (and only then is the run's request acknowledged).
+
+        The progress does not wait for that ack: the run is already committed, so the caller may have its
+        answer; should the event not be stored, the run request stays unacknowledged and its redelivery finds
+        the finished run and announces it again, so billing still gets its `run.completed`.
+        """
         event = schemas.outcome_event(run)
         event.trace = tracing.carrier()
         subject = subjects.RUN_COMPLETED if run.status == "succeeded" else subjects.RUN_FAILED
-        await publish_event(self.js, subject, event)
         progress = schemas.terminal_progress(run)
         payload = progress.model_dump_json().encode()
         if len(payload) > self.nc.max_payload:  # tool results are clipped, so only a freak run gets here
             progress.data["tool_calls"] = []
             payload = progress.model_dump_json().encode()
         await self.nc.publish(subjects.run_progress(run.id), payload)
+        await publish_event(self.js, subject, event)
 
     async def execute(self, event: RunRequested, delivery: int) -> dict[str, Any]:
         """Run the agent within the deadline; the row values of its outcome, whatever it is."""
