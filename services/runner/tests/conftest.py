@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
+import aiohttp
 import nats
 import orjson
 import pytest
@@ -41,6 +41,7 @@ from agentry_common.broker import publish_event
 from agentry_common.events import EndpointSnapshot, McpServerRef, RunProgress, RunRequested
 from agentry_common.requests import GetRun, RunRecord
 from agentry_common.stack import Nats, Service, Stack, free_port
+from agentry_runner.providers.http import platform_session
 
 PLATFORM_KEYS = {"openai": "sk-platform-openai", "anthropic": "sk-ant-platform", "gemini": "gm-platform"}
 
@@ -384,8 +385,9 @@ async def probe(runner: Service, rnc: Client, mcp_server: McpFixture) -> Probe:
 
 
 @pytest.fixture
-async def llm_http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+async def llm_http() -> AsyncIterator[aiohttp.ClientSession]:
+    """The runner's own client for platform providers (the fake LLM is on loopback)."""
+    async with platform_session() as client:
         yield client
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 
@@ -37,7 +36,7 @@ async def run_agent(ep: EndpointSnapshot, value: Any, mcp_url: str | None = None
         events.append((kind, data))
 
     provider = PROVIDERS[ep.llm_provider]
-    conn = conn or Connection(httpx.AsyncClient(), "", None)
+    conn = conn or Connection(None, "", None)  # the mock model makes no HTTP call
     deadline = asyncio.get_running_loop().time() + 10
     try:
         result = await Agent(provider, conn, box, deadline, state, emit).run(ep, value)
@@ -73,10 +72,10 @@ async def test_the_tool_budget_stops_tool_calls_and_forces_an_answer(mcp_server)
     assert result.startswith("mock answer: ")
 
 
-async def test_parallel_calls_beyond_the_budget_are_refused_to_the_model(fake_llm, mcp_server):
+async def test_parallel_calls_beyond_the_budget_are_refused_to_the_model(fake_llm, llm_http, mcp_server):
     calls = [("weather__forecast", {"city": c}) for c in ("A", "B", "C")]
     model = fake_llm.model(fake_llm.openai(calls=calls), fake_llm.openai("done"))
-    conn = Connection(httpx.AsyncClient(), f"{fake_llm.url}/openai/v1", "sk-test")
+    conn = Connection(llm_http, f"{fake_llm.url}/openai/v1", "sk-test")
     ep = endpoint(llm_provider="openai", llm_model=model, max_tool_calls=2)
     result, state, _ = await run_agent(ep, "go", mcp_server.url, conn)
     assert result == "done"
@@ -105,9 +104,9 @@ async def test_json_that_is_invalid_twice_fails_with_invalid_output():
     assert failed.value.code == "invalid_output" and "name" in failed.value.message
 
 
-async def test_a_huge_tool_result_is_clipped_for_the_model_and_more_for_the_record(fake_llm, mcp_server):
+async def test_a_huge_tool_result_is_clipped_for_the_model_and_more_for_the_record(fake_llm, llm_http, mcp_server):
     model = fake_llm.model(fake_llm.openai(calls=[("weather__dump", {"size": 300_000})]), fake_llm.openai("ok"))
-    conn = Connection(httpx.AsyncClient(), f"{fake_llm.url}/openai/v1", "sk-test")
+    conn = Connection(llm_http, f"{fake_llm.url}/openai/v1", "sk-test")
     _, state, events = await run_agent(endpoint(llm_provider="openai", llm_model=model), "go", mcp_server.url, conn)
     sent = fake_llm.requests(model)[1].body["messages"][-1]["content"]  # '{"result":"xxx…' clipped
     assert MODEL_RESULT_CHARS <= len(sent) < MODEL_RESULT_CHARS + 100 and "[truncated: 3000" in sent

@@ -3,6 +3,8 @@ allowed, link-local and cloud metadata never, checked on the resolved address, f
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import httpx2
 import pytest
@@ -11,7 +13,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
+from agentry_common.errors import UpstreamFailed
 from agentry_common.netguard import UrlNotAllowed, address_allowed, check_url, guard_transport
+from agentry_runner.providers import PROVIDERS, ChatRequest, Connection, Message
+from agentry_runner.providers.http import guarded_session
 
 
 @pytest.mark.parametrize(
@@ -93,3 +98,50 @@ async def test_a_redirect_to_a_refused_address_is_not_followed(serve_app):
                 await client.get(f"{url}/go")
     finally:
         await stop()
+
+
+# The runner's LLM client for user-supplied base URLs (aiohttp): the same guard, names and literals alike.
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+async def test_the_guarded_llm_session_refuses_loopback_unless_allowed(fake_llm, host):
+    port = fake_llm.url.rsplit(":", 1)[1]
+    async with guarded_session(allow_private=False) as session:
+        with pytest.raises(UrlNotAllowed):
+            await session.get(f"http://{host}:{port}/anything")
+    async with guarded_session(allow_private=True) as session:
+        if host == "[::1]":
+            return  # the fake LLM listens on IPv4 only: allowed, but nobody answers there
+        async with session.get(f"http://{host}:{port}/anything") as resp:
+            assert resp.status == 404
+
+
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/latest/meta-data", "http://[fe80::1]/", "http://[::ffff:169.254.169.254]/"]
+)
+async def test_the_guarded_llm_session_never_reaches_link_local_addresses(url):
+    async with guarded_session(allow_private=True) as session:
+        with pytest.raises(UrlNotAllowed):
+            await session.get(url)
+
+
+async def test_the_guarded_llm_session_checks_every_redirect(serve_app):
+    async def go(_: Request) -> RedirectResponse:
+        return RedirectResponse("http://169.254.169.254/latest/meta-data", status_code=307)
+
+    url, stop = await serve_app(Starlette(routes=[Route("/go", go)]))
+    try:
+        async with guarded_session(allow_private=True) as session:
+            with pytest.raises(UrlNotAllowed):
+                await session.get(f"{url}/go")  # aiohttp follows redirects by default; the runner does not
+    finally:
+        await stop()
+
+
+async def test_a_custom_base_url_on_a_refused_address_fails_the_call_with_url_not_allowed():
+    async with guarded_session(allow_private=False) as session:
+        conn = Connection(session, "http://127.0.0.1:9/v1", None, timeout_s=2, max_retries=0)
+        request = ChatRequest("m", "system", [Message("user", "hi")], [], 10, 0.0)
+        with pytest.raises(UpstreamFailed) as failed:
+            await PROVIDERS["custom"].complete(request, conn, asyncio.get_running_loop().time() + 5)
+    assert failed.value.code == "url_not_allowed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import orjson
 
 from agentry_common import rpc, subjects
@@ -204,8 +205,9 @@ async def test_two_runners_racing_on_one_run_announce_the_first_recorded_outcome
     assert outcome["type"] == "run.completed"
 
 
-async def test_finished_runs_show_in_the_runner_metrics(probe, runner, llm_http):
+async def test_finished_runs_show_in_the_runner_metrics(probe, runner):
     await probe.run(probe.endpoint(), "count me")
-    text = (await llm_http.get(f"{runner.url}/metrics")).text
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{runner.url}/metrics")).text
     assert 'agentry_runner_runs_total{model="mock-1",provider="mock",status="succeeded"}' in text
     assert "agentry_runner_runs_in_flight" in text

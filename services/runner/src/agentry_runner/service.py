@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import httpx
 import httpx2
 import orjson
 import psycopg
@@ -38,6 +37,7 @@ from .database import Database
 from .models import TERMINAL, Run
 from .pricing import cost_cents
 from .providers import PROVIDERS, Connection
+from .providers.http import guarded_session, platform_session
 from .repository import RunsRepository
 from .settings import Settings
 from .tools import Toolbox
@@ -67,20 +67,16 @@ class HttpClients:
     """One pool per destination kind, for the life of the process: connection reuse is most of the speed."""
 
     def __init__(self, settings: Settings):
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self.llm = httpx.AsyncClient(limits=limits, timeout=settings.llm_timeout_s)
-        guarded = guard_transport(
-            httpx.AsyncHTTPTransport(trust_env=False, limits=limits), allow_private=settings.allow_private_urls
-        )
-        self.custom_llm = httpx.AsyncClient(transport=guarded, timeout=settings.llm_timeout_s)
+        self.llm = platform_session()
+        self.custom_llm = guarded_session(allow_private=settings.allow_private_urls)
         self.mcp = guard_transport(
             httpx2.AsyncHTTPTransport(trust_env=False, limits=httpx2.Limits(max_connections=256)),
             allow_private=settings.allow_private_urls,
         )
 
     async def aclose(self) -> None:
-        await self.llm.aclose()
-        await self.custom_llm.aclose()
+        await self.llm.close()
+        await self.custom_llm.close()
         await self.mcp.aclose()
 
 

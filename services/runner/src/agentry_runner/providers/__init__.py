@@ -1,4 +1,4 @@
-"""LLM provider adapters over plain httpx (no vendor SDKs), by the endpoint's `llm_provider` name."""
+"""LLM provider adapters over plain HTTP (aiohttp, no vendor SDKs), by the endpoint's `llm_provider` name."""
 
 from __future__ import annotations
 

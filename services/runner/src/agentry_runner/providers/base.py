@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import httpx
+import aiohttp
 import orjson
 
 from agentry_common.errors import UpstreamFailed
 from agentry_common.netguard import UrlNotAllowed
 
 log = logging.getLogger(__name__)
-
-# httpcore 1.0 imports `sniffio` inside `current_async_library()`, i.e. for every lock and event of every
-# request, and anyio >= 4.11 no longer installs sniffio. Python does not cache a failed import, so each call
-# scanned sys.path (~0.3 ms, several times per LLM call; encode/httpcore#1103). Record the absence once: the
-# import still fails, as before, only without the scan.
-try:
-    import sniffio  # noqa: F401
-except ImportError:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -87,7 +77,7 @@ class Completion:
 class Connection:
     """Where and how one run reaches its provider."""
 
-    client: httpx.AsyncClient
+    client: aiohttp.ClientSession
     base_url: str
     api_key: str | None
     timeout_s: float = 120.0
@@ -107,11 +97,11 @@ def provider_error(message: str) -> UpstreamFailed:
     return UpstreamFailed(message, code="llm_provider_error")
 
 
-def _provider_message(resp: httpx.Response, api_key: str | None) -> str:
+def _provider_message(body: bytes, api_key: str | None) -> str:
     """The provider's own error text (useful: "model not found"), without any echo of the key, short."""
     try:
-        body = resp.json()
-        err = body.get("error") if isinstance(body, dict) else None
+        data = orjson.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
         text = str(err.get("message", "")) if isinstance(err, dict) else str(err or "")
     except ValueError:
         text = ""
@@ -120,11 +110,9 @@ def _provider_message(resp: httpx.Response, api_key: str | None) -> str:
     return text[:300]
 
 
-def _retry_after(resp: httpx.Response | None) -> float:
-    if resp is None:
-        return 0.0
+def _retry_after(value: str | None) -> float:
     try:
-        return max(0.0, float(resp.headers.get("retry-after", "0")))
+        return max(0.0, float(value or "0"))
     except ValueError:
         return 0.0
 
@@ -136,37 +124,41 @@ async def post_json(
     loop = asyncio.get_running_loop()
     content = orjson.dumps(body)
     headers = {"content-type": "application/json", **headers}
+    timeout = aiohttp.ClientTimeout(total=conn.timeout_s)
     attempt = 0
     while True:
-        resp: httpx.Response | None = None
+        retry_after = 0.0
         failure: str
         try:
-            resp = await conn.client.post(url, content=content, headers=headers, timeout=conn.timeout_s)
-        except httpx.TimeoutException:
+            async with conn.client.post(
+                url, data=content, headers=headers, timeout=timeout, allow_redirects=False
+            ) as resp:
+                status, answer = resp.status, await resp.read()
+                retry_after = _retry_after(resp.headers.get("retry-after"))
+        except TimeoutError:
             raise UpstreamFailed(
                 f"the LLM provider did not answer within {conn.timeout_s:g} s", code="llm_timeout"
             ) from None
         except UrlNotAllowed as err:
             raise UpstreamFailed(err.message, code="url_not_allowed") from None
-        except (httpx.TransportError, OSError) as err:
+        except (aiohttp.ClientError, OSError) as err:
             failure = f"could not reach the LLM provider ({type(err).__name__})"
         else:
-            status = resp.status_code
             if status < 300:
                 try:
-                    data = resp.json()
+                    data = orjson.loads(answer)
                 except ValueError:
                     raise provider_error("the LLM provider answered with invalid JSON") from None
                 if not isinstance(data, dict):
                     raise provider_error("the LLM provider answered with an unexpected body")
                 return data
-            detail = _provider_message(resp, conn.api_key)
-            if status in (401, 403) or (status == 400 and "API_KEY_INVALID" in resp.text):
+            detail = _provider_message(answer, conn.api_key)
+            if status in (401, 403) or (status == 400 and b"API_KEY_INVALID" in answer):
                 raise UpstreamFailed(f"the LLM provider rejected the API key (HTTP {status})", code="llm_auth_error")
             if status != 429 and status < 500:
                 raise provider_error(f"the LLM provider refused the request (HTTP {status}): {detail}".rstrip(": "))
             failure = f"the LLM provider failed (HTTP {status})"
-        delay = max(conn.backoff_s * 2**attempt, _retry_after(resp))
+        delay = max(conn.backoff_s * 2**attempt, retry_after)
         if attempt >= conn.max_retries or loop.time() + delay >= deadline:
             raise provider_error(f"{failure}; gave up after {attempt + 1} attempts")
         attempt += 1
