@@ -80,6 +80,38 @@ async def test_a_runner_shutting_down_hands_its_unfinished_run_back_at_once(serv
                     await asyncio.to_thread(proc.stop)
 
 
+async def test_a_runner_takes_no_more_runs_than_its_free_slots_and_another_runner_gets_the_rest(servers, fake_llm, kit):
+    """A run fetched without a free slot would wait unheartbeated while another runner sits idle."""
+    slow = fake_llm.openai("done")
+    slow.delay = 1.5
+    model = fake_llm.model(slow)
+    with kit.private_nats() as nats_server:
+        env = kit.runner_env(nats_server.url, fake_llm, LLM_TIMEOUT_S="300", RUNNER_CONCURRENCY="2")
+        first = await asyncio.to_thread(kit.start_process, servers, "runner", **env)
+        nc = await nats.connect(nats_server.url)
+        second = None
+        try:
+            probe = kit.Probe(nc)
+            endpoint = probe.endpoint(llm_provider="openai", llm_model=model, timeout_ms=120000)
+            started = [await probe.start(endpoint, f"run {i}") for i in range(5)]
+            await wait_until(lambda: len(fake_llm.requests(model)) == 2)
+            await asyncio.sleep(0.5)
+            js = nc.jetstream()
+            info = await js.consumer_info("RUNS", "runner")
+            assert info.num_ack_pending == 2 and info.num_pending == 3  # the rest wait in the stream…
+            assert len(fake_llm.requests(model)) == 2
+            second = await asyncio.to_thread(kit.start_process, servers, "runner", **env)
+            await wait_until(lambda: len(fake_llm.requests(model)) >= 4, timeout=5)  # …for whoever is free
+            results = [await probe.follow(event.run_id, sub, timeout=30) for event, sub in started]
+            assert all(r.terminal.event == "done" for r in results)
+            assert len(fake_llm.requests(model)) == 5  # each run executed once
+        finally:
+            await nc.drain()
+            for proc in (first, second):
+                if proc is not None:
+                    await asyncio.to_thread(proc.stop)
+
+
 @pytest.mark.slow
 async def test_many_runs_survive_a_runner_killed_repeatedly_and_each_ends_exactly_once(servers, fake_llm, kit):
     slow = fake_llm.openai("done")

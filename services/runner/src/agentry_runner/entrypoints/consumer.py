@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Awaitable
 
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
@@ -56,21 +57,36 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
 
 
 class RunConsumer:
+    """Pull requests sized to the free slots, each run handed over the moment it arrives.
+
+    A pull request asks for as many runs as the process has free slots (reserving them) and stays open until
+    it has delivered that many or expires; every run it delivers starts executing at once, heartbeated, so no
+    fetched run waits in a buffer. Under load one request serves many runs; idle, one request waits for the
+    next run. (nats-py's `fetch(n)` returns only when the whole batch arrived, hence a loop of our own.)
+    """
+
     def __init__(self, service: RunnerService, nc: Client, settings: Settings):
         self.service = service
         self.nc = nc
         self.js = nc.jetstream()
         self.settings = settings
-        self.slots = asyncio.Semaphore(settings.runner_concurrency)
+        self.free = settings.runner_concurrency  # slots neither running a run nor reserved by a pull request
         self.running: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._request_over = asyncio.Event()
+        self._request = ""  # reply subject of the open pull request
+        self._awaiting = 0  # runs it may still deliver
+        self._inbox = ""
+        self._requests = itertools.count()
         self._loop: asyncio.Task[None] | None = None
         self._lag: asyncio.Task[None] | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._sub: Subscription | None = None
 
     async def start(self) -> None:
         await self.js.add_consumer(subjects.RUNS_STREAM.name, consumer_config(self.settings))
-        self._sub = await self.js.pull_subscribe_bind(subjects.RUNNER_CONSUMER, stream=subjects.RUNS_STREAM.name)
-        self._loop = asyncio.create_task(self._pull(self._sub), name="run-consumer")
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_delivery)
+        self._loop = asyncio.create_task(self._pull(), name="run-consumer")
         self._lag = asyncio.create_task(self._sample_lag(), name="run-consumer-lag")
 
     async def _sample_lag(self) -> None:
@@ -85,26 +101,52 @@ class RunConsumer:
                 metrics.CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0)
             await asyncio.sleep(LAG_SAMPLE_S)
 
-    async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _pull(self) -> None:
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{subjects.RUNS_STREAM.name}.{subjects.RUNNER_CONSUMER}"
         while True:
-            await self.slots.acquire()
+            while self.free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            batch, self.free = self.free, 0
+            self._awaiting, self._request = batch, f"{self._inbox}.{next(self._requests)}"
+            self._request_over.clear()
+            request = orjson.dumps({"batch": batch, "expires": int(FETCH_WAIT_S * 1e9)})
             try:
-                # One at a time: a batch fetch waits for the whole batch (or its expiry) before returning.
-                msgs = await sub.fetch(1, timeout=FETCH_WAIT_S)
-            except (TimeoutError, NatsTimeout):
-                self.slots.release()
-                continue
+                await self.nc.publish(next_subject, request, reply=self._request)
+                # No answer at all (NATS restarting?): give up on this request and ask again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._request_over.wait(), timeout=FETCH_WAIT_S + 2)
             except ConnectionClosedError:
-                self.slots.release()
                 return
             except Exception:
-                self.slots.release()
-                log.warning("fetching run requests failed; retrying", exc_info=True)
+                log.warning("requesting runs failed; retrying", exc_info=True)
                 await asyncio.sleep(1)
-                continue
-            task = asyncio.create_task(self._handle(msgs[0]))
-            self.running.add(task)
-            task.add_done_callback(self.running.discard)
+            finally:
+                unfilled, self._awaiting, self._request = self._awaiting, 0, ""
+                self._release(unfilled)
+
+    async def _on_delivery(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is not None:  # 408 expired, 409 consumer changed or limits: that request is over
+            if msg.subject == self._request:  # (statuses come on the request's own reply subject)
+                self._request_over.set()
+            return
+        # A run arrives under its own subject, so it cannot tell which request it answers; one beyond what the
+        # open request reserved was asked for by a request given up on. Its ack timer runs: run it now.
+        if self._awaiting > 0:
+            self._awaiting -= 1
+            if not self._awaiting:
+                self._request_over.set()
+        else:
+            self.free -= 1
+        task = asyncio.create_task(self._handle(msg))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    def _release(self, slots: int) -> None:
+        if slots:
+            self.free += slots
+            self._slot_freed.set()
 
     async def _handle(self, msg: Msg) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(msg))
@@ -131,7 +173,7 @@ class RunConsumer:
             await self._settle(msg.ack())
         finally:
             heartbeat.cancel()
-            self.slots.release()
+            self._release(1)
 
     @staticmethod
     async def _settle(reply: Awaitable[None]) -> None:
@@ -160,8 +202,8 @@ class RunConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
         if self._sub is not None:
-            # The cancelled fetch left a pull request on the server; without our interest in its inbox the
-            # server drops it, instead of delivering a handed-back run straight to this departing process.
+            # The open pull request stays on the server; without our interest in its inbox the server drops
+            # it, instead of delivering a handed-back run straight to this departing process.
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
                 await self.nc.flush(timeout=2)
