@@ -69,6 +69,24 @@ async def test_a_provider_tool_round_trip_sums_usage_and_prices_it(probe, fake_l
     assert orjson.loads(second[-1]["content"])["city"] == "Lima" and second[-1]["role"] == "tool"
 
 
+async def test_a_nul_character_from_the_model_or_a_tool_is_recorded_as_a_replacement_character(
+    probe, fake_llm, mcp_server
+):
+    """PostgreSQL stores no NUL in text or JSONB; the run must still be recorded once, not retried forever."""
+    model = fake_llm.model(
+        fake_llm.openai(calls=[("weather__forecast", {"city": "Li\x00ma"})]),
+        fake_llm.openai("Sunny\x00 in Lima."),
+    )
+    endpoint = probe.endpoint(llm_provider="openai", llm_model=model, servers=[probe.weather()])
+    finished = await probe.run(endpoint, "Weather in Lima?")
+    assert finished.terminal.event == "done" and finished.terminal.data["output"] == "Sunny\ufffd in Lima."
+    record = await probe.record(finished.run_id)
+    assert record.status == "succeeded" and record.output == "Sunny\ufffd in Lima."
+    assert record.tool_calls[0].arguments == {"city": "Li\ufffdma"}
+    assert len(fake_llm.requests(model)) == 2  # executed once
+    assert len(await probe.outcomes(finished.run_id)) == 1
+
+
 async def test_json_output_valid_corrected_and_invalid_twice(probe):
     endpoint = probe.endpoint(output_format="json", output_schema=SCHEMA)
     valid = await probe.run(endpoint, "Ada")

@@ -84,6 +84,18 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def storable(value: Any) -> Any:
+    """`value` with every NUL character replaced by U+FFFD: PostgreSQL stores none in text or JSONB, and a
+    model or a tool server may send one. (The run's input cannot hold one: the gateway refuses it.)"""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    return value
+
+
 class RunnerService:
     def __init__(self, settings: Settings, nc: Nats, db: Database, clients: HttpClients):
         self.settings = settings
@@ -359,15 +371,15 @@ class RunnerService:
         return {
             **self._base(event, delivery, started),
             "status": status,
-            "output": output,
-            "tool_calls": [c.model_dump(mode="json") for c in state.tool_calls],
+            "output": storable(output),
+            "tool_calls": storable([c.model_dump(mode="json") for c in state.tool_calls]),
             "tokens_input": state.tokens_input,
             "tokens_output": state.tokens_output,
             "cost_cents": cost,
             "latency_ms": max(0, int((finished - event.requested_at).total_seconds() * 1000)),
             "iterations": state.iterations,
             "error_code": error[0] if error else None,
-            "error_message": error[1] if error else None,
+            "error_message": storable(error[1]) if error else None,
             "finished_at": finished,
         }
 
