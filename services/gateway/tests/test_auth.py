@@ -84,3 +84,20 @@ async def test_public_endpoint_needs_no_key_and_api_key_endpoint_refuses_a_missi
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         bearer = {"Authorization": f"Bearer {private['api_key']}"}
         assert (await client.post(private["run_url"], json={"input": "hi"}, headers=bearer)).status_code == 200
+
+
+async def test_a_gateway_forgets_revocations_once_no_verification_can_still_be_under_way(nc: Client) -> None:
+    """Every revoked endpoint left an entry for the life of the process; now only recent ones stay."""
+    from agentry_gateway.auth import KeyVerifier
+    from agentry_gateway.settings import Settings
+
+    verifier = KeyVerifier(nc, Settings(rpc_timeout_s=0.1))  # a verification ends within 0.1 s
+    await verifier.start()
+    for endpoint_id in ("aep_old_1", "aep_old_2"):
+        await nc.publish(subjects.KEYS_REVOKED, f'{{"endpoint_id": "{endpoint_id}"}}'.encode())
+    await nc.flush()
+    await asyncio.sleep(1.3)
+    await nc.publish(subjects.KEYS_REVOKED, b'{"endpoint_id": "aep_new"}')
+    await nc.flush()
+    await asyncio.sleep(0.1)
+    assert set(verifier._revoked_at) == {"aep_new"}

@@ -86,7 +86,12 @@ class KeyVerifier:
 
     async def _on_revoked(self, msg: Msg) -> None:
         endpoint_id = orjson.loads(msg.data).get("endpoint_id")
-        self._revoked_at[endpoint_id] = time.monotonic()
+        now = time.monotonic()
+        # A revocation matters only to verifications already under way when it came (they may not cache
+        # their verdict); those end within the RPC timeout, so older revocations are forgotten.
+        horizon = now - self.settings.rpc_timeout_s - 1.0
+        self._revoked_at = {e: t for e, t in self._revoked_at.items() if t > horizon}
+        self._revoked_at[endpoint_id] = now
         for digest, (verdict, _) in list(self._cache.items()):
             if verdict.endpoint_id == endpoint_id:
                 self._cache.pop(digest, None)
