@@ -45,10 +45,25 @@ def validation_message(errors: list[Any]) -> str:
     return "; ".join(_one(e) for e in errors)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(AgentryError)
-    async def _agentry(_: Request, err: AgentryError) -> Response:
+def error_response(err: Exception) -> Response:
+    """The response for an error a handler raised: ours (AgentryError), the database's, or a bug (500)."""
+    if isinstance(err, AgentryError):
         return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
+    if isinstance(err, db.UNAVAILABLE):
+        # Rendered here, not as an unhandled error: that 500 also makes uvicorn drop the keep-alive connection,
+        # failing whatever request the client sends on it next.
+        log.warning("database unavailable: %s", type(err).__name__)
+        body = {"error": {"code": "database_unavailable", "message": "the database is unavailable; try again"}}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    log.error("unhandled error", exc_info=err)
+    return JSONResponse({"error": {"code": "internal_error", "message": "internal error"}}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def _rendered(_: Request, err: Exception) -> Response:
+        return error_response(err)
+
+    app.add_exception_handler(AgentryError, _rendered)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> Response:
@@ -62,21 +77,9 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"code": code, "message": str(err.detail)}}
         return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
-    async def _database_unavailable(_: Request, err: Exception) -> Response:
-        # Rendered here, not as an unhandled error: that 500 also makes uvicorn drop the keep-alive connection,
-        # failing whatever request the client sends on it next.
-        log.warning("database unavailable: %s", type(err).__name__)
-        body = {"error": {"code": "database_unavailable", "message": "the database is unavailable; try again"}}
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
-
     for unavailable in db.UNAVAILABLE:
-        app.add_exception_handler(unavailable, _database_unavailable)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, err: Exception) -> Response:
-        log.exception("unhandled error")
-        body = {"error": {"code": "internal_error", "message": "internal error"}}
-        return JSONResponse(body, status_code=500)
+        app.add_exception_handler(unavailable, _rendered)
+    app.add_exception_handler(Exception, _rendered)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

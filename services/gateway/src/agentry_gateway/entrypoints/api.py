@@ -20,6 +20,7 @@ from ..service import Catalog
 from ..settings import settings
 from . import management, runs, wallet
 from .deps import Gateway, storable_params
+from .fastpath import RunFastPath
 
 broker = make_broker(settings, "gateway")
 engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
@@ -100,3 +101,6 @@ app = create_service_app(
 for router in (management.router, runs.router, wallet.router):
     app.include_router(router, dependencies=[Depends(storable_params)])
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+# Outermost of ours: a well-formed run request skips routing, dependencies and the two middlewares above
+# (it enforces the same body limit and records the same metrics itself).
+app.add_middleware(RunFastPath, fastapi=app, max_bytes=settings.max_body_bytes)
