@@ -5,6 +5,7 @@ Writes announce `catalog.changed` so every gateway replica drops its copy at onc
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ class EndpointCache:
         self.nc = nc
         self.ttl_s = ttl_s
         self._by_slug: dict[str, tuple[RunnableEndpoint, float]] = {}
+        self._loading: dict[str, asyncio.Task[RunnableEndpoint]] = {}
+        self._generation = 0  # bumped by every forget: a lookup that straddles one caches nothing
 
     async def start(self) -> None:
         await self.nc.subscribe(subjects.CATALOG_CHANGED, cb=self._on_changed)
@@ -56,6 +59,7 @@ class EndpointCache:
         self.forget(**orjson.loads(msg.data))
 
     def forget(self, endpoint_id: str | None = None, workspace_id: str | None = None) -> None:
+        self._generation += 1
         for slug, (entry, _) in list(self._by_slug.items()):
             snap = entry.snapshot
             if snap.id == endpoint_id or snap.workspace_id == workspace_id:
@@ -68,12 +72,25 @@ class EndpointCache:
         await self.nc.publish(subjects.CATALOG_CHANGED, orjson.dumps(payload))
 
     async def by_slug(self, slug: str) -> RunnableEndpoint:
-        now = time.monotonic()
         hit = self._by_slug.get(slug)
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > time.monotonic():
             ENDPOINT_LOOKUPS.labels("hit").inc()
             return hit[0]
         ENDPOINT_LOOKUPS.labels("miss").inc()
+        # One lookup per slug at a time: when an entry expires under load, the requests that find it gone
+        # share one query instead of each sending its own.
+        loading = self._loading.get(slug)
+        if loading is None:
+            loading = self._loading[slug] = asyncio.create_task(self._load(slug, self._generation))
+            loading.add_done_callback(lambda task: self._loaded(slug, task))
+        return await asyncio.shield(loading)
+
+    def _loaded(self, slug: str, task: asyncio.Task[RunnableEndpoint]) -> None:
+        self._loading.pop(slug, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, so a lookup every caller left is not reported as lost
+
+    async def _load(self, slug: str, generation: int) -> RunnableEndpoint:
         async with self.sessions() as session:
             repo = CatalogRepository(session)
             ep = await repo.endpoint_by_slug(slug)
@@ -84,8 +101,8 @@ class EndpointCache:
         if ep.input_schema is not None:
             validator = jsonschema.validators.validator_for(ep.input_schema)(ep.input_schema)
         entry = RunnableEndpoint(endpoint_snapshot(ep, servers), ep.status, ep.auth_mode, validator)
-        if self.ttl_s > 0:
+        if self.ttl_s > 0 and generation == self._generation:
             if len(self._by_slug) > 50_000:
                 self._by_slug.clear()
-            self._by_slug[slug] = (entry, now + self.ttl_s)
+            self._by_slug[slug] = (entry, time.monotonic() + self.ttl_s)
         return entry
