@@ -1,10 +1,12 @@
-"""The runner's connection pool, against the session's real PostgreSQL: a pooled connection the server dropped
-is replaced without the caller noticing, a failed statement leaves its connection usable, and the pool keeps
-at most `size` idle connections."""
+"""The runner's connection pool, against the session's real PostgreSQL: connections the server dropped are
+replaced without the caller noticing, a failed statement leaves its connection usable, and connections opened
+for a peak are kept for the next one instead of being opened and closed per statement."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -13,42 +15,53 @@ from agentry_common.stack import Stack
 from agentry_runner.database import Database, conninfo
 
 
-async def _backend_pids(db: Database) -> set[int]:
-    return {conn.info.backend_pid for conn, _ in db._idle}
-
-
-async def test_a_connection_the_server_dropped_is_replaced_and_the_statement_retried(servers: Stack) -> None:
-    db = Database(servers.database_url, size=2)
+@pytest.fixture
+async def named(servers: Stack) -> AsyncIterator[tuple[Database, str]]:
+    """A pool of 2 whose connections carry an application name of their own, to find their backends."""
+    name = f"dbtest-{uuid.uuid4().hex[:8]}"
+    separator = "&" if "?" in servers.database_url else "?"
+    db = Database(f"{servers.database_url}{separator}application_name={name}", size=2)
     try:
-        assert await db.fetch("SELECT 1 AS one", {}) == [{"one": 1}]
-        (pid,) = await _backend_pids(db)
-        async with await psycopg.AsyncConnection.connect(conninfo(servers.database_url), autocommit=True) as admin:
-            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        rows = await db.fetch("SELECT pg_backend_pid() AS pid", {})
-        assert rows[0]["pid"] != pid
-        assert await _backend_pids(db) == {rows[0]["pid"]}
+        yield db, name
     finally:
         await db.close()
 
 
-async def test_a_failed_statement_raises_and_its_connection_stays_usable(servers: Stack) -> None:
-    db = Database(servers.database_url, size=2)
-    try:
-        await db.fetch("SELECT 1", {})
-        before = await _backend_pids(db)
-        with pytest.raises(psycopg.errors.DivisionByZero):
-            await db.fetch("SELECT 1 / 0", {})
-        assert await _backend_pids(db) == before
-        assert await db.fetch("SELECT %(x)s::int AS x", {"x": 7}) == [{"x": 7}]
-    finally:
-        await db.close()
+async def backends(servers: Stack, name: str) -> set[int]:
+    async with await psycopg.AsyncConnection.connect(conninfo(servers.database_url), autocommit=True) as admin:
+        cursor = await admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,))
+        return {row[0] for row in await cursor.fetchall()}
 
 
-async def test_at_most_size_connections_stay_idle_after_a_peak(servers: Stack) -> None:
-    db = Database(servers.database_url, size=2)
-    try:
-        await asyncio.gather(*(db.fetch("SELECT pg_sleep(0.05)", {}) for _ in range(4)))
-        assert len(db._idle) == 2
-    finally:
-        await db.close()
-    assert db._idle == []
+async def test_connections_the_server_dropped_are_replaced_and_the_statement_retried(servers: Stack, named) -> None:
+    db, name = named
+    assert await db.fetch("SELECT 1 AS one", {}) == [{"one": 1}]
+    await db.pool.wait()  # both connections open
+    before = await backends(servers, name)
+    assert before
+    async with await psycopg.AsyncConnection.connect(conninfo(servers.database_url), autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        )  # fmt: skip  (as a PostgreSQL restart would: every pooled connection)
+    rows = await db.fetch("SELECT pg_backend_pid() AS pid", {})
+    assert rows[0]["pid"] not in before
+
+
+async def test_a_failed_statement_raises_and_its_connection_stays_usable(servers: Stack, named) -> None:
+    db, name = named
+    await db.fetch("SELECT 1", {})
+    await db.pool.wait()
+    before = await backends(servers, name)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        await db.fetch("SELECT 1 / 0", {})
+    assert await db.fetch("SELECT %(x)s::int AS x", {"x": 7}) == [{"x": 7}]
+    assert await backends(servers, name) == before
+
+
+async def test_connections_opened_for_a_peak_are_kept_for_the_next(named) -> None:
+    db, _ = named
+    pids: set[int] = set()
+    for _ in range(3):  # three peaks of 4 statements at once on a pool of 2 (growing to 4)
+        rows = await asyncio.gather(*(db.fetch("SELECT pg_backend_pid() AS pid, pg_sleep(0.05)", {}) for _ in range(4)))
+        pids |= {r[0]["pid"] for r in rows}
+    assert len(pids) <= 4  # the same backends served every peak: none opened per statement
