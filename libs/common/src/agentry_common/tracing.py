@@ -88,6 +88,8 @@ def carrier(of: Span | None = None) -> dict[str, str]:
     """The trace context of span `of` (default: the current one) as W3C headers, for an event's `trace` field;
     {} when there is none."""
     out: dict[str, str] = {}
+    if _provider is None and of is None and not trace.get_current_span().get_span_context().is_valid:
+        return out  # tracing off, and no trace passing through
     _propagator.inject(out, context=trace.set_span_in_context(of) if of is not None else None)
     return out
 
@@ -111,6 +113,9 @@ def span(
     A failure marks the span with the exception's type only: exception messages and tracebacks can hold
     SQL parameters or upstream text, and spans leave the process.
     """
+    if _provider is None and not parent:  # tracing off and no trace to carry on: skip the API's no-op work
+        yield trace.INVALID_SPAN
+        return
     ctx = context_from(parent) if parent is not None else None
     with tracer.start_as_current_span(
         name, context=ctx, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
