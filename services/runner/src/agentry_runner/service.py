@@ -313,6 +313,8 @@ class RunnerService:
                 return "the tool server's headers are not a JSON object"
             return {str(k): str(v) for k, v in value.items()}
 
+        if not endpoint.servers:  # the common case: no tasks to gather
+            return await llm_key(), {}
         key, found = await asyncio.gather(
             llm_key(), asyncio.gather(*(headers(s.headers_secret_id) for s in endpoint.servers))
         )
