@@ -58,6 +58,9 @@ def comparable(r: httpx.Response) -> tuple[int, Any, dict[str, str]]:
         (b'{"input": "x"', 422),
         (b"", 422),
         (b'{"input": NaN}', 422),
+        (b'{"input": {"n": [123456789012345678901]}}', 422),  # beyond 64 bits: not a float in disguise
+        (b'{"input": "caf\xc3\xa9 \xf0\x9f\x98\x80"}', 200),
+        (b'{"input": "\xff"}', 422),  # not UTF-8
     ],
 )
 async def test_the_fast_path_answers_as_the_app_does(http: httpx.AsyncClient, auth: dict[str, str], content, expected):

@@ -232,3 +232,11 @@ async def test_mcp_server_headers_are_never_returned(http: httpx.AsyncClient, au
     assert srv["slug"] == "tools" and srv["header_names"] == ["Authorization"]
     listed = await http.get(f"/api/workspaces/{workspace['id']}/servers", headers=auth)
     assert "sk-test-secret-mcp" not in r.text + listed.text
+
+
+async def test_a_body_that_is_not_utf8_is_a_bad_body_422(http, auth) -> None:  # type: ignore[no-untyped-def]
+    r = await http.post(
+        "/api/workspaces", content=b'{"name": "\xff"}', headers={**auth, "content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "validation_error" and "UTF-8" in r.json()["error"]["message"]

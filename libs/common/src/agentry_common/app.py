@@ -45,6 +45,10 @@ def validation_message(errors: list[Any]) -> str:
     return "; ".join(_one(e) for e in errors)
 
 
+# What FastAPI raises (HTTPException 400) for a body its JSON parser cannot even decode.
+FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 def error_response(err: Exception) -> Response:
     """The response for an error a handler raised: ours (AgentryError), the database's, or a bug (500)."""
     if isinstance(err, AgentryError):
@@ -72,6 +76,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> Response:
+        if err.status_code == 400 and err.detail == FASTAPI_UNPARSABLE_BODY:
+            # A body that is not even text (not UTF-8): a bad body like any other, 422 as the contract says.
+            body = {"error": {"code": "validation_error", "message": "body: not valid JSON text (UTF-8 expected)"}}
+            return JSONResponse(body, status_code=422)
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
         code = codes.get(err.status_code, "http_error")
         body = {"error": {"code": code, "message": str(err.detail)}}

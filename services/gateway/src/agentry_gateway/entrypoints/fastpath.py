@@ -12,10 +12,10 @@ OpenAPI document — stays the app's own.
 
 from __future__ import annotations
 
+import json
 import logging
 from types import SimpleNamespace
 
-import orjson
 from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -73,9 +73,11 @@ class RunFastPath:
         body: RunBody | None = None
         if not more and size <= self.max_bytes:
             try:
-                data = orjson.loads(raw)
+                # The standard library's parser, as FastAPI's: orjson would read an integer beyond 64 bits as a
+                # float, which the model accepts, where FastAPI's int is refused (422).
+                data = json.loads(raw)
                 body = RunBody.model_validate(data) if isinstance(data, dict) else None
-            except (orjson.JSONDecodeError, ValidationError):
+            except (ValueError, ValidationError):  # not JSON, not UTF-8, or not a valid run body
                 body = None
         if body is None:  # too large, or not a valid run body: the app answers (413, 422) as always
             return await self.app(scope, replay, send)
