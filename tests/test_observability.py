@@ -8,7 +8,6 @@ would otherwise take the runs from the shared work queue) and the session's Post
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import shutil
@@ -24,7 +23,6 @@ from typing import Any
 import httpx
 import promql_parser
 import pytest
-import uvicorn
 import yaml
 from mcp.server.mcpserver import MCPServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -34,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentry_common.stack import SERVICES, Nats, Service, Stack, dev_token, free_port
+from agentry_common.testing import serve_asgi
 
 OBSERVABILITY = Path(__file__).resolve().parents[1] / "deploy" / "observability"
 METRIC_NAME = re.compile(r"\bagentry_[a-z0-9_]+")
@@ -154,23 +153,6 @@ async def observed(servers: Stack, otlp: tuple[str, OtlpReceiver]) -> AsyncItera
         shutil.rmtree(data, ignore_errors=True)
 
 
-async def _serve(app: Any) -> tuple[str, Callable[[], Any]]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-
-    async def stop() -> None:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 5)
-
-    return f"http://127.0.0.1:{port}", stop
-
-
 @pytest.fixture(scope="module")
 async def tool_server() -> AsyncIterator[str]:
     """A real MCP server (streamable HTTP) with one tool, so a run's trace has a tool call in it."""
@@ -181,7 +163,7 @@ async def tool_server() -> AsyncIterator[str]:
         """Adds two integers."""
         return a + b
 
-    url, stop = await _serve(server.streamable_http_app())
+    url, stop = await serve_asgi(server.streamable_http_app())
     yield f"{url}/mcp"
     await stop()
 

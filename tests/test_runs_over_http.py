@@ -4,7 +4,6 @@ async run polled to completion, JSON output, owner test runs, and request limits
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -12,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from mcp.server.mcpserver import MCPServer
 
-from agentry_common.stack import Stack, free_port
+from agentry_common.stack import Stack
+from agentry_common.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -32,17 +31,11 @@ async def tool_server() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         calls.append({"a": a, "b": b})
         return a + b
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    url, stop = await serve_asgi(mcp.streamable_http_app())
     try:
-        yield f"http://127.0.0.1:{port}/mcp", calls
+        yield f"{url}/mcp", calls
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 5)
+        await stop()
 
 
 async def _endpoint(http: httpx.AsyncClient, auth: dict[str, str], ws: str, **fields: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import contextlib
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +27,6 @@ import aiohttp
 import nats
 import orjson
 import pytest
-import uvicorn
 from mcp.server.mcpserver import MCPServer
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -41,35 +40,10 @@ from agentry_common.broker import publish_event
 from agentry_common.events import EndpointSnapshot, McpServerRef, RunProgress, RunRequested
 from agentry_common.requests import GetRun, RunRecord
 from agentry_common.stack import Nats, Service, Stack, free_port
+from agentry_common.testing import serve_asgi
 from agentry_runner.providers.http import platform_session
 
 PLATFORM_KEYS = {"openai": "sk-platform-openai", "anthropic": "sk-ant-platform", "gemini": "gm-platform"}
-
-
-# --- servers in the test's event loop ---
-
-
-async def serve(app: Any) -> tuple[str, Callable[[], Any]]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-
-    async def stop() -> None:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 5)
-
-    return f"http://127.0.0.1:{port}", stop
-
-
-@pytest.fixture(scope="session")
-def serve_app() -> Callable[[Any], Any]:
-    """`await serve_app(asgi_app)` → (base URL, async stop): an HTTP server on loopback in the test's loop."""
-    return serve
 
 
 @dataclass
@@ -178,7 +152,7 @@ class FakeLLM:
 @pytest.fixture(scope="session")
 async def fake_llm() -> AsyncIterator[FakeLLM]:
     fake = FakeLLM()
-    fake.url, stop = await serve(fake.app)
+    fake.url, stop = await serve_asgi(fake.app)
     yield fake
     await stop()
 
@@ -224,7 +198,7 @@ async def mcp_server() -> AsyncIterator[McpFixture]:
             headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         await app(scope, receive, send)
 
-    url, stop = await serve(recording)
+    url, stop = await serve_asgi(recording)
     yield McpFixture(f"{url}/mcp", calls, headers)
     await stop()
 

@@ -6,15 +6,19 @@ secrets scan) can read what they printed. Tests isolate themselves by using fres
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
 import pytest
+import uvicorn
 from nats.aio.client import Client
 
 from .stack import SERVICES, Stack, dev_token, free_port
@@ -90,3 +94,31 @@ async def nc(servers: Stack) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.drain()
+
+
+Stop = Callable[[], Awaitable[None]]
+
+
+async def serve_asgi(app: Any) -> tuple[str, Stop]:
+    """Serve an ASGI app (a fake provider, an MCP server) on loopback in the running loop: its base URL and an
+    async `stop`."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # it could not start: say why
+        await asyncio.sleep(0.01)
+
+    async def stop() -> None:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> Callable[[Any], Awaitable[tuple[str, Stop]]]:
+    """`await serve_app(asgi_app)` → (base URL, async stop), for test modules (they cannot import helpers)."""
+    return serve_asgi
