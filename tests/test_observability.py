@@ -370,7 +370,7 @@ async def test_each_service_counts_a_run_with_its_labels(observed: Observed) -> 
     assert _delta(g, gateway, "agentry_http_request_seconds_count", **run_route) == 2
     unmatched = {"service": "gateway", "route": "unmatched", "method": "GET", "status": "404"}
     assert _delta(g, gateway, "agentry_http_requests_total", **unmatched) == 1
-    assert _delta(g, gateway, "agentry_rate_limit_refusals_total", endpoint_id=endpoint.id, scope="endpoint") == 1
+    assert _delta(g, gateway, "agentry_rate_limit_refusals_total", scope="endpoint") == 1
     # The first run asked the keys service; the refused one was answered from the gateway's cache.
     assert _delta(g, gateway, "agentry_gateway_key_verifications_total", source="keys_service", outcome="valid") == 1
     assert _delta(g, gateway, "agentry_gateway_key_verifications_total", source="cache", outcome="valid") == 1

@@ -45,7 +45,8 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 REFUSALS = Counter(
-    "agentry_rate_limit_refusals_total", "Run requests refused for a rate limit", ["endpoint_id", "scope"]
+    # By scope only: an endpoint id label would make one series per endpoint (unbounded); owners see their 429s.
+    "agentry_rate_limit_refusals_total", "Run requests refused for a rate limit", ["scope"]
 )
 LIMITER_ERRORS = Counter(
     "agentry_rate_limiter_errors_total", "Failed rate-limiter operations against NATS", ["operation"]
@@ -352,7 +353,7 @@ class Limits:
     async def _refuse(self, endpoint_id: str, scope: ScopeStream, subject: str) -> NoReturn:
         window = await self._window(scope, subject)
         retry_after = window.next_slot_in(time.time()) if window else math.ceil(self.window_s)
-        REFUSALS.labels(endpoint_id, scope.scope.value).inc()
+        REFUSALS.labels(scope.scope.value).inc()
         what = {
             Scope.ENDPOINT: "runs per endpoint",
             Scope.CLIENT_IP: "runs per client address on this endpoint",
