@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
+from agentry_common import subjects
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import NotFound
+from agentry_common.events import CatalogChanged
 from agentry_common.stack import Stack
 from agentry_gateway.catalog_cache import EndpointCache
 
@@ -70,3 +72,26 @@ async def test_a_lookup_that_straddles_a_change_is_not_cached(make_endpoint, ses
 
     await cache.by_slug(slug)
     assert sessions.opened == 2  # read again: the first result may predate the change
+
+
+async def test_a_catalog_changed_broadcast_drops_the_entry_and_a_malformed_one_is_ignored(
+    make_endpoint, sessions, nc: Client
+) -> None:
+    created = await make_endpoint()
+    slug, endpoint_id = created["endpoint"]["slug"], created["endpoint"]["id"]
+    cache = EndpointCache(sessions, nc, ttl_s=60)  # type: ignore[arg-type]
+    await cache.start()
+    await cache.by_slug(slug)
+
+    await nc.publish(subjects.CATALOG_CHANGED, b'{"endpoint_id": ["not", "an", "id"]}')
+    await nc.publish(subjects.CATALOG_CHANGED, CatalogChanged(endpoint_id="aep_other").model_dump_json().encode())
+    await nc.flush()
+    await asyncio.sleep(0.2)
+    await cache.by_slug(slug)
+    assert sessions.opened == 1  # still cached: neither message was about it
+
+    await nc.publish(subjects.CATALOG_CHANGED, CatalogChanged(endpoint_id=endpoint_id).model_dump_json().encode())
+    await nc.flush()
+    await asyncio.sleep(0.2)
+    await cache.by_slug(slug)
+    assert sessions.opened == 2

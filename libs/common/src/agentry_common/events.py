@@ -156,6 +156,15 @@ class KeysRevoked(Event):
     endpoint_id: str = Field(description="The endpoint whose previous API key no longer works.")
 
 
+class CatalogChanged(Event):
+    """Broadcast by a gateway after committing a change to an endpoint or a workspace (its MCP servers): every
+    gateway replica drops its cached configs of it at once."""
+
+    type: Literal["catalog.changed"] = "catalog.changed"
+    endpoint_id: str | None = Field(None, description="The endpoint that changed, if the change was to one.")
+    workspace_id: str | None = Field(None, description="The workspace whose endpoints all changed (an MCP server).")
+
+
 ProgressKind = Literal["thinking", "tool_call", "tool_result", "done", "error"]
 
 

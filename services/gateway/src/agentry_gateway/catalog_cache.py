@@ -6,23 +6,34 @@ Writes announce `catalog.changed` so every gateway replica drops its copy at onc
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agentry_common import subjects
+from agentry_common import asyncapi, subjects
 from agentry_common.errors import NotFound
-from agentry_common.events import EndpointSnapshot
+from agentry_common.events import CatalogChanged, EndpointSnapshot
 
 from .metrics import ENDPOINT_LOOKUPS
 from .repository import CatalogRepository
 from .service import endpoint_snapshot
+
+log = logging.getLogger(__name__)
+asyncapi.publishes(
+    subjects.CATALOG_CHANGED, CatalogChanged, by="gateway",
+    description="After a change to an endpoint or to a workspace's MCP servers is committed.",
+)  # fmt: skip
+asyncapi.consumes(
+    subjects.CATALOG_CHANGED, CatalogChanged, by="gateway",
+    description="Every gateway replica drops its cached configs of the endpoint (or the workspace) at once.",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,12 @@ class EndpointCache:
         await self.nc.subscribe(subjects.CATALOG_CHANGED, cb=self._on_changed)
 
     async def _on_changed(self, msg: Msg) -> None:
-        self.forget(**orjson.loads(msg.data))
+        try:
+            changed = CatalogChanged.model_validate_json(msg.data)
+        except ValidationError:
+            log.error("dropping a catalog.changed that is not a CatalogChanged")
+            return
+        self.forget(changed.endpoint_id, changed.workspace_id)
 
     def forget(self, endpoint_id: str | None = None, workspace_id: str | None = None) -> None:
         self._generation += 1
@@ -68,8 +84,8 @@ class EndpointCache:
     async def announce(self, *, endpoint_id: str | None = None, workspace_id: str | None = None) -> None:
         """Call after the change is committed."""
         self.forget(endpoint_id, workspace_id)
-        payload = {"endpoint_id": endpoint_id, "workspace_id": workspace_id}
-        await self.nc.publish(subjects.CATALOG_CHANGED, orjson.dumps(payload))
+        changed = CatalogChanged(endpoint_id=endpoint_id, workspace_id=workspace_id)
+        await self.nc.publish(subjects.CATALOG_CHANGED, changed.model_dump_json().encode())
 
     async def by_slug(self, slug: str) -> RunnableEndpoint:
         hit = self._by_slug.get(slug)

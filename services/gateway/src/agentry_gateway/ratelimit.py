@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 
 REFUSALS = Counter(
     # By scope only: an endpoint id label would make one series per endpoint (unbounded); owners see their 429s.
-    "agentry_rate_limit_refusals_total", "Run requests refused for a rate limit", ["scope"]
+    "agentry_rate_limit_refusals_total",
+    "Run requests refused for a rate limit",
+    ["scope"],
 )
 LIMITER_ERRORS = Counter(
     "agentry_rate_limiter_errors_total", "Failed rate-limiter operations against NATS", ["operation"]
