@@ -85,3 +85,47 @@ def test_kubernetes_nats_users_get_exactly_the_permissions_of_the_table() -> Non
     dev = Path("deploy/k8s/overlays/dev/nats.yaml").read_text()
     for service in SERVICE_PERMISSIONS:
         assert str(permissions(service)["publish"]).replace("'", '"') in dev, service
+
+
+async def test_the_subscriber_user_manages_its_own_consumers_and_cannot_touch_billings(stack: Stack) -> None:
+    """A platform subscriber (the webhook forwarder's user) reads events through its own durable consumers;
+    it cannot publish an event, nor update or delete billing's consumer through the same consumer API."""
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    from agentry_common.bus_permissions import WEBHOOK_FORWARDER
+
+    assert stack.nats is not None
+    user = stack.nats.user(WEBHOOK_FORWARDER)
+    assert user is not None, "the test stack runs NATS with users"
+    errors: list[Exception] = []
+
+    async def on_error(err: Exception) -> None:
+        errors.append(err)
+
+    client = await nats.connect(stack.nats.bare_url, user=user[0], password=user[1], error_cb=on_error)
+    js = client.jetstream(timeout=1.0)
+    stream = subjects.RUN_EVENTS_STREAM.name
+    try:
+        own = ConsumerConfig(durable_name=WEBHOOK_FORWARDER, filter_subject=subjects.RUN_COMPLETED,
+                             deliver_policy=DeliverPolicy.NEW)  # fmt: skip
+        await js.add_consumer(stream, own)
+        assert (await js.consumer_info(stream, WEBHOOK_FORWARDER)).name == WEBHOOK_FORWARDER
+        with pytest.raises(TimeoutError):  # no reply at all: the server drops the request
+            await js.delete_consumer(stream, subjects.BILLING_CONSUMER)
+        with pytest.raises(TimeoutError):
+            await js.add_consumer(stream, ConsumerConfig(durable_name=subjects.BILLING_CONSUMER,
+                                                         filter_subject=subjects.RUN_FAILED))  # fmt: skip
+        await client.publish(subjects.RUN_COMPLETED, b"{}")
+        await client.flush()
+        await asyncio.sleep(0.2)
+        assert any("permissions violation" in str(e).lower() for e in errors), errors
+        await js.delete_consumer(stream, WEBHOOK_FORWARDER)
+        with pytest.raises(NotFoundError):
+            await js.consumer_info(stream, WEBHOOK_FORWARDER)
+    finally:
+        await client.close()
+    admin = stack.nats.url
+    async with await nats.connect(admin) as nc:  # billing's consumer is untouched
+        info = await nc.jetstream().consumer_info(stream, subjects.BILLING_CONSUMER)
+        assert info.config.filter_subject == subjects.RUN_COMPLETED

@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from agentry_common import subjects
+from agentry_common.bus_permissions import WEBHOOK_FORWARDER
 from agentry_common.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +90,17 @@ def webhook() -> Iterator[Webhook]:
 
 class Forwarder:
     def __init__(self, servers: Stack, webhook: Webhook, durable: str):
+        # Its own NATS user, with only the consumer rights bus_permissions.subscriber_permissions grants (the
+        # admin's URL only when the suite runs on an external server without users).
+        user = servers.nats.user(WEBHOOK_FORWARDER) if servers.nats else None
+        own = (
+            {"NATS_URL": servers.nats.bare_url, "NATS_USER": user[0], "NATS_PASSWORD": user[1]}
+            if servers.nats and user
+            else {}
+        )
         self.env = {
-            **servers.env(),  # the admin URL: a platform team's user needs only consumer rights on the two streams
+            **servers.env(),
+            **own,
             "WEBHOOK_URL": webhook.url,
             "WEBHOOK_SECRET": SECRET,
             "WEBHOOK_ATTEMPTS": str(FAILURES_PER_EVENT),
@@ -117,7 +127,7 @@ class Forwarder:
 
 @pytest.fixture
 async def forwarder(servers: Stack, webhook: Webhook, nc: Client) -> AsyncIterator[Forwarder]:
-    durable = f"forwarder-test-{uuid.uuid4().hex[:8]}"
+    durable = WEBHOOK_FORWARDER  # the name its user's permissions grant; the consumers are deleted after each test
     process = Forwarder(servers, webhook, durable)
     process.start()
     await _wait_for_consumers(nc, durable)

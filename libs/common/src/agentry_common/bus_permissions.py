@@ -54,6 +54,29 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
 }  # fmt: skip
 
 
+# The example platform subscriber (examples/webhook_forwarder): its NATS user and its consumers' name.
+WEBHOOK_FORWARDER = "webhook-forwarder"
+
+
+def subscriber_permissions(durable: str) -> Permissions:
+    """A platform subscriber (a webhook forwarder, an analytics feed) reading the event streams through durable
+    consumers named `durable`: it may create, read, pull and acknowledge those consumers, and nothing else — not
+    another consumer (billing's could otherwise be updated or deleted through the same API), not an event, not a
+    request to a service. Consumer names are a subject token, so the grant names the consumer exactly."""
+    streams = [s.RUN_EVENTS_STREAM.name, s.BILLING_EVENTS_STREAM.name]
+    publish = ["$JS.API.INFO"]
+    for stream in streams:
+        publish += [
+            f"$JS.API.STREAM.INFO.{stream}",
+            f"$JS.API.CONSUMER.*.{stream}.{durable}",  # CREATE (no filter), INFO, DELETE of its own consumer
+            f"$JS.API.CONSUMER.*.{stream}.{durable}.>",  # CREATE with a filter subject
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",  # what nats-py's add_consumer sends
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"$JS.ACK.{stream}.{durable}.>",
+        ]
+    return {"publish": publish, "subscribe": ["_INBOX.>"]}
+
+
 def permissions(service: str) -> Permissions:
     own = SERVICE_PERMISSIONS[service]
     return {
@@ -63,12 +86,17 @@ def permissions(service: str) -> Permissions:
 
 
 def authorization_conf(passwords: dict[str, str]) -> str:
-    """A nats-server `authorization` block: one user per service, plus `admin` (all subjects) for operators."""
+    """A nats-server `authorization` block: one user per service, the example subscriber's, and `admin` (all
+    subjects) for operators."""
     users = []
     for user, password in passwords.items():
         entry: dict[str, object] = {"user": user, "password": password}
+        perms = None
         if user in SERVICE_PERMISSIONS:
             perms = permissions(user)
+        elif user == WEBHOOK_FORWARDER:
+            perms = subscriber_permissions(WEBHOOK_FORWARDER)
+        if perms is not None:
             entry["permissions"] = {"publish": {"allow": perms["publish"]}, "subscribe": {"allow": perms["subscribe"]}}
         users.append(entry)
     # nats-server's config format accepts JSON values.

@@ -84,18 +84,25 @@ class Nats:
 
     def passwords(self) -> dict[str, str]:
         """Generated once per data folder and kept (0600), so a restarted server accepts connected services."""
+        from .bus_permissions import WEBHOOK_FORWARDER
+
         path = self.data_dir / "credentials.json"
-        if path.exists():
-            stored: dict[str, str] = json.loads(path.read_text())
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        users = ("admin", *SERVICES, WEBHOOK_FORWARDER)
+        if all(user in stored for user in users):
             return stored
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        generated = {user: secrets.token_urlsafe(24) for user in ("admin", *SERVICES)}
+        generated = {user: stored.get(user) or secrets.token_urlsafe(24) for user in users}  # keep what exists
         path.touch(mode=0o600)
         path.write_text(json.dumps(generated))
         return generated
 
     def credentials(self, service: str) -> tuple[str, str] | None:
         return (service, self.passwords()[service]) if self.secure and service in SERVICES else None
+
+    def user(self, name: str) -> tuple[str, str] | None:
+        """Any user's name and password (the example subscriber's, say); None on an open server."""
+        return (name, self.passwords()[name]) if self.secure else None
 
     def start(self) -> None:
         from .bus_permissions import authorization_conf
