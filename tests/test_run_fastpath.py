@@ -30,8 +30,10 @@ async def _endpoint(http: httpx.AsyncClient, auth: dict[str, str], **fields: Any
     return dict(r.json())
 
 
-async def both_ways(http: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str]) -> list[httpx.Response]:
-    return [await http.post(url, content=content, headers={**headers, "content-type": media}) for media in (FAST, APP)]
+async def both_ways(http: httpx.AsyncClient, url: str, content: bytes, headers: Any) -> list[httpx.Response]:
+    """The same request as `application/json` (the fast path) and as another JSON type (FastAPI)."""
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    return [await http.post(url, content=content, headers=[*pairs, ("content-type", media)]) for media in (FAST, APP)]
 
 
 def comparable(r: httpx.Response) -> tuple[int, Any, dict[str, str]]:
@@ -75,6 +77,7 @@ async def test_auth_and_endpoint_errors_are_the_apps(http: httpx.AsyncClient, au
     body = b'{"input": "hi"}'
     cases = [
         (created["run_url"], {}),  # no key: 401 missing_api_key
+        (created["run_url"], [("X-API-Key", "aek_wrong"), ("X-API-Key", created["api_key"])]),  # the first counts
         (created["run_url"], {"Authorization": "Bearer aek_not-a-real-key"}),  # 401 invalid_api_key
         ("/api/run/no-such-endpoint-" + uuid.uuid4().hex[:6], {}),  # 404
     ]

@@ -86,7 +86,10 @@ class RunFastPath:
         await self.metered(scope, replay, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k: v for k, v in scope["headers"] if k in (b"authorization", b"x-api-key")}
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in (b"authorization", b"x-api-key"):
+                headers.setdefault(name, value)  # the first of repeated headers, as FastAPI's Header() takes
         authorization, x_api_key = headers.get(b"authorization"), headers.get(b"x-api-key")
         response: Response
         try:
