@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import pwd
+import random
 import secrets
 import signal
 import socket
@@ -39,7 +40,29 @@ PG_SYSTEM_USER = "embedded_postgres"
 DEV_JWT_SECRET = "agentry-development-jwt-secret-not-for-production"  # noqa: S105 - development default
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port free on loopback now, for a server started a moment later.
+
+    Taken below the kernel's ephemeral range when possible: a port the kernel hands out itself can be given to
+    an outgoing connection (of this machine's other tests, say) in the moment before our server binds it.
+    """
+    low = _ephemeral_low()
+    if low > 20_000:
+        for _ in range(50):
+            port = random.randrange(15_000, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
