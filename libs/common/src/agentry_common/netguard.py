@@ -5,9 +5,11 @@ A URL is refused when any address its host resolves to is not allowed:
 - private, loopback, shared (CGNAT), unspecified and other non-global addresses: refused unless the
   deployment allows private URLs (`ALLOW_PRIVATE_URLS=true` in development and tests).
 
-Registration-time checks call `check_url`. At run time `guard_transport` makes an httpx / httpx2 transport
-resolve every host itself, check the addresses and connect to the checked address, so DNS rebinding and
-redirects (each redirect opens its connection through the same check) cannot slip past.
+Registration-time checks call `check_url`. At run time every connection goes through the same check, so DNS
+rebinding and redirects (each redirect opens its connection through it) cannot slip past: `guard_transport`
+makes an httpx / httpx2 transport (MCP servers) resolve every host itself, check the addresses and connect to
+the checked address; the runner's aiohttp session for `custom` base URLs does the same with a resolver built
+on `allowed_addresses` and `address_allowed` (`agentry_runner.providers.http`).
 """
 
 from __future__ import annotations

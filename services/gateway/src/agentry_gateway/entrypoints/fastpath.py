@@ -13,7 +13,6 @@ OpenAPI document — stays the app's own.
 from __future__ import annotations
 
 import json
-import logging
 from types import SimpleNamespace
 
 from fastapi import FastAPI
@@ -28,8 +27,6 @@ from agentry_common.telemetry import RequestMetrics
 
 from ..schemas import RunBody, unstorable
 from . import runs
-
-log = logging.getLogger(__name__)
 
 PREFIX = "/api/run/"
 ROUTE = "/api/run/{slug}"
