@@ -4,6 +4,8 @@ then watch the progress, the outcome events on RUN_EVENTS, and `runs.get`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from datetime import timedelta
 
 import httpx
 import orjson
@@ -221,6 +223,28 @@ async def test_two_runners_racing_on_one_run_announce_the_first_recorded_outcome
     assert record.status == "succeeded" and record.output == "first"  # …but the first outcome stands
     [outcome] = await probe.outcomes(event.run_id)
     assert outcome["type"] == "run.completed"
+
+
+async def test_the_row_a_run_finishes_with_is_the_row_stored(probe, service):
+    """`finish` does not read the row back: it returns the values written plus what the statement kept of an
+    earlier attempt's `running` row — which must be exactly what a later read returns."""
+    from agentry_runner.agent import RunState
+    from agentry_runner.models import Run, StoredRun
+    from agentry_runner.repository import RunsRepository
+
+    assert [f.name for f in dataclasses.fields(StoredRun)] == [c.name for c in Run.__table__.c]
+    repo = RunsRepository(service.db)
+    event = probe.event(probe.endpoint(async_mode=True), {"b": 1, "a": [1.5, None]})
+    first_attempt = event.requested_at + timedelta(milliseconds=3)
+    await repo.mark_running(service._base(event, 1, first_attempt))
+    output = {"zeta": 1, "alpha": {"x": [True, 2.25, "\u00e9"]}}
+    values = service._finished(event, 2, first_attempt + timedelta(seconds=1), RunState(), "succeeded", output)
+    stored, ours = await repo.finish(values)
+    assert ours and stored == await repo.get(event.run_id)
+    assert stored.started_at == first_attempt and stored.attempts == 2 and stored.output == output
+    # A second outcome for the same run changes nothing and gets the stored row back.
+    late = service._finished(event, 3, first_attempt, RunState(), "failed", error=("internal_error", "late"))
+    assert await repo.finish(late) == (stored, False)
 
 
 async def test_finished_runs_show_in_the_runner_metrics(probe, runner):

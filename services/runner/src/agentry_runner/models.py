@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,3 +44,30 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+@dataclass(slots=True, frozen=True)
+class StoredRun:
+    """A `runs` row as the service reads and announces it: plain attributes, the table's columns exactly
+    (a test holds them equal). Not an ORM instance: building one of those cost ~0.1 ms on every run's path."""
+
+    id: str
+    endpoint_id: str
+    owner_id: str
+    status: str
+    is_test: bool
+    input: Any
+    output: Any
+    tool_calls: list[dict[str, Any]]
+    tokens_input: int
+    tokens_output: int
+    cost_cents: float
+    latency_ms: int
+    iterations: int
+    price_per_run_cents: int
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

@@ -18,7 +18,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import JSONB
 
 from .database import Database
-from .models import TERMINAL, Run
+from .models import TERMINAL, Run, StoredRun
 
 RUNS: Table = Run.__table__  # type: ignore[assignment]  # a declarative class always maps a Table
 # The SQL text is assembled from the table's own names and constants, never from a value (S608 below).
@@ -31,9 +31,10 @@ _INSERT = f"INSERT INTO {_TABLE} ({_SELECT}) VALUES ({_VALUES}) ON CONFLICT (id)
 # A terminal row is final: neither a late `running` write nor a second outcome may replace it.
 _MARK_RUNNING = f"{_INSERT} SET status = 'running', attempts = EXCLUDED.attempts WHERE {_NOT_TERMINAL}"
 _KEPT = ("id", "created_at", "started_at")  # the first attempt's, whatever attempt finishes the run
+# Only what the statement may have kept comes back: the rest of the stored row is the values just written.
 _FINISH = (
     f"{_INSERT} SET {', '.join(f'{c} = EXCLUDED.{c}' for c in _COLUMNS if c not in _KEPT)}"
-    f" WHERE {_NOT_TERMINAL} RETURNING {_SELECT}"
+    f" WHERE {_NOT_TERMINAL} RETURNING {', '.join(_KEPT)}"
 )
 _GET = f"SELECT {_SELECT} FROM {_TABLE} WHERE id = %(run_id)s"  # noqa: S608
 _PAGE = f"SELECT {_SELECT} FROM {_TABLE} WHERE endpoint_id = %(endpoint_id)s"  # noqa: S608
@@ -52,44 +53,47 @@ def _defaults() -> dict[str, Any]:
     return out
 
 
-def _row(values: dict[str, Any]) -> dict[str, Any]:
-    row = {**_defaults(), **values}
+def _bound(row: dict[str, Any]) -> dict[str, Any]:
+    """A complete row's values as the statements bind them (JSONB wrapped)."""
+    bound = dict(row)
     for name, none_as_null in _JSONB.items():
-        value = row[name]
-        row[name] = None if value is None and none_as_null else Jsonb(value)
-    return row
+        value = bound[name]
+        bound[name] = None if value is None and none_as_null else Jsonb(value)
+    return bound
 
 
-def _run(row: dict[str, Any]) -> Run:
-    return Run(**row)
+def _run(row: dict[str, Any]) -> StoredRun:
+    return StoredRun(**row)
 
 
 class RunsRepository:
     def __init__(self, db: Database):
         self.db = db
 
-    async def get(self, run_id: str) -> Run | None:
+    async def get(self, run_id: str) -> StoredRun | None:
         rows = await self.db.fetch(_GET, {"run_id": run_id})
         return _run(rows[0]) if rows else None
 
     async def mark_running(self, values: dict[str, Any]) -> None:
         """Insert or refresh the `running` row of an attempt; a terminal row is left alone."""
-        await self.db.fetch(_MARK_RUNNING, _row({**values, "status": "running"}))
+        await self.db.fetch(_MARK_RUNNING, _bound({**_defaults(), **values, "status": "running"}))
 
-    async def finish(self, values: dict[str, Any]) -> tuple[Run, bool]:
+    async def finish(self, values: dict[str, Any]) -> tuple[StoredRun, bool]:
         """Record the run's outcome unless one is already recorded.
 
         Returns the stored terminal row and whether it is ours: the first outcome written wins, so two
         runners that ran the same run (a redelivery while the first was still alive) announce the same one.
+        Ours is the values written with what the statement kept of an earlier attempt's row (`_KEPT`).
         """
-        rows = await self.db.fetch(_FINISH, _row(values))
-        if rows:
-            return _run(rows[0]), True
+        row = {**_defaults(), **values}
+        kept = await self.db.fetch(_FINISH, _bound(row))
+        if kept:
+            return _run({**row, **kept[0]}), True
         existing = await self.get(values["id"])
         assert existing is not None
         return existing, False
 
-    async def page(self, endpoint_id: str, limit: int, after: tuple[datetime, str] | None) -> list[Run]:
+    async def page(self, endpoint_id: str, limit: int, after: tuple[datetime, str] | None) -> list[StoredRun]:
         """Runs of an endpoint, newest first, strictly after the keyset position `after`."""
         params: dict[str, Any] = {"endpoint_id": endpoint_id, "limit": limit}
         if after is not None:

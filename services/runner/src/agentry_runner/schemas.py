@@ -16,19 +16,19 @@ from agentry_common.errors import ValidationFailed
 from agentry_common.events import RunCompleted, RunError, RunFailed, RunProgress, ToolCall, Usage
 from agentry_common.requests import RunRecord
 
-from .models import Run
+from .models import StoredRun
 
 UPSTREAM_CODES = ("llm_auth_error", "llm_provider_error", "llm_timeout", "invalid_output", "url_not_allowed")
 
 
-def http_status(run: Run) -> int:
+def http_status(run: StoredRun) -> int:
     """The HTTP status the gateway should answer for a failed run."""
     if run.status == "timeout":
         return 504
     return 502 if run.error_code in UPSTREAM_CODES else 500
 
 
-def usage(run: Run) -> Usage:
+def usage(run: StoredRun) -> Usage:
     return Usage(
         tokens_input=run.tokens_input,
         tokens_output=run.tokens_output,
@@ -38,13 +38,13 @@ def usage(run: Run) -> Usage:
     )
 
 
-def error(run: Run) -> RunError | None:
+def error(run: StoredRun) -> RunError | None:
     if run.error_code is None:
         return None
     return RunError(code=run.error_code, message=run.error_message or "")
 
 
-def record(run: Run) -> RunRecord:
+def record(run: StoredRun) -> RunRecord:
     return RunRecord(
         id=run.id,
         endpoint_id=run.endpoint_id,
@@ -62,7 +62,7 @@ def record(run: Run) -> RunRecord:
     )
 
 
-def outcome_event(run: Run) -> RunCompleted | RunFailed:
+def outcome_event(run: StoredRun) -> RunCompleted | RunFailed:
     common: dict[str, Any] = {
         "id": f"evt_{run.id}",
         "occurred_at": run.finished_at,
@@ -79,7 +79,7 @@ def outcome_event(run: Run) -> RunCompleted | RunFailed:
     return RunFailed(**common, status="timeout" if run.status == "timeout" else "failed", error=err)
 
 
-def terminal_progress(run: Run) -> RunProgress:
+def terminal_progress(run: StoredRun) -> RunProgress:
     used = usage(run).model_dump(mode="json")
     if run.status == "succeeded":
         data = {"output": run.output, "usage": used, "tool_calls": run.tool_calls}
@@ -89,7 +89,7 @@ def terminal_progress(run: Run) -> RunProgress:
     return RunProgress(id=f"evt_error_{run.id}", run_id=run.id, event="error", data=data)
 
 
-def encode_cursor(run: Run) -> str:
+def encode_cursor(run: StoredRun) -> str:
     raw = orjson.dumps([run.created_at.isoformat(), run.id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

@@ -34,7 +34,7 @@ from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunR
 from . import metrics, schemas
 from .agent import Agent, RunState
 from .database import Database
-from .models import TERMINAL, Run
+from .models import TERMINAL, StoredRun
 from .pricing import cost_cents
 from .providers import PROVIDERS, Connection
 from .providers.http import guarded_session, platform_session
@@ -170,7 +170,7 @@ class RunnerService:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
-    def _count(self, endpoint: EndpointSnapshot, run: Run) -> None:
+    def _count(self, endpoint: EndpointSnapshot, run: StoredRun) -> None:
         provider = self._provider_label(endpoint)
         metrics.RUNS.labels(provider, metrics.model_label(provider, endpoint.llm_model), run.status).inc()
         if run.status != "succeeded":
@@ -196,7 +196,7 @@ class RunnerService:
             next_cursor=schemas.encode_cursor(runs[-1]) if more else None,
         )
 
-    async def announce(self, run: Run) -> None:
+    async def announce(self, run: StoredRun) -> None:
         """The terminal progress the gateway waits for and the outcome event, in one socket write; returns
         once JetStream stored the event (and only then is the run's request acknowledged).
 
