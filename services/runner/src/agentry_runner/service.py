@@ -197,22 +197,25 @@ class RunnerService:
         )
 
     async def announce(self, run: StoredRun) -> None:
-        """The terminal progress the gateway waits for and the outcome event, in one socket write; returns
-        once JetStream stored the event (and only then is the run's request acknowledged).
+        """The terminal progress the gateway waits for, then the outcome event; returns once JetStream stored
+        the event (and only then is the run's request acknowledged).
 
         The progress does not wait for that ack: the run is already committed, so the caller may have its
         answer; should the event not be stored, the run request stays unacknowledged and its redelivery finds
         the finished run and announces it again, so billing still gets its `run.completed`.
         """
-        event = schemas.outcome_event(run)
-        event.trace = tracing.carrier()
-        subject = subjects.RUN_COMPLETED if run.status == "succeeded" else subjects.RUN_FAILED
         progress = schemas.terminal_progress(run)
         payload = progress.model_dump_json().encode()
         if len(payload) > self.nc.max_payload:  # tool results are clipped, so only a freak run gets here
             progress.data["tool_calls"] = []
             payload = progress.model_dump_json().encode()
         await self.nc.publish(subjects.run_progress(run.id), payload)
+        # One turn of the loop lets nats-py's flusher write the progress now, rather than once the outcome
+        # event below is built and serialized: the caller's answer need not wait for that.
+        await asyncio.sleep(0)
+        event = schemas.outcome_event(run)
+        event.trace = tracing.carrier()
+        subject = subjects.RUN_COMPLETED if run.status == "succeeded" else subjects.RUN_FAILED
         await publish_event(self.js, subject, event)
 
     async def execute(self, event: RunRequested, delivery: int) -> dict[str, Any]:
