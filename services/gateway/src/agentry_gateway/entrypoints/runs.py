@@ -71,9 +71,10 @@ async def run_endpoint(
             raise Unauthorized("invalid API key", code="invalid_api_key")
     if ep.status != "active":
         raise Forbidden("this endpoint is disabled", code="endpoint_disabled")
-    client_ip = client_ip_of(request, gw.settings.trusted_proxies)
+    public = ep.auth_mode == "public"  # only a public run is limited per client address too
+    client_ip = client_ip_of(request, gw.settings.trusted_proxies) if public else ""
     # The limit's headers are read while the run is dispatched; every answer from here on carries them.
-    admission = await gw.limits.start_run(snap.id, ep.auth_mode == "public", client_ip)
+    admission = await gw.limits.start_run(snap.id, public, client_ip)
     async with admission.on_errors():
         problem = ep.validate_input(body.input)
         if problem:
