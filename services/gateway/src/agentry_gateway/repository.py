@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, exists, select, update
@@ -9,10 +11,34 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Endpoint, McpServer, Workspace
 
+log = logging.getLogger(__name__)
+Action = Callable[[], Awaitable[object]]
+
 
 class CatalogRepository:
+    """The SQL of one unit of work, and what it did elsewhere (the keys service) that depends on its outcome."""
+
     def __init__(self, session: AsyncSession):
         self.session = session
+        self._on_rollback: list[tuple[str, Action]] = []
+        self._on_commit: list[tuple[str, Action]] = []
+
+    def on_rollback(self, what: str, action: Action) -> None:
+        """Undo `action`'s counterpart if this unit of work does not commit (a secret stored for a row that
+        was never written)."""
+        self._on_rollback.append((what, action))
+
+    def on_commit(self, what: str, action: Action) -> None:
+        """Run `action` once this unit of work has committed (delete what a committed change stopped using)."""
+        self._on_commit.append((what, action))
+
+    async def settle(self, committed: bool) -> None:
+        """Best effort: what cannot be done now (the keys service away) stays behind unused, and is logged."""
+        for what, action in reversed(self._on_rollback) if not committed else self._on_commit:
+            try:
+                await action()
+            except Exception as err:
+                log.warning("could not %s: %s; it stays behind unused", what, type(err).__name__)
 
     # workspaces
     async def add(self, row: Workspace | McpServer | Endpoint) -> None:

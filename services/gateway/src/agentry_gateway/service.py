@@ -132,7 +132,7 @@ class Catalog:
         secrets = [s.headers_secret_id for s in await repo.servers(ws.id) if s.headers_secret_id]
         await repo.delete_workspace(ws.id)
         for secret_id in secrets:
-            await self._call(subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done)
+            self._delete_secret_on_commit(repo, secret_id)
 
     # --- MCP servers ---
 
@@ -146,12 +146,7 @@ class Catalog:
         while await repo.server_slug_taken(ws.id, slug):
             n += 1
             slug = f"{base}-{n}"
-        secret_id = None
-        if body.headers:
-            stored = await self._call(
-                subjects.SECRETS_STORE, StoreSecret(owner_id=owner_id, value=json.dumps(body.headers)), StoredSecret
-            )
-            secret_id = stored.secret_id
+        secret_id = await self._store_secret(repo, owner_id, json.dumps(body.headers)) if body.headers else None
         srv = McpServer(
             id=new_id("srv"),
             workspace_id=ws.id,
@@ -176,7 +171,7 @@ class Catalog:
         srv = await self.server(repo, owner_id, workspace_id, server_id)
         await repo.delete_server(srv.id)
         if srv.headers_secret_id:
-            await self._call(subjects.SECRETS_DELETE, DeleteSecret(secret_id=srv.headers_secret_id), Done)
+            self._delete_secret_on_commit(repo, srv.headers_secret_id)
 
     # --- endpoints ---
 
@@ -222,17 +217,36 @@ class Catalog:
         else:
             raise Conflict("could not find a free slug; pass one explicitly", code="slug_taken")
         if body.llm_api_key is not None:
-            ep.llm_secret_id = await self._store_secret(owner_id, body.llm_api_key, None)
+            ep.llm_secret_id = await self._store_secret(repo, owner_id, body.llm_api_key)
         issued = await self._call(subjects.KEYS_ISSUE, IssueKey(endpoint_id=ep.id, owner_id=owner_id), IssuedKey)
+        repo.on_rollback(
+            "revoke the key of an endpoint that was not created",
+            lambda: self._call(subjects.KEYS_REVOKE, RevokeKey(endpoint_id=endpoint_id), Done),
+        )
         ep.api_key_prefix = issued.prefix
         await repo.session.flush()
         return ep, issued.api_key
 
-    async def _store_secret(self, owner_id: str, value: str, secret_id: str | None) -> str:
+    async def _store_secret(
+        self, repo: CatalogRepository, owner_id: str, value: str, replace: str | None = None
+    ) -> str:
+        """Store a new secret (removed again if the unit of work does not commit), or replace one's value."""
         stored = await self._call(
-            subjects.SECRETS_STORE, StoreSecret(owner_id=owner_id, value=value, secret_id=secret_id), StoredSecret
+            subjects.SECRETS_STORE, StoreSecret(owner_id=owner_id, value=value, secret_id=replace), StoredSecret
         )
-        return str(stored.secret_id)
+        secret_id = str(stored.secret_id)
+        if replace is None:
+            repo.on_rollback(
+                "delete a secret stored for a change that was not made",
+                lambda: self._call(subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done),
+            )
+        return secret_id
+
+    def _delete_secret_on_commit(self, repo: CatalogRepository, secret_id: str) -> None:
+        repo.on_commit(
+            "delete a secret nothing uses any more",
+            lambda: self._call(subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done),
+        )
 
     async def update_endpoint(
         self, repo: CatalogRepository, owner_id: str, endpoint_id: str, patch: EndpointUpdate
@@ -251,28 +265,37 @@ class Catalog:
         values: dict[str, Any] = {k: v for k, v in sent.items() if k in _PLAIN_FIELDS or k == "status"}
         if "slug" in sent and sent["slug"] != ep.slug:
             values["slug"] = sent["slug"]
-        if "llm_api_key" in sent:
-            if sent["llm_api_key"] is None:
-                if ep.llm_secret_id:
-                    await self._call(subjects.SECRETS_DELETE, DeleteSecret(secret_id=ep.llm_secret_id), Done)
-                values["llm_secret_id"] = None
-            else:
-                values["llm_secret_id"] = await self._store_secret(owner_id, sent["llm_api_key"], ep.llm_secret_id)
+        # The key changes only with the row: a new one is stored first (the row needs its id) and removed
+        # again if the row is not written; a replaced value is written only once the row was; a removed key
+        # is deleted only once the row no longer names it.
+        new_key: str | None = sent.get("llm_api_key")
+        replace = new_key is not None and ep.llm_secret_id is not None
+        if "llm_api_key" in sent and new_key is None:
+            values["llm_secret_id"] = None
+            if ep.llm_secret_id:
+                self._delete_secret_on_commit(repo, ep.llm_secret_id)
+        elif new_key is not None and not replace:
+            values["llm_secret_id"] = await self._store_secret(repo, owner_id, new_key)
         if values:
             try:
                 async with repo.session.begin_nested():
                     await repo.update_endpoint(ep.id, values)
             except IntegrityError:
                 raise Conflict(f"slug {sent.get('slug')!r} is taken", code="slug_taken") from None
+        if replace:
+            assert new_key is not None and ep.llm_secret_id is not None
+            await self._store_secret(repo, owner_id, new_key, replace=ep.llm_secret_id)
+        if values:
             await repo.session.refresh(ep)
         return ep
 
     async def delete_endpoint(self, repo: CatalogRepository, owner_id: str, endpoint_id: str) -> Endpoint:
         ep = await self.endpoint(repo, owner_id, endpoint_id)
         await repo.delete_endpoint(ep.id)
+        # Revoked before the commit: with the keys service away the endpoint stays, rather than its key.
         await self._call(subjects.KEYS_REVOKE, RevokeKey(endpoint_id=ep.id), Done)
         if ep.llm_secret_id:
-            await self._call(subjects.SECRETS_DELETE, DeleteSecret(secret_id=ep.llm_secret_id), Done)
+            self._delete_secret_on_commit(repo, ep.llm_secret_id)
         return ep
 
     async def regenerate_key(self, repo: CatalogRepository, owner_id: str, endpoint_id: str) -> str:

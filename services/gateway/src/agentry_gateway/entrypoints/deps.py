@@ -39,9 +39,18 @@ class Gateway:
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[CatalogRepository]:
-        """One transaction: committed when the block ends, rolled back when it raises."""
-        async with self.sessions() as session, session.begin():
-            yield CatalogRepository(session)
+        """One transaction: committed when the block ends, rolled back when it raises. What it stored in the
+        keys service is removed again if it does not commit, and what it stopped using there only once it has
+        (`CatalogRepository.on_rollback` / `on_commit`)."""
+        async with self.sessions() as session:
+            repo = CatalogRepository(session)
+            try:
+                async with session.begin():
+                    yield repo
+            except BaseException:
+                await repo.settle(committed=False)
+                raise
+            await repo.settle(committed=True)
 
 
 async def get_gateway(request: Request) -> Gateway:
