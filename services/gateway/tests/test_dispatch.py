@@ -3,10 +3,12 @@ message; a streaming endpoint relays every step and its owner's test runs (answe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import nats
 
 EndpointFactory = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -37,3 +39,27 @@ async def test_a_streaming_endpoint_relays_each_step_and_its_test_runs_still_ans
     r = await http.post(f"/api/agent-endpoints/{created['endpoint']['id']}/test", json={"input": "hi"}, headers=auth)
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["iterations"] == 1
+
+
+async def test_a_streaming_endpoints_run_answered_whole_has_unsubscribed_when_it_returns(stack: Any) -> None:
+    """`Dispatcher.run` ends its progress subscription itself before answering, rather than leaving it to a
+    finalizer task the event loop runs some time later."""
+    from agentry_common.events import EndpointSnapshot
+    from agentry_gateway.dispatch import Dispatcher
+    from agentry_gateway.settings import Settings
+
+    nc = await nats.connect(stack.nats_url)
+    try:
+        dispatcher = Dispatcher(nc, Settings(database_url=stack.database_url))
+        snapshot = EndpointSnapshot(
+            id="aep_dispatch_test", slug="dispatch-test", owner_id="user-dispatch", workspace_id="ws_dispatch",
+            system_prompt="p", llm_provider="mock", llm_model="mock-1", enable_streaming=True,
+        )  # fmt: skip
+        await dispatcher.run(snapshot, "warm-up", is_test=True)  # nats-py opens its reply subscription once
+        await asyncio.sleep(0.2)  # and whatever the warm-up left to the event loop is done
+        before = len(nc._subs)
+        result = await dispatcher.run(snapshot, "hello", is_test=True)
+        assert result.usage.iterations == 1
+        assert len(nc._subs) == before
+    finally:
+        await nc.drain()

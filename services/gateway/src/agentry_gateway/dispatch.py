@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -126,7 +127,7 @@ class Dispatcher:
 
     async def _follow(
         self, sub: Subscription, run_id: str, timeout_ms: int, once: bool = False
-    ) -> AsyncIterator[RunProgress]:
+    ) -> AsyncGenerator[RunProgress, None]:
         """Yield the run's progress up to and including its terminal event (`once`: the only one it sends)."""
         deadline = time.monotonic() + timeout_ms / 1000 + self.settings.run_wait_grace_s
         try:
@@ -165,13 +166,18 @@ class Dispatcher:
     async def run(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> RunResult:
         run_id = new_id("run")
         sub = await self._open(snapshot, input, is_test, run_id)
-        async for progress in self._follow(sub, run_id, snapshot.timeout_ms, once=not snapshot.enable_streaming):
-            if progress.event == "done":
-                usage = Usage.model_validate(progress.data.get("usage") or {})
-                return RunResult(run_id=run_id, output=progress.data.get("output"), usage=usage)
-            if progress.event == "error":
-                raise_for_error(run_id, progress)
-        raise AgentryError("run ended without a result")  # unreachable: _events always ends terminal
+        # Closed here, not by a finalizer task whenever the event loop gets to it: a streaming endpoint's
+        # subscription ends before the answer is sent.
+        async with aclosing(
+            self._follow(sub, run_id, snapshot.timeout_ms, once=not snapshot.enable_streaming)
+        ) as events:
+            async for progress in events:
+                if progress.event == "done":
+                    usage = Usage.model_validate(progress.data.get("usage") or {})
+                    return RunResult(run_id=run_id, output=progress.data.get("output"), usage=usage)
+                if progress.event == "error":
+                    raise_for_error(run_id, progress)
+        raise AgentryError("run ended without a result")  # unreachable: _follow always ends terminal
 
     async def stream(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> tuple[str, AsyncIterator[bytes]]:
         """Start the run now (so a broker failure is still a 503), and relay its progress as SSE frames."""
