@@ -1,7 +1,7 @@
 """One delivered run, brought to its single recorded outcome and announced.
 
 The database row decides: the first terminal write wins (`RunsRepository.finish`), and what is announced —
-`run.completed` / `run.failed` on JetStream with `Nats-Msg-Id`, then the terminal progress — is always
+the terminal progress, then `run.completed` / `run.failed` on JetStream with `Nats-Msg-Id` — is always
 derived from the stored row. A redelivery of a finished run re-announces it and never runs it again.
 
 A run holds no transaction while it executes: it writes at most twice (a `running` row for async runs so
@@ -59,7 +59,7 @@ asyncapi.publishes(
 asyncapi.publishes(
     subjects.RUN_PROGRESS, RunProgress, by="runner",
     description="Progress of one run for streaming callers (`thinking`, `tool_call`, `tool_result`); every run "
-    "ends with one terminal `done` or `error`, sent with its outcome event once the run is recorded.",
+    "ends with one terminal `done` or `error`, sent just before its outcome event once the run is recorded.",
 )  # fmt: skip
 
 
