@@ -256,8 +256,8 @@ def nats_cluster(tmp_path: Path) -> Iterator[list[str]]:
         server = Path(sys.executable).parent / "nats-server"
         servers.append(subprocess.Popen([server, "-c", str(conf)], stderr=subprocess.DEVNULL))
     try:
-        for port in ports:
-            _wait_port(port, 15)
+        for port, proc in zip(ports, servers, strict=True):
+            _wait_port(port, 15, proc)  # a server that could not bind its ports fails at once, saying so
         yield [f"nats://127.0.0.1:{port}" for port in ports]
     finally:
         for proc in servers:

@@ -47,22 +47,29 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
     """A port free on loopback now, for a server started a moment later.
 
     Taken below the kernel's ephemeral range when possible: a port the kernel hands out itself can be given to
-    an outgoing connection (of this machine's other tests, say) in the moment before our server binds it.
+    an outgoing connection (of this machine's other tests, say) in the moment before our server binds it. A
+    port is handed out once per process: two servers started together must not draw the same one.
     """
     low = _ephemeral_low()
     if low > 20_000:
         for _ in range(50):
             port = random.randrange(15_000, low)
+            if port in _handed_out:
+                continue
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-                return port
+            _handed_out.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
