@@ -3,7 +3,8 @@
 - `runner_nats`: a NATS server of their own, so no other test's runner competes for `run.requested`
   (the RUNS stream is a work queue) and consumer settings (a short ack wait) are ours to choose.
 - `fake_llm`: one loopback HTTP server speaking the OpenAI, Anthropic and Gemini wire formats, scripted per
-  model name, recording what it was sent. The only fake: LLM providers are remote.
+  model name, recording what it was sent, holding every request to the official SDKs (`fake_llm.py`): a test
+  whose requests drift from them fails. The only fake: LLM providers are remote.
 - `mcp_server`: a real MCP server (`MCPServer`, streamable HTTP) on loopback.
 - `runner` / `keys`: the services as processes on `runner_nats` and the session's PostgreSQL. They are not
   registered in `servers.services`, which the shared `stack` fixture reads to decide what to start.
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -30,10 +33,6 @@ import pytest
 from mcp.server.mcpserver import MCPServer
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from agentry_common import rpc, subjects
 from agentry_common.broker import publish_event
@@ -46,107 +45,20 @@ from agentry_runner.providers.http import platform_session
 PLATFORM_KEYS = {"openai": "sk-platform-openai", "anthropic": "sk-ant-platform", "gemini": "gm-platform"}
 
 
-@dataclass
-class Reply:
-    body: dict[str, Any] | None = None
-    status: int = 200
-    delay: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
+def _sibling(name: str) -> ModuleType:
+    """A helper module beside this file (pytest's importlib mode puts no test directory on `sys.path`)."""
+    spec = importlib.util.spec_from_file_location(
+        f"agentry_runner_tests_{name}", Path(__file__).with_name(f"{name}.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
-@dataclass
-class Seen:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class FakeLLM:
-    """Providers on loopback. `script(model, *replies)`: replies in order, the last one repeating."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.scripts: dict[str, list[Reply]] = {}
-        self.seen: dict[str, list[Seen]] = {}
-        self.app = Starlette(
-            routes=[
-                Route("/{prefix:path}/chat/completions", self._handle, methods=["POST"]),
-                Route("/anthropic/v1/messages", self._handle, methods=["POST"]),
-                Route("/gemini/v1beta/models/{call}", self._handle, methods=["POST"]),
-            ]
-        )
-
-    def model(self, *replies: Reply, family: str = "model") -> str:
-        """A fresh model name scripted with `replies`, so tests never share a script."""
-        name = f"{family}-{uuid.uuid4().hex[:10]}"
-        self.scripts[name] = list(replies)
-        return name
-
-    def requests(self, model: str) -> list[Seen]:
-        return self.seen.get(model, [])
-
-    async def _handle(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        model = body.get("model") or request.path_params.get("call", "").split(":")[0]
-        self.seen.setdefault(model, []).append(Seen(request.url.path, dict(request.headers), body))
-        script = self.scripts.get(model) or [Reply({"error": {"message": "unknown model"}}, 404)]
-        reply = script.pop(0) if len(script) > 1 else script[0]
-        waited = 0.0
-        while waited < reply.delay and not await request.is_disconnected():
-            await asyncio.sleep(0.05)
-            waited += 0.05
-        return JSONResponse(reply.body or {}, status_code=reply.status, headers=reply.headers)
-
-    # --- answers in each wire format ---
-
-    @staticmethod
-    def openai(text: str | None = None, calls: list[tuple[str, dict[str, Any]]] = (), usage=(11, 7)) -> Reply:  # type: ignore[assignment]
-        tool_calls = [
-            {"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": orjson.dumps(a).decode()}}
-            for i, (n, a) in enumerate(calls)
-        ]
-        message: dict[str, Any] = {"role": "assistant", "content": text}
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        return Reply(
-            {
-                "id": "chatcmpl-1",
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
-                "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]},
-            }
-        )
-
-    @staticmethod
-    def anthropic(text: str | None = None, calls: list[tuple[str, dict[str, Any]]] = (), usage=(13, 8)) -> Reply:  # type: ignore[assignment]
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        content += [{"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": a} for i, (n, a) in enumerate(calls)]
-        return Reply(
-            {
-                "id": "msg_1",
-                "type": "message",
-                "role": "assistant",
-                "content": content,
-                "stop_reason": "tool_use" if calls else "end_turn",
-                "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
-            }
-        )
-
-    @staticmethod
-    def gemini(text: str | None = None, calls: list[tuple[str, dict[str, Any]]] = (), usage=(17, 9)) -> Reply:  # type: ignore[assignment]
-        parts: list[dict[str, Any]] = [{"text": text}] if text else []
-        parts += [
-            {"functionCall": {"name": n, "args": a}, "thoughtSignature": f"sig{i}"} for i, (n, a) in enumerate(calls)
-        ]
-        return Reply(
-            {
-                "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
-                "usageMetadata": {"promptTokenCount": usage[0], "candidatesTokenCount": usage[1]},
-            }
-        )
-
-    @staticmethod
-    def error(status: int, message: str = "nope", **headers: str) -> Reply:
-        return Reply({"error": {"message": message}}, status, headers=headers)
+_fakes = _sibling("fake_llm")
+FakeLLM, Reply, Seen = _fakes.FakeLLM, _fakes.Reply, _fakes.Seen
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +67,16 @@ async def fake_llm() -> AsyncIterator[FakeLLM]:
     fake.url, stop = await serve_asgi(fake.app)
     yield fake
     await stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_drift_from_the_sdks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test whose requests to the fake providers drifted from the official SDKs fails, whatever it asserts."""
+    yield
+    if "fake_llm" in request.fixturenames:
+        fake = request.getfixturevalue("fake_llm")
+        drift, fake.drift = fake.drift, []
+        assert not drift, "requests drifted from the providers' SDKs:\n" + "\n".join(drift)
 
 
 @dataclass

@@ -16,6 +16,9 @@ def test_dated_model_names_match_their_family_and_the_longest_prefix_wins():
     assert price("openai", "gpt-4o-mini-2024-07-18") == price("openai", "gpt-4o-mini")
     assert price("openai", "gpt-4o-2024-08-06") == (2.50, 10.00)
     assert price("anthropic", "claude-sonnet-4-20250514") == (3.00, 15.00)
+    assert price("anthropic", "claude-opus-4-1-20250805") == (15.00, 75.00)
+    assert price("anthropic", "claude-opus-4-5-20251101") == (5.00, 25.00)  # not Opus 4's price
+    assert price("anthropic", "claude-haiku-4-5-20251001") == (1.00, 5.00)
     assert price("gemini", "models/gemini-2.0-flash") == (0.10, 0.40)
     assert price("groq", "llama-3.3-70b-versatile") == (0.59, 0.79)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import anthropic._constants
+
 from agentry_runner.providers import PROVIDERS, ChatRequest, Connection, Message, ToolRequest, ToolSpec
 
 TOOL = ToolSpec("weather__forecast", "Forecast", {"type": "object", "properties": {"city": {"type": "string"}}})
@@ -34,15 +36,20 @@ async def test_tool_use_round_trip_with_usage(fake_llm, llm_http):
 
     sent = fake_llm.requests(model)
     assert sent[0].path == "/anthropic/v1/messages"
-    assert sent[0].headers["x-api-key"] == "sk-ant-test"
-    assert sent[0].headers["anthropic-version"] == "2023-06-01"
+    # What the current SDK sends (the fake refuses anything else): its API version, the key as a bearer token.
+    assert sent[0].headers["anthropic-version"] == anthropic._constants.ANTHROPIC_API_VERSION
+    assert sent[0].headers["authorization"] == "Bearer sk-ant-test" and "x-api-key" not in sent[0].headers
     assert sent[0].body["system"] == "Be brief."
-    assert sent[0].body["temperature"] == 1.0  # clamped to Anthropic's range
+    assert "temperature" not in sent[0].body  # the current MessageCreateParams has none
+    assert sent[0].body["tool_choice"] == {"type": "auto"}
     assert sent[0].body["tools"] == [
         {"name": "weather__forecast", "description": "Forecast", "input_schema": TOOL.parameters}
     ]
     assistant, results = sent[1].body["messages"][-2:]
-    assert assistant == {"role": "assistant", "content": first.raw}
+    assert assistant == {"role": "assistant", "content": [
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "toolu_0", "name": "weather__forecast", "input": {"city": "Oslo"}},
+    ]}  # fmt: skip
     assert results == {"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "toolu_0", "content": '{"sky":"sunny"}'}]}  # fmt: skip
 

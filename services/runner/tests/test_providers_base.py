@@ -1,5 +1,7 @@
 """Every HTTP provider maps failures the same way: 401/403 → llm_auth_error; 429/5xx retried with backoff
-within the run's deadline, then llm_provider_error; a slow answer → llm_timeout. Never the key in a message."""
+within the run's deadline, then llm_provider_error; a slow answer → llm_timeout. The message is fixed text
+naming the provider and its status; the provider's own words travel apart, as `detail`, without any
+fragment of the key."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from typing import Any
 import pytest
 
 from agentry_common.errors import UpstreamFailed
-from agentry_runner.providers import PROVIDERS, ChatRequest, Connection, Message
+from agentry_common.events import RunError
+from agentry_runner.providers import PROVIDERS, ChatRequest, Connection, Message, ProviderFailed
 
-KEY = "sk-secret-value-123"
+KEY = "sk-secret-value-1234567890abcdef"
 PROVIDER_PATHS = {
     "openai": "/openai/v1",
     "groq": "/groq/openai/v1",
@@ -30,7 +33,7 @@ def ok_reply(fake: Any, provider: str) -> Any:
     return fake.openai("fine")
 
 
-async def complete(fake: Any, http: Any, provider: str, model: str, *, timeout_s: float = 2, deadline_s: float = 10):
+async def complete(fake: Any, http: Any, provider: str, model: str, *, timeout_s: float = 10, deadline_s: float = 20):
     conn = Connection(
         http, fake.url + PROVIDER_PATHS[provider], KEY, timeout_s=timeout_s, max_retries=2, backoff_s=0.01
     )
@@ -38,13 +41,24 @@ async def complete(fake: Any, http: Any, provider: str, model: str, *, timeout_s
     return await PROVIDERS[provider].complete(request, conn, asyncio.get_running_loop().time() + deadline_s)
 
 
+def fragments(key: str, n: int = 8) -> set[str]:
+    return {key[i : i + n].lower() for i in range(len(key) - n + 1)}
+
+
+def leaked(text: str, key: str = KEY) -> set[str]:
+    return {f for f in fragments(key) if f in text.lower()}
+
+
 @pytest.mark.parametrize("status", [401, 403])
 async def test_a_rejected_key_is_an_auth_error_that_does_not_echo_the_key(fake_llm, llm_http, provider, status):
-    model = fake_llm.model(fake_llm.error(status, f"Incorrect API key provided: {KEY}"))
-    with pytest.raises(UpstreamFailed) as failed:
+    echo = f"Incorrect API key provided: {KEY.upper()} (also known as {KEY[:-5]}…)"
+    model = fake_llm.model(fake_llm.error(status, echo))
+    with pytest.raises(ProviderFailed) as failed:
         await complete(fake_llm, llm_http, provider, model)
     assert failed.value.code == "llm_auth_error"
-    assert KEY not in failed.value.message
+    assert failed.value.message == f"{provider} answered {status}"
+    assert failed.value.detail.startswith("Incorrect API key provided: [redacted]")
+    assert not leaked(failed.value.for_owner())
     assert len(fake_llm.requests(model)) == 1  # never retried
 
 
@@ -80,10 +94,12 @@ async def test_a_provider_slower_than_the_llm_timeout_is_an_llm_timeout(fake_llm
     assert failed.value.code == "llm_timeout"
 
 
-async def test_a_refused_request_says_why_without_the_key(fake_llm, llm_http, provider):
-    model = fake_llm.model(fake_llm.error(400, f"model does not exist (key {KEY})"))
-    with pytest.raises(UpstreamFailed) as failed:
+async def test_a_refused_request_says_why_to_the_owner_only_without_the_key(fake_llm, llm_http, provider):
+    model = fake_llm.model(fake_llm.error(400, f"model does not exist (key {KEY[3:20].upper()}, {KEY[-9:]})"))
+    with pytest.raises(ProviderFailed) as failed:
         await complete(fake_llm, llm_http, provider, model)
     assert failed.value.code == "llm_provider_error"
-    assert "model does not exist" in failed.value.message
-    assert KEY not in failed.value.message
+    assert failed.value.message == f"{provider} answered 400"  # all a caller is told
+    assert failed.value.detail == "model does not exist (key [redacted], [redacted])"
+    owner = RunError(code=failed.value.code, message=failed.value.for_owner())
+    assert "model does not exist" in owner.message and owner.for_caller().message == f"{provider} answered 400"

@@ -116,10 +116,18 @@ async def test_a_run_past_its_timeout_ends_timeout(probe):
     assert (await probe.record(finished.run_id)).status == "timeout"
 
 
-async def test_a_rejected_llm_key_fails_the_run_with_502(probe, fake_llm):
-    model = fake_llm.model(fake_llm.error(401, "Incorrect API key provided"))
+async def test_a_rejected_llm_key_fails_the_run_with_502_telling_the_owner_only_why(probe, fake_llm):
+    key = "sk-ant-platform"  # the runner's platform key (conftest), echoed upper-cased and cut short
+    model = fake_llm.model(fake_llm.error(401, f"invalid x-api-key {key.upper()} (starts {key[:-2]})"))
     finished = await probe.run(probe.endpoint(llm_provider="anthropic", llm_model=model))
     assert finished.terminal.data["code"] == "llm_auth_error" and finished.terminal.data["status"] == 502
+    assert finished.terminal.data["message"] == "anthropic answered 401"  # the caller's, fixed
+    owners = (await probe.record(finished.run_id)).error.message, (await probe.outcomes(finished.run_id))[0]["error"]
+    assert (
+        owners[0]
+        == owners[1]["message"]
+        == ("anthropic answered 401 — the provider said: invalid x-api-key [redacted] (starts [redacted])")
+    )
 
 
 async def test_the_owners_own_llm_key_wins_and_is_never_shown(probe, fake_llm, rnc):

@@ -100,9 +100,21 @@ class ToolCall(Contract):
     latency_ms: int = 0
 
 
+# Splits a run's error message into what its caller is told and, after it, the LLM provider's own error text
+# (redacted of any fragment of the key), which only the endpoint's owner sees: history and `run.failed`.
+PROVIDER_SAID = " — the provider said: "
+
+
 class RunError(Contract):
     code: str = Field(description="Stable snake_case error code, e.g. `llm_provider_error`, `timeout`.")
-    message: str = Field(description="Human-readable explanation; never holds a secret.")
+    message: str = Field(
+        description="Human-readable explanation; never holds a secret. For the endpoint's owner it may end with "
+        "` — the provider said: …`, the LLM provider's own error text, redacted; callers never get that part."
+    )
+
+    def for_caller(self) -> RunError:
+        """The error as the run's caller is told it: without the provider's own text."""
+        return RunError(code=self.code, message=self.message.partition(PROVIDER_SAID)[0])
 
 
 class _RunOutcome(Event):
@@ -125,7 +137,10 @@ class RunCompleted(_RunOutcome):
 class RunFailed(_RunOutcome):
     type: Literal["run.failed"] = "run.failed"
     status: Literal["failed", "timeout"] = "failed"
-    error: RunError = Field(description="Why the run failed, as its caller was told.")
+    error: RunError = Field(
+        description="Why the run failed: what its caller was told and, for the owner, the provider's own "
+        "(redacted) error text."
+    )
 
 
 class _ChargeOutcome(Event):

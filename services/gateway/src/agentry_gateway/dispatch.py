@@ -49,7 +49,7 @@ def _terminal_from_record(record: RunRecord) -> RunProgress | None:
         data = {"output": record.output, "usage": record.usage.model_dump(), "tool_calls": tool_calls}
         return RunProgress(run_id=record.id, event="done", data=data)
     if record.status in ("failed", "timeout"):
-        err = record.error
+        err = record.error.for_caller() if record.error else None
         status = record.http_status or (504 if record.status == "timeout" else 500)
         data = {"code": err.code if err else record.status, "message": err.message if err else "", "status": status}
         return RunProgress(run_id=record.id, event="error", data=data)

@@ -8,7 +8,7 @@ A model matches its exact name or the longest listed prefix (`gpt-4o-mini-2024-0
 
 from __future__ import annotations
 
-PRICING_VERSION = "2025-06-01"
+PRICING_VERSION = "2026-03-01"
 
 PRICES: dict[str, dict[str, tuple[float, float]]] = {
     "openai": {
@@ -25,7 +25,11 @@ PRICES: dict[str, dict[str, tuple[float, float]]] = {
         "claude-3-5-sonnet": (3.00, 15.00),
         "claude-3-7-sonnet": (3.00, 15.00),
         "claude-sonnet-4": (3.00, 15.00),
-        "claude-opus-4": (15.00, 75.00),
+        "claude-haiku-4-5": (1.00, 5.00),
+        "claude-opus-4": (15.00, 75.00),  # also Opus 4.1
+        # Opus 4.5 and 4.6 cost a third of Opus 4; the prefix above would charge them its price.
+        "claude-opus-4-5": (5.00, 25.00),
+        "claude-opus-4-6": (5.00, 25.00),
     },
     "gemini": {
         "gemini-1.5-flash": (0.075, 0.30),

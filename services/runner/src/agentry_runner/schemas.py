@@ -84,7 +84,7 @@ def terminal_progress(run: StoredRun) -> RunProgress:
     if run.status == "succeeded":
         data = {"output": run.output, "usage": used, "tool_calls": run.tool_calls}
         return RunProgress(id=f"evt_done_{run.id}", run_id=run.id, event="done", data=data)
-    err = error(run) or RunError(code="internal_error", message="the run failed")
+    err = (error(run) or RunError(code="internal_error", message="the run failed")).for_caller()
     data = {"code": err.code, "message": err.message, "status": http_status(run), "usage": used}
     return RunProgress(id=f"evt_error_{run.id}", run_id=run.id, event="error", data=data)
 

@@ -36,7 +36,7 @@ from .agent import Agent, RunState
 from .database import Database
 from .models import TERMINAL, StoredRun
 from .pricing import cost_cents
-from .providers import PROVIDERS, Connection
+from .providers import PROVIDERS, Connection, ProviderFailed
 from .providers.http import guarded_session, platform_session
 from .repository import RunsRepository
 from .settings import Settings
@@ -248,7 +248,9 @@ class RunnerService:
         except ServiceUnavailable:
             raise  # a backing service (keys) is down: infrastructure, not the run's fault → redelivery
         except AgentryError as err:
-            return self._finished(event, delivery, started, state, "failed", error=(err.code, err.message))
+            # The record (the owner's) keeps the provider's own words, redacted; its caller gets `message` only.
+            message = err.for_owner() if isinstance(err, ProviderFailed) else err.message
+            return self._finished(event, delivery, started, state, "failed", error=(err.code, message))
         finally:
             toolbox.close()
             metrics.IN_FLIGHT.dec()

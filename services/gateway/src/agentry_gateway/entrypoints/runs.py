@@ -134,7 +134,7 @@ async def run_status(run_id: str, request: Request, gw: GatewayDep) -> RunStatus
             status=record.status,
             output=record.output if done else None,
             usage=record.usage if record.status not in ("queued", "running") else None,
-            error=record.error.model_dump() if record.error else None,
+            error=record.error.for_caller().model_dump() if record.error else None,  # may be a caller's key
         )
     queued = await gw.dispatcher.queued_owner(run_id)
     if queued is None or not await _caller_may_see(gw, queued["endpoint_id"], queued["owner_id"], request):

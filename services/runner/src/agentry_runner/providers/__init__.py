@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .anthropic import Anthropic
-from .base import ChatRequest, Completion, Connection, Message, Provider, ToolRequest, ToolSpec
+from .base import ChatRequest, Completion, Connection, Message, Provider, ProviderFailed, ToolRequest, ToolSpec
 from .gemini import Gemini
 from .mock import Mock
 from .openai import OpenAICompatible
@@ -24,6 +24,7 @@ __all__ = [
     "Connection",
     "Message",
     "Provider",
+    "ProviderFailed",
     "ToolRequest",
     "ToolSpec",
 ]

@@ -1,4 +1,9 @@
-"""Anthropic Messages API with tool use (`POST /v1/messages`)."""
+"""Anthropic Messages API with tool use (`POST /v1/messages`), as the current official SDK sends it.
+
+The API version and the key's header are the SDK's (`anthropic-version`, `Authorization: Bearer`); the tests
+hold every request against the SDK's `MessageCreateParamsNonStreaming`. Its current version has no sampling
+`temperature`, so an endpoint's temperature does not reach Anthropic models.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,14 @@ from typing import Any
 
 from .base import ChatRequest, Completion, Connection, Message, ToolRequest, post_json, provider_error
 
-API_VERSION = "2023-06-01"
+API_VERSION = "2026-10-21"  # `anthropic._constants.ANTHROPIC_API_VERSION` (a test holds them equal)
 
 
 def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
     if m.provider == "anthropic" and isinstance(m.raw, list):
-        return m.raw
+        # Replayed as sent (thinking blocks and their signatures included), less the nulls an answer carries
+        # for fields a request may only leave out (`caller`, `citations`).
+        return [{k: v for k, v in b.items() if v is not None} for b in m.raw if isinstance(b, dict)]
     blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
     blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in m.tool_calls]
     return blocks
@@ -43,7 +50,6 @@ class Anthropic:
         body: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
-            "temperature": min(request.temperature, 1.0),  # Anthropic's range is 0 to 1
             "messages": messages(request.messages),
         }
         if request.system:
@@ -58,7 +64,7 @@ class Anthropic:
     def parse(self, data: dict[str, Any]) -> Completion:
         blocks = data.get("content")
         if not isinstance(blocks, list):
-            raise provider_error("the LLM provider answered without content")
+            raise provider_error("anthropic answered without content")
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
         calls = []
         for b in blocks:
@@ -75,6 +81,6 @@ class Anthropic:
     async def complete(self, request: ChatRequest, conn: Connection, deadline: float) -> Completion:
         headers = {"anthropic-version": API_VERSION}
         if conn.api_key:
-            headers["x-api-key"] = conn.api_key
+            headers["authorization"] = f"Bearer {conn.api_key}"
         url = conn.base_url.rstrip("/") + "/v1/messages"
-        return self.parse(await post_json(conn, url, headers, self.body(request), deadline))
+        return self.parse(await post_json(conn, self.name, url, headers, self.body(request), deadline))

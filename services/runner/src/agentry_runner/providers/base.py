@@ -1,8 +1,13 @@
 """What every provider adapter speaks: a provider-neutral chat, and one HTTP call with retries and error mapping.
 
-Errors become `UpstreamFailed` with a stable code: 401/403 → `llm_auth_error`; 429/5xx and connection
+Errors become `ProviderFailed` with a stable code: 401/403 → `llm_auth_error`; 429/5xx and connection
 failures are retried with exponential backoff while the run's deadline allows, then `llm_provider_error`;
-an answer slower than `llm_timeout_s` → `llm_timeout`. Messages never carry the API key or request body.
+an answer slower than `llm_timeout_s` → `llm_timeout`.
+
+Its message is fixed text of ours naming the provider and what happened (`anthropic answered 401`): that is
+all a caller is told. The provider's own error text ("model not found") is useful to the endpoint's owner, but
+a provider may echo the API key in it — whole, upper-cased or cut short — so it travels apart, as `detail`,
+with every fragment of the key removed (`redact`), to the run's record and `run.failed` only.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ import aiohttp
 import orjson
 
 from agentry_common.errors import UpstreamFailed
+from agentry_common.events import PROVIDER_SAID
 from agentry_common.netguard import UrlNotAllowed
 
 log = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+FRAGMENT = 8  # characters of a key that count as a leak
 
 
 @dataclass
@@ -93,21 +102,53 @@ class Provider(Protocol):
         ...
 
 
-def provider_error(message: str) -> UpstreamFailed:
-    return UpstreamFailed(message, code="llm_provider_error")
+class ProviderFailed(UpstreamFailed):
+    """A failed LLM call. `message` is ours and safe for anyone; `detail`, the provider's own words with the
+    key redacted, is for the endpoint's owner (see `agentry_common.events.RunError`)."""
+
+    def __init__(self, message: str, *, code: str = "llm_provider_error", detail: str = ""):
+        super().__init__(message, code=code)
+        self.detail = detail
+
+    def for_owner(self) -> str:
+        return f"{self.message}{PROVIDER_SAID}{self.detail}" if self.detail else self.message
 
 
-def _provider_message(body: bytes, api_key: str | None) -> str:
-    """The provider's own error text (useful: "model not found"), without any echo of the key, short."""
+def provider_error(message: str) -> ProviderFailed:
+    return ProviderFailed(message)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` without any run of FRAGMENT consecutive characters of `secret`, compared case-insensitively:
+    a provider that echoes the key upper-cased, cut short or inside other text leaks none of it."""
+    if not secret or not text:
+        return text
+    n = min(FRAGMENT, len(secret))
+    grams = {secret[i : i + n].lower() for i in range(len(secret) - n + 1)}
+    # Lower-cased character by character, so indices still match `text` (a few characters lower to two).
+    low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    hidden = [False] * len(text)
+    for i in range(len(text) - n + 1):
+        if low[i : i + n] in grams:
+            hidden[i : i + n] = [True] * n
+    out: list[str] = []
+    for i, c in enumerate(text):
+        if not hidden[i]:
+            out.append(c)
+        elif i == 0 or not hidden[i - 1]:
+            out.append(REDACTED)
+    return "".join(out)
+
+
+def _provider_detail(body: bytes, api_key: str | None) -> str:
+    """The provider's own error text (useful: "model not found"), short, without any fragment of the key."""
     try:
         data = orjson.loads(body)
         err = data.get("error") if isinstance(data, dict) else None
         text = str(err.get("message", "")) if isinstance(err, dict) else str(err or "")
     except ValueError:
-        text = ""
-    if api_key:
-        text = text.replace(api_key, "[redacted]")
-    return text[:300]
+        text = body[:1000].decode(errors="replace")  # a proxy's HTML page, say: still worth showing the owner
+    return redact(" ".join(text.split()), api_key)[:300]
 
 
 def _retry_after(value: str | None) -> float:
@@ -118,9 +159,10 @@ def _retry_after(value: str | None) -> float:
 
 
 async def post_json(
-    conn: Connection, url: str, headers: dict[str, str], body: dict[str, Any], deadline: float
+    conn: Connection, provider: str, url: str, headers: dict[str, str], body: dict[str, Any], deadline: float
 ) -> dict[str, Any]:
-    """POST a JSON body and return the JSON answer, retrying what is worth retrying before `deadline`."""
+    """POST a JSON body and return the JSON answer, retrying what is worth retrying before `deadline`.
+    `provider` names the provider in error messages."""
     loop = asyncio.get_running_loop()
     content = orjson.dumps(body)
     headers = {"content-type": "application/json", **headers}
@@ -129,6 +171,7 @@ async def post_json(
     while True:
         retry_after = 0.0
         failure: str
+        detail = ""
         try:
             async with conn.client.post(
                 url, data=content, headers=headers, timeout=timeout, allow_redirects=False
@@ -136,31 +179,28 @@ async def post_json(
                 status, answer = resp.status, await resp.read()
                 retry_after = _retry_after(resp.headers.get("retry-after"))
         except TimeoutError:
-            raise UpstreamFailed(
-                f"the LLM provider did not answer within {conn.timeout_s:g} s", code="llm_timeout"
-            ) from None
+            raise ProviderFailed(f"{provider} did not answer within {conn.timeout_s:g} s", code="llm_timeout") from None
         except UrlNotAllowed as err:
-            raise UpstreamFailed(err.message, code="url_not_allowed") from None
+            raise ProviderFailed(err.message, code="url_not_allowed") from None
         except (aiohttp.ClientError, OSError) as err:
-            failure = f"could not reach the LLM provider ({type(err).__name__})"
+            failure = f"could not reach {provider} ({type(err).__name__})"
         else:
             if status < 300:
                 try:
                     data = orjson.loads(answer)
                 except ValueError:
-                    raise provider_error("the LLM provider answered with invalid JSON") from None
+                    raise provider_error(f"{provider} answered with invalid JSON") from None
                 if not isinstance(data, dict):
-                    raise provider_error("the LLM provider answered with an unexpected body")
+                    raise provider_error(f"{provider} answered with an unexpected body")
                 return data
-            detail = _provider_message(answer, conn.api_key)
+            failure, detail = f"{provider} answered {status}", _provider_detail(answer, conn.api_key)
             if status in (401, 403) or (status == 400 and b"API_KEY_INVALID" in answer):
-                raise UpstreamFailed(f"the LLM provider rejected the API key (HTTP {status})", code="llm_auth_error")
+                raise ProviderFailed(failure, code="llm_auth_error", detail=detail)
             if status != 429 and status < 500:
-                raise provider_error(f"the LLM provider refused the request (HTTP {status}): {detail}".rstrip(": "))
-            failure = f"the LLM provider failed (HTTP {status})"
+                raise ProviderFailed(failure, detail=detail)
         delay = max(conn.backoff_s * 2**attempt, retry_after)
         if attempt >= conn.max_retries or loop.time() + delay >= deadline:
-            raise provider_error(f"{failure}; gave up after {attempt + 1} attempts")
+            raise ProviderFailed(f"{failure}; gave up after {attempt + 1} attempts", detail=detail)
         attempt += 1
         log.info("LLM call failed (%s); retry %d in %.2fs", failure, attempt, delay)
         await asyncio.sleep(delay)

@@ -1,11 +1,18 @@
-"""Google Gemini `generateContent` with function calling (Generative Language API, v1beta)."""
+"""Google Gemini `generateContent` with function calling (Generative Language API), as `google-genai` sends it.
+
+The SDK's default API version (`v1`) and key header (`x-goog-api-key`); the tests hold every request against
+the SDK's own types (`Content`, `Tool`, `ToolConfig`, `GenerationConfig`) and answer with its
+`GenerateContentResponse`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
 
-from .base import ChatRequest, Completion, Connection, Message, ToolRequest, post_json, provider_error
+from .base import ChatRequest, Completion, Connection, Message, ProviderFailed, ToolRequest, post_json
+
+API_VERSION = "v1"  # `google.genai._api_client.GOOGLE_AI_API_DEFAULT_VERSION` (a test holds them equal)
 
 
 def _model_parts(m: Message) -> list[dict[str, Any]]:
@@ -63,8 +70,8 @@ class Gemini:
         tokens_out = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
         candidates = data.get("candidates") or []
         if not candidates:
-            reason = (data.get("promptFeedback") or {}).get("blockReason", "no candidates")
-            raise provider_error(f"the LLM provider returned no answer ({reason})")
+            reason = str((data.get("promptFeedback") or {}).get("blockReason") or "no candidates")
+            raise ProviderFailed("gemini returned no answer", detail=reason[:100])
         parts = (candidates[0].get("content") or {}).get("parts") or []
         text = "".join(p.get("text", "") for p in parts if "text" in p and not p.get("thought"))
         calls = []
@@ -80,5 +87,5 @@ class Gemini:
     async def complete(self, request: ChatRequest, conn: Connection, deadline: float) -> Completion:
         headers = {"x-goog-api-key": conn.api_key} if conn.api_key else {}
         model = quote(request.model.removeprefix("models/"), safe="")
-        url = f"{conn.base_url.rstrip('/')}/v1beta/models/{model}:generateContent"
-        return self.parse(await post_json(conn, url, headers, self.body(request), deadline))
+        url = f"{conn.base_url.rstrip('/')}/{API_VERSION}/models/{model}:generateContent"
+        return self.parse(await post_json(conn, self.name, url, headers, self.body(request), deadline))

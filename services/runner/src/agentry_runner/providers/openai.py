@@ -75,7 +75,7 @@ class OpenAICompatible:
         try:
             message = data["choices"][0]["message"]
         except (KeyError, IndexError, TypeError):
-            raise provider_error("the LLM provider answered without a message") from None
+            raise provider_error(f"{self.name} answered without a message") from None
         usage = data.get("usage") or {}
         return Completion(
             text=message.get("content") or "",
@@ -87,4 +87,4 @@ class OpenAICompatible:
     async def complete(self, request: ChatRequest, conn: Connection, deadline: float) -> Completion:
         headers = {"authorization": f"Bearer {conn.api_key}"} if conn.api_key else {}
         url = conn.base_url.rstrip("/") + "/chat/completions"
-        return self.parse(await post_json(conn, url, headers, self.body(request), deadline))
+        return self.parse(await post_json(conn, self.name, url, headers, self.body(request), deadline))
