@@ -115,8 +115,9 @@ class PaymentsRepository:
 
     async def finish_deposit(self, deposit_id: str, status: str, credit_id: str | None = None) -> None:
         await self._run(
-            "UPDATE billing.deposits SET status = :status, credit_id = :credit_id, "
-            "completed_at = CASE WHEN :status = 'succeeded' THEN now() END WHERE id = :id AND status = 'pending'",
+            "UPDATE billing.deposits SET status = CAST(:status AS varchar), credit_id = :credit_id, "
+            "completed_at = CASE WHEN CAST(:status AS varchar) = 'succeeded' THEN now() END "
+            "WHERE id = :id AND status <> 'succeeded'",
             id=deposit_id,
             status=status,
             credit_id=credit_id,
