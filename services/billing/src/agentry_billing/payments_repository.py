@@ -278,7 +278,7 @@ class PaymentsRepository:
                 RETURNING a.owner_id, a.amount_cents, a.crossings
             )
             INSERT INTO billing.deposits (id, owner_id, source, amount_cents, currency, idempotency_key)
-            SELECT 'dep_' || md5(f.owner_id || ':auto-recharge:' || f.crossings), f.owner_id, 'auto_recharge',
+            SELECT 'dep_' || md5(f.owner_id || '/auto-recharge/' || f.crossings), f.owner_id, 'auto_recharge',
                    f.amount_cents, w.currency, 'auto-recharge:' || f.crossings
             FROM fired AS f JOIN billing.wallets AS w USING (owner_id)
             ON CONFLICT (owner_id, idempotency_key) DO NOTHING

@@ -33,7 +33,9 @@ def _ledger_checks(kinds: str, sources: str) -> None:
     op.drop_constraint(op.f("ck_ledger_entries_kind_known"), "ledger_entries", schema="billing", type_="check")
     op.drop_constraint(op.f("ck_ledger_entries_kind_matches_source"), "ledger_entries", schema="billing", type_="check")
     op.create_check_constraint(op.f("ck_ledger_entries_kind_known"), "ledger_entries", kinds, schema="billing")
-    op.create_check_constraint(op.f("ck_ledger_entries_kind_matches_source"), "ledger_entries", sources, schema="billing")
+    op.create_check_constraint(
+        op.f("ck_ledger_entries_kind_matches_source"), "ledger_entries", sources, schema="billing"
+    )
 
 
 def upgrade() -> None:
