@@ -38,8 +38,9 @@ from agentry_common.broker import ensure_streams
 from agentry_common.stack import Service, Stack, dev_token
 from agentry_common.testing import serve_asgi
 
-SECRET_KEY = "sk_test_agentry_fake_" + uuid.uuid4().hex
-WEBHOOK_SECRET = "whsec_agentry_fake_" + uuid.uuid4().hex
+# The marker `sk-test-secret-` lets the session's secrets scan (tests/test_zz_secrets_scan.py) look for them.
+SECRET_KEY = "sk-test-secret-stripe-" + uuid.uuid4().hex
+WEBHOOK_SECRET = "sk-test-secret-whsec-" + uuid.uuid4().hex
 PUBLIC_URL = "https://agentry.example"
 
 

@@ -87,7 +87,7 @@ async def test_a_tampered_or_stale_signature_is_refused_and_nothing_is_written(p
             reply = await payments.post_event(http, body, signature)
             assert reply.status_code == 400, reply.text
             assert reply.json()["error"]["code"] == "invalid_signature"
-            assert "whsec" not in reply.text
+            assert "sk-test-secret" not in reply.text
         event_id = __import__("json").loads(payload)["id"]
         assert await ledger.rows("SELECT 1 FROM billing.stripe_events WHERE id = :id", id=event_id) == []
         assert await ledger.wallet(owner) is None or (await ledger.wallet(owner)).balance_cents == 0
