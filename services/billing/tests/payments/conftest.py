@@ -112,6 +112,7 @@ class FakeStripe:
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     declined_customers: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    down: bool = False  # answer 503 (and tell the library not to retry) to everything
     _replies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def app(self) -> Starlette:
@@ -121,6 +122,9 @@ class FakeStripe:
         if request.headers.get("authorization") != f"Bearer {SECRET_KEY}":
             return JSONResponse({"error": {"type": "invalid_request_error", "message": "Invalid API Key"}}, 401)
         path = request.url.path
+        if self.down:
+            error = {"type": "api_error", "message": "Stripe is having a bad day."}
+            return JSONResponse({"error": error}, 503, headers={"Stripe-Should-Retry": "false"})
         if request.method == "GET":
             found = {**self.customers, **self.sessions, **self.intents}.get(path.rsplit("/", 1)[-1])
             return JSONResponse(found) if found else JSONResponse({"error": {"type": "invalid_request_error"}}, 404)

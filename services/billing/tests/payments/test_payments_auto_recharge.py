@@ -55,3 +55,25 @@ async def test_auto_recharge_starts_one_payment_per_crossing_under_concurrent_ch
         assert [d["status"] for d in recharges] == ["succeeded", "succeeded"]
         assert payments.stripe.errors == []
         assert await ledger.drift([owner]) == []
+
+
+async def test_a_declined_card_fails_the_recharge_and_credits_nothing(
+    payments, owner, ledger, events, eventually
+) -> None:
+    async with httpx.AsyncClient(timeout=60) as http:
+        await payments.paid_deposit(http, owner, 1000)
+        settings = {"enabled": True, "threshold_cents": 800, "amount_cents": 5000}
+        url = f"{payments.gateway}/api/balance/auto-recharge"
+        assert (await http.put(url, json=settings, headers=payments.auth(owner))).status_code == 200
+        [customer] = await ledger.rows("SELECT * FROM billing.payment_customers WHERE owner_id = :o", o=owner)
+        payments.stripe.declined_customers.add(customer.customer_id)
+        runs = [events.completed(owner, price=100) for _ in range(5)]
+        await events.publish(runs)
+        await ledger.wait_for_charges([r.run_id for r in runs])
+
+        async def recharge_failed() -> list:
+            listed = await http.get(f"{payments.gateway}/api/balance/deposits", headers=payments.auth(owner))
+            return [d for d in listed.json()["deposits"] if d["source"] == "auto_recharge" and d["status"] == "failed"]
+
+        assert len(await eventually(recharge_failed, 60)) == 1
+        assert (await ledger.wallet(owner)).balance_cents == 500

@@ -108,3 +108,22 @@ async def test_an_abandoned_checkout_is_marked_expired(payments, owner) -> None:
         listed = await http.get(f"{payments.gateway}/api/balance/deposits", headers=payments.auth(owner))
         assert [(d["status"], d["checkout_url"]) for d in listed.json()["deposits"]] == [("expired", None)]
         assert (await _balance(http, payments, owner))["balance_cents"] == 0
+
+
+async def test_when_stripe_is_down_a_deposit_answers_502_and_the_same_key_works_once_it_is_back(
+    payments, owner
+) -> None:
+    async with httpx.AsyncClient(timeout=60) as http:
+        payments.stripe.down = True
+        try:
+            answer = await payments.deposit(http, owner, 1500, key="while-down")
+        finally:
+            payments.stripe.down = False
+        assert answer.status_code == 502, answer.text
+        assert answer.json()["error"]["code"] == "payment_provider_error"
+        assert "sk-test-secret" not in answer.text
+        again = await payments.deposit(http, owner, 1500, key="while-down")
+        assert again.status_code == 201, again.text
+        assert again.json()["deposit"]["checkout_url"].startswith(payments.stripe.url)
+        listed = await http.get(f"{payments.gateway}/api/balance/deposits", headers=payments.auth(owner))
+        assert [d["id"] for d in listed.json()["deposits"]] == [again.json()["deposit"]["id"]]

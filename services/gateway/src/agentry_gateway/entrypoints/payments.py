@@ -26,7 +26,9 @@ from .deps import CurrentUser, GatewayDep
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
-_NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": "`payments_not_configured`: PAYMENT_MODE is `manual`"}}
+_NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "`payments_not_configured`: PAYMENT_MODE is `manual`"}
+}
 _WEBHOOK_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "`invalid_signature`: the body is not signed by Stripe, or too long "
           "ago; `bad_request`: the body is not UTF-8. Nothing was recorded."},

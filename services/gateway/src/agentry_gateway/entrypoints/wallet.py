@@ -59,7 +59,9 @@ async def deposit(
     a pending deposit with the `checkout_url` of a Stripe Checkout page (`DepositStarted`); the wallet is
     credited when Stripe confirms the payment."""
     cmd = Deposit(owner_id=user.id, amount_cents=body.amount_cents, idempotency_key=_require(idempotency_key))
-    result: DepositReply = await _billing(gw, subjects.WALLET_DEPOSIT, cmd, DepositReply)
+    # In stripe mode billing calls Stripe twice (Customer, Checkout Session), with retries: give it longer.
+    result = await rpc.call(gw.nc, subjects.WALLET_DEPOSIT, cmd, DepositReply, timeout=4 * gw.settings.rpc_timeout_s,
+                            unavailable="billing is unavailable")  # fmt: skip
     return result.root
 
 
