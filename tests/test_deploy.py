@@ -35,7 +35,13 @@ CRD_GROUPS = {"keda.sh", "postgresql.cnpg.io"}
 PART_OF = ("app.kubernetes.io/part-of", "agentry")
 DEPLOYMENTS = {f"agentry-{s}" for s in SERVICES}
 # What an operator creates before applying the prod overlay (deploy/README.md explains each one).
-PROD_SECRETS = {"agentry-jwt", "agentry-keys", "agentry-providers", *(f"agentry-nats-{s}" for s in SERVICES)}
+PROD_SECRETS = {
+    "agentry-jwt",
+    "agentry-keys",
+    "agentry-providers",
+    "agentry-stripe",
+    *(f"agentry-nats-{s}" for s in SERVICES),
+}
 Doc = dict[str, Any]
 
 

@@ -26,6 +26,7 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.RUN_REQUESTED,  # only the gateway starts runs
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE,
             s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
+            s.WALLET_DEPOSITS, s.WALLET_AUTO_RECHARGE_GET, s.WALLET_AUTO_RECHARGE_SET, s.PAYMENTS_STRIPE_WEBHOOK,
             s.RUNS_LIST, s.RUNS_GET,
             s.CATALOG_CHANGED,
             "$KV.>",  # async-run index and rate-limit state
@@ -43,7 +44,10 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
     },
     "billing": {
         "publish": ["billing.>", "$JS.ACK.RUN_EVENTS.>"],  # only billing announces charges
-        "subscribe": [s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES],
+        "subscribe": [
+            s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
+            s.WALLET_DEPOSITS, s.WALLET_AUTO_RECHARGE_GET, s.WALLET_AUTO_RECHARGE_SET, s.PAYMENTS_STRIPE_WEBHOOK,
+        ],
     },
     "keys": {
         "publish": [s.KEYS_REVOKED],

@@ -90,7 +90,7 @@ class Deposit(Contract):
 
 class Transaction(Contract):
     id: str
-    kind: Literal["deposit", "run_charge", "admin_credit", "settlement"]
+    kind: Literal["deposit", "run_charge", "admin_credit", "settlement", "refund", "dispute"]
     amount_cents: int
     run_id: str | None = None
     endpoint_id: str | None = None

@@ -39,6 +39,10 @@ WALLET_BALANCE = "wallet.balance"
 WALLET_DEPOSIT = "wallet.deposit"
 WALLET_TRANSACTIONS = "wallet.transactions"
 WALLET_CHARGES = "wallet.charges"
+WALLET_DEPOSITS = "wallet.deposits"
+WALLET_AUTO_RECHARGE_GET = "wallet.auto_recharge.get"
+WALLET_AUTO_RECHARGE_SET = "wallet.auto_recharge.set"
+PAYMENTS_STRIPE_WEBHOOK = "payments.stripe.webhook"  # gateway → billing: a Stripe webhook, body untouched
 RUNS_LIST = "runs.list"
 RUNS_GET = "runs.get"
 

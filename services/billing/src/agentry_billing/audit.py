@@ -73,6 +73,17 @@ HAVING NOT (count(e.entry_no) = 1 AND sum(e.amount_cents) = cr.amount_cents AND 
             AND bool_and(e.owner_id = cr.owner_id))
 """
 
+# A refund or dispute took back exactly what it says it took (its amount less what is still owed), by entries of
+# its own kind, from its own wallet.
+_REVERSALS = """
+SELECT r.owner_id, r.id, r.kind, r.amount_cents - r.owed_cents AS taken, coalesce(-sum(e.amount_cents), 0) AS moved
+FROM billing.reversals AS r LEFT JOIN billing.ledger_entries AS e ON e.reversal_id = r.id
+WHERE CAST(:owners AS varchar[]) IS NULL OR r.owner_id = ANY(CAST(:owners AS varchar[]))
+GROUP BY r.id
+HAVING coalesce(-sum(e.amount_cents), 0) <> r.amount_cents - r.owed_cents
+    OR NOT coalesce(bool_and(e.owner_id = r.owner_id AND e.kind = r.kind), true)
+"""
+
 
 def _wallet_problems(r: Any) -> list[str]:
     problems = []
@@ -105,4 +116,7 @@ async def check_wallets(conn: AsyncConnection, owners: Sequence[str] | None = No
     for r in await conn.execute(text(_CREDITS), params):
         check = checks.setdefault(r.owner_id, WalletCheck(r.owner_id, 0, 0, ["credits without a wallet"]))
         check.problems.append(f"credit {r.id} of {r.amount_cents} cents is in the ledger {r.entries} time(s)")
+    for r in await conn.execute(text(_REVERSALS), params):
+        check = checks.setdefault(r.owner_id, WalletCheck(r.owner_id, 0, 0, ["reversals without a wallet"]))
+        check.problems.append(f"{r.kind} {r.id} took {r.taken} cents but the ledger moved {r.moved}")
     return list(checks.values())

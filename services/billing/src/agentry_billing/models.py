@@ -57,7 +57,7 @@ class Base(DeclarativeBase):
 activity_seq = Sequence("activity_seq", metadata=Base.metadata)
 
 CHARGE_STATUSES = ("collected", "uncollected", "settled")
-ENTRY_KINDS = ("deposit", "admin_credit", "run_charge", "settlement")
+ENTRY_KINDS = ("deposit", "admin_credit", "run_charge", "settlement", "refund", "dispute")
 CREDIT_KINDS = ("deposit", "admin_credit")
 
 
@@ -176,6 +176,7 @@ class LedgerEntry(Base):
     run_id: Mapped[str | None] = mapped_column(String(64))
     endpoint_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    reversal_id: Mapped[str | None] = mapped_column(String(40))  # refund/dispute (payments_models.Reversal)
 
     __table_args__ = (
         UniqueConstraint("owner_id", "entry_no", "balance_after_cents"),  # what the wallet's pointer references
@@ -192,9 +193,11 @@ class LedgerEntry(Base):
         CheckConstraint(f"kind IN {ENTRY_KINDS}", name="kind_known"),
         CheckConstraint(
             "(kind IN ('deposit', 'admin_credit') AND amount_cents > 0 AND credit_id IS NOT NULL"
-            " AND charge_id IS NULL)"
+            " AND charge_id IS NULL AND reversal_id IS NULL)"
             " OR (kind IN ('run_charge', 'settlement') AND amount_cents < 0 AND charge_id IS NOT NULL"
-            " AND credit_id IS NULL)",
+            " AND credit_id IS NULL AND reversal_id IS NULL)"
+            " OR (kind IN ('refund', 'dispute') AND amount_cents < 0 AND reversal_id IS NOT NULL"
+            " AND charge_id IS NULL AND credit_id IS NULL)",
             name="kind_matches_source",
         ),
         # A charge moves money at most once (collected at once, or settled later) and a credit exactly once.

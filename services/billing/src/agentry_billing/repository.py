@@ -43,6 +43,7 @@ class NewEntry:
     credit_id: str | None = None
     run_id: str | None = None
     endpoint_id: str | None = None
+    reversal_id: str | None = None  # a refund's or dispute's (payments)
 
 
 @dataclass(frozen=True)
@@ -157,19 +158,20 @@ class BillingRepository:
             {"id": e.id, "owner_id": e.owner_id, "entry_no": e.posting.entry_no, "kind": e.kind,
              "amount_cents": e.posting.amount_cents, "balance_after_cents": e.posting.balance_after_cents,
              "prev_entry_no": e.posting.prev_entry_no, "prev_balance_after_cents": e.posting.prev_balance_after_cents,
-             "charge_id": e.charge_id, "credit_id": e.credit_id, "run_id": e.run_id, "endpoint_id": e.endpoint_id}
+             "charge_id": e.charge_id, "credit_id": e.credit_id, "run_id": e.run_id, "endpoint_id": e.endpoint_id,
+             "reversal_id": e.reversal_id}
             for e in entries
         ]  # fmt: skip
         await self._run(
             """
             INSERT INTO billing.ledger_entries (id, owner_id, entry_no, kind, amount_cents, balance_after_cents,
-                prev_entry_no, prev_balance_after_cents, charge_id, credit_id, run_id, endpoint_id)
+                prev_entry_no, prev_balance_after_cents, charge_id, credit_id, run_id, endpoint_id, reversal_id)
             SELECT id, owner_id, entry_no, kind, amount_cents, balance_after_cents, prev_entry_no,
-                prev_balance_after_cents, charge_id, credit_id, run_id, endpoint_id
+                prev_balance_after_cents, charge_id, credit_id, run_id, endpoint_id, reversal_id
             FROM json_to_recordset(CAST(:rows AS json)) AS r(id varchar, owner_id varchar, entry_no bigint,
                 kind varchar, amount_cents bigint, balance_after_cents bigint, prev_entry_no bigint,
                 prev_balance_after_cents bigint, charge_id varchar, credit_id varchar, run_id varchar,
-                endpoint_id varchar)
+                endpoint_id varchar, reversal_id varchar)
             """,
             rows=_json(rows),
         )

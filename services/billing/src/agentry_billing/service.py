@@ -24,7 +24,9 @@ from agentry_common.requests import (
     TransactionPage,
 )
 
+from . import payments_ledger
 from .domain import MAX_AMOUNT_CENTS, ChargeOutcome, ChargeRun, ChargeState, settle_oldest_first
+from .payments_repository import Recharge
 from .repository import BillingRepository, NewCharge, NewEntry
 
 log = logging.getLogger(__name__)
@@ -51,9 +53,10 @@ class ChargeBatch:
     outcomes: list[ChargeOutcome] = field(default_factory=list)
     new: list[ChargeOutcome] = field(default_factory=list)
     duplicates: int = 0
+    recharges: list[Recharge] = field(default_factory=list)  # auto-recharges this batch's charges started
 
 
-async def charge_runs(repo: BillingRepository, runs: Sequence[ChargeRun]) -> ChargeBatch:
+async def charge_runs(repo: BillingRepository, runs: Sequence[ChargeRun], auto_recharge: bool = False) -> ChargeBatch:
     """Charge each run once: collected if its owner's balance covers the price, else uncollected.
 
     Runs already charged (a replay, a redelivery, another replica) are not charged again; their existing
@@ -101,8 +104,11 @@ async def charge_runs(repo: BillingRepository, runs: Sequence[ChargeRun]) -> Cha
         if inserted != len(charges):
             raise ChargeConflict(f"{len(charges) - inserted} of {len(charges)} runs were charged concurrently")
     # Wallets first: the ledger refuses entries that their wallet has not moved to.
-    await repo.write_back([b for b in books.values() if b.changed])
+    changed = [b for b in books.values() if b.changed]
+    await repo.write_back(changed)
     await repo.insert_entries(entries)
+    if auto_recharge and changed:
+        batch.recharges = await payments_ledger.fire_crossings(repo, changed)
     for c in charges:
         outcome = ChargeOutcome(c.id, c.run_id, c.endpoint_id, c.owner_id, c.amount_cents, c.state, created_at)
         batch.new.append(outcome)
@@ -172,6 +178,7 @@ async def credit_wallet(repo: BillingRepository, cmd: Deposit) -> Credited:
 
     credit_id, entry_id = new_id("crd"), new_id("txn")
     credit_posting = book.credit(cmd.amount_cents)
+    taken_back = await payments_ledger.take_back_owed(repo, book)
     settlements = settle_oldest_first(book, await repo.settleable_debts(cmd.owner_id, book.balance_cents))
     created_at = await repo.insert_credit(
         id=credit_id,
@@ -190,7 +197,7 @@ async def credit_wallet(repo: BillingRepository, cmd: Deposit) -> Credited:
         raise ValidationFailed(
             "this Idempotency-Key was already used for a different request", code="idempotency_key_reused"
         )
-    entries = [NewEntry(entry_id, cmd.owner_id, cmd.kind, credit_posting, credit_id=credit_id)]
+    entries = [NewEntry(entry_id, cmd.owner_id, cmd.kind, credit_posting, credit_id=credit_id), *taken_back]
     entries += [
         NewEntry(new_id("txn"), cmd.owner_id, "settlement", posting, charge_id=debt.charge_id,
                  run_id=debt.run_id, endpoint_id=debt.endpoint_id)
@@ -198,6 +205,7 @@ async def credit_wallet(repo: BillingRepository, cmd: Deposit) -> Credited:
     ]  # fmt: skip
     await repo.write_back([book])
     await repo.insert_entries(entries)
+    await payments_ledger.rearm_auto_recharge(repo, book)
     if settlements and await repo.mark_settled([d.charge_id for d, _ in settlements], credit_id) != len(settlements):
         raise RuntimeError("an uncollected charge changed while its wallet was locked")
     transaction = Transaction(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 
 from agentry_common import subjects
 from agentry_common.settings import ServiceSettings
@@ -27,6 +29,28 @@ class Settings(ServiceSettings):
     )
     consumer_lag_sample_s: float = Field(5.0, gt=0, description="How often the consumer's backlog is sampled.")
     rpc_workers: int = Field(8, ge=1, description="Wallet requests handled concurrently per replica.")
+    payment_mode: Literal["manual", "stripe"] = Field(
+        "manual",
+        description="`manual`: a deposit credits the wallet at once (development); `stripe`: a deposit is a "
+        "Stripe Checkout payment, credited by Stripe's signed webhook.",
+    )
+    stripe_secret_key: SecretStr | None = Field(None, description="Stripe secret API key (`sk_test_…` / `sk_live_…`).")
+    stripe_webhook_secret: SecretStr | None = Field(
+        None, description="Signing secret of the Stripe webhook endpoint (`whsec_…`)."
+    )
+    stripe_api_base: str | None = Field(None, description="Stripe API base URL override (tests: a fake on loopback).")
+    stripe_timeout_s: float = Field(20.0, gt=0, description="Longest wait for one Stripe API call.")
+    public_url: str = Field(
+        "http://localhost:8080", description="Where owners reach Agentry: Checkout returns them to its console."
+    )
+
+    @model_validator(mode="after")
+    def _stripe_needs_keys(self) -> Settings:
+        # Without both keys a Stripe deposit could not be started, or never be credited: refuse to start at all
+        # (in every environment; development runs `manual`, which needs no account).
+        if self.payment_mode == "stripe" and not (self.stripe_secret_key and self.stripe_webhook_secret):
+            raise ValueError("PAYMENT_MODE=stripe needs STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET")
+        return self
 
 
 settings = Settings()

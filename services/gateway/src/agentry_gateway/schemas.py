@@ -301,6 +301,12 @@ class DepositBody(Strict):
     amount_cents: Annotated[int, Field(ge=500, le=50000)]
 
 
+class AutoRechargeBody(Strict):
+    enabled: bool = Field(description="Charge the saved card when the balance falls below the threshold.")
+    threshold_cents: Annotated[int, Field(ge=0, le=10_000_000, description="Recharge below this balance.")]
+    amount_cents: Annotated[int, Field(ge=500, le=50000, description="How much each recharge adds.")]
+
+
 class AdminCreditBody(Strict):
     amount_cents: Annotated[int, Field(ge=1, le=10_000_000)]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 
 from agentry_common.app import create_service_app
 from agentry_common.broker import make_broker
 
 from ..settings import settings
+from . import payments
 from .broker import engine, publisher, router, sessions
 from .consumer import ChargeConsumer
 
 broker = make_broker(settings, "billing")
 broker.include_router(router)
-consumer = ChargeConsumer(settings, sessions, publisher)
+broker.include_router(payments.router)
+# Auto-recharge needs Stripe: in manual mode the charge batch does not even look for thresholds crossed.
+stripe_mode = settings.payment_mode == "stripe"
+consumer = ChargeConsumer(settings, sessions, publisher, on_recharges=payments.start_recharges if stripe_mode else None)
+_stopping = asyncio.Event()
+_background: list[asyncio.Task[None]] = []
 
 
 async def start_charging(_: FastAPI) -> None:
     await publisher.start(broker.connection)
     await consumer.start(broker.connection)
+    if stripe_mode:
+        _background.append(asyncio.create_task(payments.retry_recharges(_stopping)))
 
 
 async def stop_charging(_: FastAPI) -> None:
+    _stopping.set()
     await consumer.stop()
+    await asyncio.gather(*_background, return_exceptions=True)
 
 
 app = create_service_app(

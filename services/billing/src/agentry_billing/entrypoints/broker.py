@@ -11,6 +11,7 @@ from faststream.nats.annotations import NatsBroker
 from agentry_common import subjects
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import ServiceUnavailable
+from agentry_common.payment_requests import DepositStarted
 from agentry_common.requests import (
     Balance,
     Charges,
@@ -54,7 +55,11 @@ async def get_balance(cmd: GetBalance) -> Balance:
 
 @router.subscriber(subjects.WALLET_DEPOSIT, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited:
+async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited | DepositStarted:
+    if settings.payment_mode == "stripe" and cmd.kind == "deposit":
+        from .payments import checkout_deposit  # imported here: payments' handlers build on this module
+
+        return await checkout_deposit(cmd)  # credited later, by Stripe's webhook
     async with unit_of_work() as repo:
         credited = await service.credit_wallet(repo, cmd)
     if credited.deposited.replayed:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -34,6 +34,7 @@ from agentry_common.events import ChargeCollected, ChargeUncollected, RunComplet
 
 from .. import metrics, service
 from ..domain import ChargeOutcome, ChargeRun, UnbillableEvent
+from ..payments_repository import Recharge
 from ..repository import BillingRepository
 from ..settings import Settings
 from .jetstream import BatchPublisher, BatchPuller
@@ -88,8 +89,15 @@ async def publish_outcomes(
 
 
 class ChargeConsumer:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], publisher: BatchPublisher):
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: BatchPublisher,
+        on_recharges: Callable[[Sequence[Recharge]], None] | None = None,
+    ):
         self.settings = settings
+        self.on_recharges = on_recharges  # auto-recharges a committed batch started (payments)
         self.sessions = sessions
         self.publisher = publisher
         self._stopping = asyncio.Event()
@@ -218,13 +226,17 @@ class ChargeConsumer:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with self.sessions() as session, session.begin():
-                    batch = await service.charge_runs(BillingRepository(session), runs)
+                    batch = await service.charge_runs(
+                        BillingRepository(session), runs, auto_recharge=self.on_recharges is not None
+                    )
             except Exception as err:
                 if attempt == ATTEMPTS or not _retryable(err):
                     raise
                 await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))
                 continue
             self._count(batch)
+            if batch.recharges and self.on_recharges is not None:
+                self.on_recharges(batch.recharges)
             return batch.outcomes
         raise AssertionError("unreachable")
 

@@ -1,3 +1,4 @@
+from agentry_billing import payments_models  # its tables join Base.metadata
 from agentry_billing.models import SCHEMA, Base
 from agentry_common.db import run_alembic_env
 

@@ -9,7 +9,8 @@ from pydantic import BaseModel
 
 from agentry_common import rpc, subjects
 from agentry_common.app import ERROR_RESPONSES
-from agentry_common.errors import ValidationFailed
+from agentry_common.errors import ErrorBody, ValidationFailed
+from agentry_common.payment_requests import DepositReply, DepositStarted
 from agentry_common.requests import Balance, Deposit, Deposited, GetBalance, ListTransactions, TransactionPage
 
 from ..schemas import AdminCreditBody, DepositBody
@@ -45,14 +46,23 @@ async def balance(user: CurrentUser, gw: GatewayDep) -> Balance:
     return result
 
 
-@router.post("/balance/deposit", status_code=201)
+@router.post(
+    "/balance/deposit",
+    status_code=201,
+    responses={502: {"model": ErrorBody, "description": "`payment_provider_error`: Stripe could not start the "
+                     "payment; retry with the same Idempotency-Key"}},
+)  # fmt: skip
 async def deposit(
     body: DepositBody, user: CurrentUser, gw: GatewayDep, idempotency_key: IdempotencyKey = None
-) -> Deposited:
-    """Credit the caller's wallet (built-in `manual` payment mode: credited at once)."""
+) -> Deposited | DepositStarted:
+    """Top up the caller's wallet. `manual` payment mode: credited at once (`Deposited`). `stripe` payment mode:
+    a pending deposit with the `checkout_url` of a Stripe Checkout page (`DepositStarted`); the wallet is
+    credited when Stripe confirms the payment."""
     cmd = Deposit(owner_id=user.id, amount_cents=body.amount_cents, idempotency_key=_require(idempotency_key))
-    result: Deposited = await _billing(gw, subjects.WALLET_DEPOSIT, cmd, Deposited)
-    return result
+    # In stripe mode billing calls Stripe twice (Customer, Checkout Session), with retries: give it longer.
+    result = await rpc.call(gw.nc, subjects.WALLET_DEPOSIT, cmd, DepositReply, timeout=4 * gw.settings.rpc_timeout_s,
+                            unavailable="billing is unavailable")  # fmt: skip
+    return result.root
 
 
 @router.get("/balance/transactions")
