@@ -41,6 +41,7 @@ WALLET_TRANSACTIONS = "wallet.transactions"
 WALLET_CHARGES = "wallet.charges"
 RUNS_LIST = "runs.list"
 RUNS_GET = "runs.get"
+TOOLS_LIST = "tools.list"  # a live tools/list of one MCP server, asked by the gateway, done by a runner
 
 
 @dataclass(frozen=True)

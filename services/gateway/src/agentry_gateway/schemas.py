@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from agentry_common.app import MAX_JSON_DEPTH, TOO_DEEP_TEXT
 from agentry_common.events import ToolCall, Usage
+from agentry_common.requests import ToolInfo
 
 # JSON no store or wire downstream can carry: PostgreSQL text and JSONB refuse NUL and NaN, UTF-8 cannot encode a
 # lone surrogate (JSON escapes spell both), the services' JSON encoder stops at 64-bit integers, and Python's JSON
@@ -135,6 +136,22 @@ class ServerPublic(BaseModel):
 
 class ServerOut(BaseModel):
     server: ServerPublic
+
+
+class ServerRegistered(ServerOut):
+    reachable: bool = Field(
+        description="Whether the server answered a `tools/list` just now. It is registered either way."
+    )
+    tools: int = Field(description="How many tools it offers (0 when it did not answer).")
+    problem: str | None = Field(None, description="Why it did not answer, when it did not (never a header value).")
+
+
+class ServerTools(BaseModel):
+    tools: list[ToolInfo] = Field(description="The server's tools as it lists them now.")
+
+
+class ServerList(BaseModel):
+    servers: list[ServerPublic]
 
 
 # --- endpoints ---
@@ -277,6 +294,9 @@ class RunResult(BaseModel):
     run_id: str
     output: Any = Field(description="Text, or the parsed JSON value for `json` endpoints.")
     usage: Usage
+    tool_calls: list[ToolCall] = Field(
+        default_factory=list, description="The MCP tool calls the run made, in order (as the SSE `done` event)."
+    )
 
 
 class RunAccepted(BaseModel):
@@ -307,6 +327,7 @@ class RunHistoryItem(BaseModel):
     latency_ms: int
     iterations: int
     tool_calls: list[ToolCall]
+    tool_errors: int = Field(description="How many of `tool_calls` failed (the run went on; the model was told).")
     charge: Charge
     is_test: bool
     error: dict[str, str] | None

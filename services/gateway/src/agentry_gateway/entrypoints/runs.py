@@ -205,6 +205,7 @@ async def run_history(
             latency_ms=r.usage.latency_ms,
             iterations=r.usage.iterations,
             tool_calls=r.tool_calls,
+            tool_errors=r.tool_errors,
             charge=_charge(r, charges),
             is_test=r.is_test,
             error=r.error.model_dump() if r.error else None,
