@@ -146,6 +146,8 @@ async def test_run_status_without_credentials_is_401_whether_or_not_the_run_exis
         answer = await http.get(url)
         assert answer.status_code == 401, answer.text
         assert answer.json()["error"]["code"] == "missing_api_key"
+    junk = await http.get(r.json()["status_url"], headers={"X-API-Key": "not-a-key"})
+    assert junk.status_code == 401 and junk.json()["error"]["code"] == "invalid_api_key"
     public = await make_endpoint(async_mode=True, auth_mode="public")
     r = await http.post(public["run_url"], json={"input": "x"})
     assert (await http.get(r.json()["status_url"])).status_code == 200  # a public endpoint's run is anyone's

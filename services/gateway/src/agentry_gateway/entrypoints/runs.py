@@ -123,6 +123,8 @@ async def _caller_may_see(gw: Gateway, endpoint_id: str, owner_id: str, request:
     async with gw.unit_of_work() as repo:
         ep = await repo.endpoint_by_id(endpoint_id)
     if ep is None or ep.auth_mode != "public":
+        if key:  # an X-API-Key that is no key at all
+            raise Unauthorized("invalid API key", code="invalid_api_key")
         raise _no_credentials()
     return True
 
