@@ -396,7 +396,7 @@ def test_the_dockerfile_builds_one_service_with_uv_and_runs_it_unprivileged() ->
     service = stages["service"]
     assert re.search(r"HEALTHCHECK .*http://127\.0\.0\.1:8080/healthz", service)
     assert 'exec uvicorn \\"agentry_${AGENTRY_SERVICE}.entrypoints.api:app\\" --host 0.0.0.0 --port 8080' in service
-    assert "--loop uvloop --http httptools" in service
+    assert "--loop uvloop --http agentry_common.protocol:HttpToolsProtocol" in service
     assert 'CMD ["python", "-m", "agentry_common.stack", "migrate"]' in stages["migrate"]
     assert list(stages)[-1] == "service", "the default target must be a service image"
 

@@ -156,3 +156,37 @@ async def test_input_schema_violations_and_oversized_bodies_are_refused_before_a
     assert r.status_code == 422
     runs = (await http.get(f"/api/agent-endpoints/{created['endpoint']['id']}/runs", headers=auth)).json()["runs"]
     assert runs == []
+
+
+async def test_a_synchronous_run_answers_its_tool_calls_and_failed_calls_are_counted(
+    http: httpx.AsyncClient, auth: dict[str, str], tool_server: tuple[str, list[dict[str, Any]]], nc: Any
+) -> None:
+    url, _ = tool_server
+    ws = await _workspace(http, auth)
+    r = await http.post(f"/api/workspaces/{ws}/servers", json={"name": "calc", "url": url}, headers=auth)
+    assert r.status_code == 201, r.text
+    created = await _endpoint(http, auth, ws)
+    key = {"X-API-Key": created["api_key"]}
+    completed = await nc.subscribe("run.completed")
+    try:
+        ok = await http.post(created["run_url"], json={"input": {"mock": {"tool": "calc__add",
+                             "arguments": {"a": 2, "b": 3}}}}, headers=key)  # fmt: skip
+        assert ok.status_code == 200, ok.text
+        calls = ok.json()["tool_calls"]
+        assert [c["name"] for c in calls] == ["calc__add"] and calls[0]["arguments"] == {"a": 2, "b": 3}
+        assert "5" in json.dumps(calls[0]["result"]) and calls[0]["error"] is None
+
+        failed = await http.post(created["run_url"], json={"input": {"mock": {"tool": "calc__nope"}}}, headers=key)
+        assert failed.status_code == 200, failed.text  # a failed tool call is told to the model; the run goes on
+        assert failed.json()["tool_calls"][0]["error"]
+        events: dict[str, Any] = {}
+        while not {ok.json()["run_id"], failed.json()["run_id"]} <= events.keys():
+            event = json.loads((await completed.next_msg(timeout=30)).data)
+            events[event["run_id"]] = event
+    finally:
+        await completed.unsubscribe()
+    assert events[ok.json()["run_id"]]["tool_errors"] == 0
+    assert events[failed.json()["run_id"]]["tool_errors"] == 1
+    history = (await http.get(f"/api/agent-endpoints/{created['endpoint']['id']}/runs", headers=auth)).json()
+    by_id = {run["id"]: run for run in history["runs"]}
+    assert by_id[failed.json()["run_id"]]["tool_errors"] == 1 and by_id[ok.json()["run_id"]]["tool_errors"] == 0

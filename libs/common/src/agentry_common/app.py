@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,6 +46,23 @@ def validation_message(errors: list[Any]) -> str:
     return "; ".join(_one(e) for e in errors)
 
 
+def json_syntax_message(error: Any, doc: Any) -> str:
+    """FastAPI reports a JSON syntax error as `loc: ("body", <offset>)`; say what and where, in words."""
+    what = str((error.get("ctx") or {}).get("error") or "invalid JSON")
+    pos = error["loc"][1] if len(error.get("loc", ())) > 1 and isinstance(error["loc"][1], int) else None
+    if pos is None or not isinstance(doc, str):
+        return f"body: not valid JSON ({what})"
+    line = doc.count("\n", 0, pos) + 1
+    column = pos - (doc.rfind("\n", 0, pos) + 1) + 1
+    return f"body: not valid JSON: {what} at line {line}, column {column}"
+
+
+# The deepest nesting of arrays and objects a body may have. Python's JSON parser and validators recurse once per
+# level (a RecursionError near 1000 would be a 500), and orjson, which puts values on the bus, stops at 255.
+MAX_JSON_DEPTH = 64
+TOO_DEEP_TEXT = f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+
+
 # What FastAPI raises (HTTPException 400) for a body its JSON parser cannot even decode.
 FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
 
@@ -71,12 +89,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> Response:
-        body = {"error": {"code": "validation_error", "message": validation_message(list(err.errors()))}}
-        return JSONResponse(body, status_code=422)
+        errors = list(err.errors())
+        if len(errors) == 1 and errors[0].get("type") == "json_invalid":
+            message = json_syntax_message(errors[0], err.body)
+        else:
+            message = validation_message(errors)
+        return JSONResponse({"error": {"code": "validation_error", "message": message}}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> Response:
         if err.status_code == 400 and err.detail == FASTAPI_UNPARSABLE_BODY:
+            # FastAPI turns anything raised while it reads and parses a body into this 400; the cause says what.
+            cause = err.__cause__
+            if isinstance(cause, AgentryError):  # e.g. the body limit, reached by a chunked body: 413
+                return error_response(cause)
+            if isinstance(cause, RecursionError):
+                body = {"error": {"code": "validation_error", "message": f"body: {TOO_DEEP_TEXT}"}}
+                return JSONResponse(body, status_code=422)
             # A body that is not even text (not UTF-8): a bad body like any other, 422 as the contract says.
             body = {"error": {"code": "validation_error", "message": "body: not valid JSON text (UTF-8 expected)"}}
             return JSONResponse(body, status_code=422)
@@ -138,7 +167,9 @@ def create_service_app(
     # are Prometheus's and logs our JSON lines, and `setup_tracing` alone decides where spans go.
     telemetry = {"exclude": untraced, "metrics": False, "logs": False, "auto_configure": False}
     fastapi_kwargs.setdefault("telemetry", telemetry)
-    app = FastAPI(lifespan=lifespan_cm, **fastapi_kwargs)
+    # /docs with Swagger UI's files served by the service itself, not a CDN: it works offline and behind
+    # a firewall, and the page runs no third-party script.
+    app = FastAPIOffline(lifespan=lifespan_cm, static_url="/docs/static", **fastapi_kwargs)
     install_error_handlers(app)
     app.add_middleware(RequestMetrics, service=service)
 

@@ -27,7 +27,7 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE,
             s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
             s.WALLET_DEPOSITS, s.WALLET_AUTO_RECHARGE_GET, s.WALLET_AUTO_RECHARGE_SET, s.PAYMENTS_STRIPE_WEBHOOK,
-            s.RUNS_LIST, s.RUNS_GET,
+            s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST,
             s.CATALOG_CHANGED,
             "$KV.>",  # async-run index and rate-limit state
             "ratelimit.>",
@@ -40,7 +40,7 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.SECRETS_RESOLVE,  # only the runner may resolve a secret
             "$JS.ACK.RUNS.>",
         ],
-        "subscribe": [s.RUNS_LIST, s.RUNS_GET],
+        "subscribe": [s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST],
     },
     "billing": {
         "publish": ["billing.>", "$JS.ACK.RUN_EVENTS.>"],  # only billing announces charges

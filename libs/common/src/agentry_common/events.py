@@ -132,6 +132,7 @@ class _RunOutcome(Event):
 class RunCompleted(_RunOutcome):
     type: Literal["run.completed"] = "run.completed"
     status: Literal["succeeded"] = "succeeded"
+    tool_errors: int = Field(0, ge=0, description="How many of the run's tool calls failed (the run went on).")
 
 
 class RunFailed(_RunOutcome):

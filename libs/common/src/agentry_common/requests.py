@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .events import Contract, RunError, ToolCall, Usage
+from .events import Contract, McpServerRef, RunError, ToolCall, Usage
 
 # --- keys service ---
 
@@ -150,6 +150,7 @@ class RunRecord(Contract):
     output: Any = None
     usage: Usage = Field(default_factory=Usage)
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_errors: int = Field(0, description="How many of `tool_calls` failed.")
     price_per_run_cents: int = 0
     error: RunError | None = None
     http_status: int | None = Field(None, description="For failed runs: the status a synchronous caller got.")
@@ -160,3 +161,22 @@ class RunRecord(Contract):
 class RunPage(Contract):
     runs: list[RunRecord]
     next_cursor: str | None = None
+
+
+class ListTools(Contract):
+    """List the tools an MCP server offers now (its headers resolved by the runner, never sent here)."""
+
+    server: McpServerRef
+    owner_id: str = Field(description="The server's owner: its headers secret must be theirs.")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="Give up on the server after this long.")
+
+
+class ToolInfo(Contract):
+    name: str = Field(description="The tool's name on its server.")
+    llm_name: str = Field(description="The name a run's model calls it by: `<server slug>__<name>`.")
+    description: str = Field("", description="What the server says the tool does.")
+    input_schema: dict[str, Any] = Field(default_factory=dict, description="JSON Schema of its arguments.")
+
+
+class ToolList(Contract):
+    tools: list[ToolInfo]

@@ -285,7 +285,7 @@ class Service:
         cmd = [
             sys.executable, "-m", "uvicorn", f"agentry_{self.name}.entrypoints.api:app",
             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-            "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
+            "--log-level", "warning", "--loop", "uvloop", "--http", "agentry_common.protocol:HttpToolsProtocol",
             # The gateway reads X-Forwarded-For itself, from TRUSTED_PROXIES only; uvicorn's own handling
             # would believe it from any loopback peer and rewrite the client address before we see it.
             "--no-proxy-headers",

@@ -45,6 +45,7 @@ WALLET_AUTO_RECHARGE_SET = "wallet.auto_recharge.set"
 PAYMENTS_STRIPE_WEBHOOK = "payments.stripe.webhook"  # gateway → billing: a Stripe webhook, body untouched
 RUNS_LIST = "runs.list"
 RUNS_GET = "runs.get"
+TOOLS_LIST = "tools.list"  # a live tools/list of one MCP server, asked by the gateway, done by a runner
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,10 @@ class JwtVerifier:
         return jwt.decode(token, self.settings.jwt_secret, algorithms=["HS256"], options=options, **kwargs)  # type: ignore[arg-type]
 
     async def user(self, authorization: str | None) -> User:
-        if not authorization or not authorization.startswith("Bearer "):
+        if not authorization:
             raise Unauthorized("missing bearer token", code="unauthorized")
+        if not authorization.startswith("Bearer "):
+            raise Unauthorized("the Authorization header lacks its scheme: send `Bearer <token>`", code="unauthorized")
         token = authorization[7:].strip()
         try:
             claims = await asyncio.to_thread(self._decode, token) if self.jwks else self._decode(token)

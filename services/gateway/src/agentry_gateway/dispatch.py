@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from agentry_common import asyncapi, rpc, subjects, tracing
 from agentry_common.broker import publish_event
 from agentry_common.errors import AgentryError, ServiceUnavailable, Timeout, error_from
-from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, Usage, new_id
+from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, ToolCall, Usage, new_id
 from agentry_common.requests import GetRun, RunRecord
 
 from .schemas import RunResult
@@ -174,7 +174,8 @@ class Dispatcher:
             async for progress in events:
                 if progress.event == "done":
                     usage = Usage.model_validate(progress.data.get("usage") or {})
-                    return RunResult(run_id=run_id, output=progress.data.get("output"), usage=usage)
+                    calls = [ToolCall.model_validate(c) for c in progress.data.get("tool_calls") or []]
+                    return RunResult(run_id=run_id, output=progress.data.get("output"), usage=usage, tool_calls=calls)
                 if progress.event == "error":
                     raise_for_error(run_id, progress)
         raise AgentryError("run ended without a result")  # unreachable: _follow always ends terminal

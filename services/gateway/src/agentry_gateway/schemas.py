@@ -9,7 +9,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from agentry_common.app import MAX_JSON_DEPTH, TOO_DEEP_TEXT
 from agentry_common.events import ToolCall, Usage
+from agentry_common.requests import ToolInfo
 
 # JSON no store or wire downstream can carry: PostgreSQL text and JSONB refuse NUL and NaN, UTF-8 cannot encode a
 # lone surrogate (JSON escapes spell both), the services' JSON encoder stops at 64-bit integers, and Python's JSON
@@ -18,8 +20,13 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 UNSTORABLE_TEXT = "must not contain NUL characters, unpaired surrogates, NaN or Infinity, or integers beyond 64 bits"
 
 
-def unstorable(value: Any) -> bool:
-    """Whether `value` holds anything of the above, at any depth (keys of objects included)."""
+class TooDeep(ValueError):
+    """A value nested deeper than MAX_JSON_DEPTH: refused before anything recurses through it."""
+
+
+def unstorable(value: Any, _depth: int = 0) -> bool:
+    """Whether `value` holds anything of the above, at any depth (keys of objects included). Raises `TooDeep`
+    for a value nested deeper than MAX_JSON_DEPTH."""
     if isinstance(value, str):
         return _UNSTORABLE.search(value) is not None
     if isinstance(value, bool):
@@ -28,10 +35,12 @@ def unstorable(value: Any) -> bool:
         return not -(2**63) <= value < 2**64
     if isinstance(value, float):
         return not math.isfinite(value)
+    if isinstance(value, dict | list) and _depth >= MAX_JSON_DEPTH:
+        raise TooDeep(TOO_DEEP_TEXT)
     if isinstance(value, dict):
-        return any(unstorable(k) or unstorable(v) for k, v in value.items())
+        return any(unstorable(k) or unstorable(v, _depth + 1) for k, v in value.items())
     if isinstance(value, list):
-        return any(unstorable(v) for v in value)
+        return any(unstorable(v, _depth + 1) for v in value)
     return False
 
 
@@ -48,7 +57,11 @@ class Strict(BaseModel):
             for name, value in data.items():
                 if unstorable(name):
                     raise ValueError(f"body: field names {UNSTORABLE_TEXT}")  # never echo the name itself
-                if unstorable(value):
+                try:
+                    bad = unstorable(value, 1)
+                except TooDeep as err:
+                    raise ValueError(f"{name}: {err}") from None
+                if bad:
                     raise ValueError(f"{name}: {UNSTORABLE_TEXT}")
         return data
 
@@ -94,6 +107,22 @@ class ServerCreate(Strict):
         None, description="Sent to the server on every call. Secret: stored encrypted, never returned."
     )
 
+    @model_validator(mode="after")
+    def _sendable_headers(self) -> ServerCreate:
+        # Caught here, not when a run first calls the server: an HTTP client refuses such a header, and the
+        # server would just fail at run time with no word about why.
+        for name, value in (self.headers or {}).items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"headers: {name!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+            if _HEADER_VALUE_BAD.search(value):
+                raise ValueError(f"headers.{name}: the value must not contain CR, LF or NUL")  # never echo it
+        return self
+
+
+# RFC 9110 §5.1 and §5.5: a field name is a token; a value may not hold CR, LF or NUL.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_BAD = re.compile("[\r\n\x00]")
+
 
 class ServerPublic(BaseModel):
     id: str = Field(description="`srv_…`")
@@ -107,6 +136,18 @@ class ServerPublic(BaseModel):
 
 class ServerOut(BaseModel):
     server: ServerPublic
+
+
+class ServerRegistered(ServerOut):
+    reachable: bool = Field(
+        description="Whether the server answered a `tools/list` just now. It is registered either way."
+    )
+    tools: int = Field(description="How many tools it offers (0 when it did not answer).")
+    problem: str | None = Field(None, description="Why it did not answer, when it did not (never a header value).")
+
+
+class ServerTools(BaseModel):
+    tools: list[ToolInfo] = Field(description="The server's tools as it lists them now.")
 
 
 class ServerList(BaseModel):
@@ -253,6 +294,9 @@ class RunResult(BaseModel):
     run_id: str
     output: Any = Field(description="Text, or the parsed JSON value for `json` endpoints.")
     usage: Usage
+    tool_calls: list[ToolCall] = Field(
+        default_factory=list, description="The MCP tool calls the run made, in order (as the SSE `done` event)."
+    )
 
 
 class RunAccepted(BaseModel):
@@ -283,6 +327,7 @@ class RunHistoryItem(BaseModel):
     latency_ms: int
     iterations: int
     tool_calls: list[ToolCall]
+    tool_errors: int = Field(description="How many of `tool_calls` failed (the run went on; the model was told).")
     charge: Charge
     is_test: bool
     error: dict[str, str] | None

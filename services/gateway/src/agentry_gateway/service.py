@@ -23,9 +23,11 @@ from agentry_common.requests import (
     Done,
     IssuedKey,
     IssueKey,
+    ListTools,
     RevokeKey,
     StoredSecret,
     StoreSecret,
+    ToolList,
 )
 
 from .models import Endpoint, McpServer, Workspace
@@ -166,6 +168,17 @@ class Catalog:
         if srv is None:
             raise NotFound("server not found", code="server_not_found")
         return srv
+
+    async def tools(self, srv: McpServer) -> ToolList:
+        """The server's tools now, listed by a runner (only it may resolve the headers): 502
+        `tool_server_unavailable` when the server does not answer, 503 when no runner does."""
+        ref = McpServerRef(slug=srv.slug, url=srv.url, headers_secret_id=srv.headers_secret_id)
+        timeout = self.settings.tool_list_timeout_s
+        request = ListTools(server=ref, owner_id=srv.owner_id, timeout_s=timeout)
+        return await rpc.call(
+            self.nc, subjects.TOOLS_LIST, request, ToolList,
+            timeout=timeout + self.settings.rpc_timeout_s, unavailable="the runner is unavailable",
+        )  # fmt: skip
 
     async def delete_server(self, repo: CatalogRepository, owner_id: str, workspace_id: str, server_id: str) -> None:
         srv = await self.server(repo, owner_id, workspace_id, server_id)

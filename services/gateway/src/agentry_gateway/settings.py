@@ -28,6 +28,9 @@ class Settings(ServiceSettings):
         False, description="Admit runs unchecked when the limiter (NATS) is unreachable, instead of answering 503."
     )
     rate_limit_timeout_s: float = Field(2.0, gt=0, description="How long a limiter decision may wait for NATS.")
+    tool_list_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="How long listing an MCP server's tools may take (then 502)."
+    )
     key_cache_ttl_s: float = Field(30.0, ge=0, description="How long a verified API key is cached (backstop).")
     catalog_cache_ttl_s: float = Field(5.0, ge=0, description="How long an endpoint's config is cached.")
     run_wait_grace_s: float = Field(5.0, ge=0, description="Extra wait beyond an endpoint's timeout_ms.")

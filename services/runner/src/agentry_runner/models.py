@@ -32,6 +32,7 @@ class Run(Base):
     input: Mapped[Any] = mapped_column(JSONB)
     output: Mapped[Any] = mapped_column(JSONB(none_as_null=True), nullable=True)
     tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    tool_errors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tokens_input: Mapped[int] = mapped_column(Integer, default=0)
     tokens_output: Mapped[int] = mapped_column(Integer, default=0)
     cost_cents: Mapped[float] = mapped_column(Float, default=0.0)
@@ -59,6 +60,7 @@ class StoredRun:
     input: Any
     output: Any
     tool_calls: list[dict[str, Any]]
+    tool_errors: int
     tokens_input: int
     tokens_output: int
     cost_cents: float

@@ -54,6 +54,7 @@ def record(run: StoredRun) -> RunRecord:
         output=run.output,
         usage=usage(run),
         tool_calls=[ToolCall.model_validate(c) for c in run.tool_calls],
+        tool_errors=run.tool_errors,
         price_per_run_cents=run.price_per_run_cents,
         error=error(run),
         http_status=http_status(run) if run.status in ("failed", "timeout") else None,
@@ -74,7 +75,7 @@ def outcome_event(run: StoredRun) -> RunCompleted | RunFailed:
         "usage": usage(run),
     }
     if run.status == "succeeded":
-        return RunCompleted(**common)
+        return RunCompleted(**common, tool_errors=run.tool_errors)
     err = error(run) or RunError(code="internal_error", message="the run failed")
     return RunFailed(**common, status="timeout" if run.status == "timeout" else "failed", error=err)
 

@@ -380,6 +380,7 @@ class RunnerService:
             "status": status,
             "output": storable(output),
             "tool_calls": storable([c.model_dump(mode="json") for c in state.tool_calls]),
+            "tool_errors": sum(1 for c in state.tool_calls if c.error),
             "tokens_input": state.tokens_input,
             "tokens_output": state.tokens_output,
             "cost_cents": cost,

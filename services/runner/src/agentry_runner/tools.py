@@ -142,6 +142,11 @@ class Toolbox:
             if cursor is None:
                 return
 
+    def offered(self, slug: str) -> tuple[str | None, list[tuple[str, ToolSpec]]]:
+        """One opened server's (error, [(its tool name, the spec the model gets)])."""
+        server = self._servers[slug]
+        return server.error, [(server.tools[spec.name], spec) for spec in server.specs]
+
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolCall:
         """Call a tool by its exposed name; every failure becomes the call's `error`, never an exception."""
         started = time.perf_counter()

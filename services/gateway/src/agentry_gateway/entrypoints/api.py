@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentry_common.app import create_service_app
@@ -98,6 +99,14 @@ app = create_service_app(
     version="0.1.0",
     description="Turn an LLM agent into a metered, billable HTTP endpoint.",
 )
+
+
+@app.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    """The API's front page is its documentation (until the console comes)."""
+    return RedirectResponse("/docs", status_code=302)
+
+
 for router in (management.router, runs.router, wallet.router, payments.router):
     app.include_router(router, dependencies=[Depends(storable_params)])
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -74,8 +74,8 @@ class RunFastPath:
                 # float, which the model accepts, where FastAPI's int is refused (422).
                 data = json.loads(raw)
                 body = RunBody.model_validate(data) if isinstance(data, dict) else None
-            except (ValueError, ValidationError):  # not JSON, not UTF-8, or not a valid run body
-                body = None
+            except (ValueError, ValidationError, RecursionError):  # not JSON, not UTF-8, nested too deeply,
+                body = None  # or not a valid run body
         if body is None:  # too large, or not a valid run body: the app answers (413, 422) as always
             return await self.app(scope, replay, send)
         scope["route"] = _ROUTE  # what the metrics read for their route label, as the router would set it

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from agentry_common.app import ERROR_RESPONSES
-from agentry_common.errors import ErrorBody
+from agentry_common.errors import ErrorBody, ServiceUnavailable, UpstreamFailed
 
 from ..schemas import (
     ApiKeyOut,
@@ -19,6 +19,8 @@ from ..schemas import (
     ServerCreate,
     ServerList,
     ServerOut,
+    ServerRegistered,
+    ServerTools,
     WorkspaceCreate,
     WorkspaceList,
     WorkspaceOut,
@@ -62,11 +64,17 @@ async def delete_workspace(workspace_id: str, user: CurrentUser, gw: GatewayDep)
 
 
 @router.post("/workspaces/{workspace_id}/servers", status_code=201, tags=["mcp servers"])
-async def register_server(workspace_id: str, body: ServerCreate, user: CurrentUser, gw: GatewayDep) -> ServerOut:
+async def register_server(workspace_id: str, body: ServerCreate, user: CurrentUser, gw: GatewayDep) -> ServerRegistered:
+    """Register a server, then list its tools once to report whether it answers; an unreachable server is
+    registered all the same (it may be started later)."""
     async with gw.unit_of_work() as repo:
         srv = await gw.catalog.register_server(repo, user.id, workspace_id, body)
     await gw.cache.announce(workspace_id=workspace_id)
-    return ServerOut(server=server_public(srv))
+    try:
+        listed = await gw.catalog.tools(srv)
+    except (UpstreamFailed, ServiceUnavailable) as err:
+        return ServerRegistered(server=server_public(srv), reachable=False, tools=0, problem=err.message)
+    return ServerRegistered(server=server_public(srv), reachable=True, tools=len(listed.tools))
 
 
 @router.get("/workspaces/{workspace_id}/servers", tags=["mcp servers"])
@@ -82,6 +90,22 @@ async def get_server(workspace_id: str, server_id: str, user: CurrentUser, gw: G
     async with gw.unit_of_work() as repo:
         srv = await gw.catalog.server(repo, user.id, workspace_id, server_id)
     return ServerOut(server=server_public(srv))
+
+
+@router.get(
+    "/workspaces/{workspace_id}/servers/{server_id}/tools",
+    tags=["mcp servers"],
+    responses={
+        502: {"model": ErrorBody, "description": "`tool_server_unavailable`: the server did not answer"},
+        503: {"model": ErrorBody, "description": "No runner answered (it lists the tools)"},
+    },
+)
+async def list_server_tools(workspace_id: str, server_id: str, user: CurrentUser, gw: GatewayDep) -> ServerTools:
+    """The tools the server offers right now (a live `tools/list`), with the names a run's model calls them by."""
+    async with gw.unit_of_work() as repo:
+        srv = await gw.catalog.server(repo, user.id, workspace_id, server_id)
+    listed = await gw.catalog.tools(srv)
+    return ServerTools(tools=listed.tools)
 
 
 @router.delete("/workspaces/{workspace_id}/servers/{server_id}", status_code=204, tags=["mcp servers"])

@@ -42,7 +42,13 @@ def api_key_from(authorization: str | None, x_api_key: str | None) -> str | None
         return x_api_key.strip()
     if authorization and authorization.startswith("Bearer "):
         return authorization[7:].strip()
+    if authorization and authorization.strip().startswith("aek_"):
+        # The commonest slip: the key pasted without its scheme. Say so rather than "needs an API key".
+        raise Unauthorized(NO_SCHEME, code="missing_api_key")
     return None
+
+
+NO_SCHEME = "the Authorization header lacks its scheme: send `Authorization: Bearer aek_…` (or `X-API-Key: aek_…`)"
 
 
 @router.post(
@@ -116,7 +122,24 @@ async def _caller_may_see(gw: Gateway, endpoint_id: str, owner_id: str, request:
         return user.id == owner_id
     async with gw.unit_of_work() as repo:
         ep = await repo.endpoint_by_id(endpoint_id)
-    return ep is not None and ep.auth_mode == "public"
+    if ep is None or ep.auth_mode != "public":
+        if key:  # an X-API-Key that is no key at all
+            raise Unauthorized("invalid API key", code="invalid_api_key")
+        raise _no_credentials()
+    return True
+
+
+# Asked without credentials, a run that is not a public endpoint's answers 401, whether it exists or not: a 404
+# would tell a caller who forgot the key nothing useful, and telling the two apart would reveal which ids exist.
+def _no_credentials() -> Unauthorized:
+    return Unauthorized(
+        "this run's status needs the endpoint's API key (`Authorization: Bearer aek_…`) or its owner's token",
+        code="missing_api_key",
+    )
+
+
+def _has_credentials(request: Request) -> bool:
+    return bool(request.headers.get("authorization") or request.headers.get("x-api-key"))
 
 
 @router.get("/runs/{run_id}", tags=["runs"], summary="Status of a run (async endpoints)")
@@ -137,7 +160,11 @@ async def run_status(run_id: str, request: Request, gw: GatewayDep) -> RunStatus
             error=record.error.for_caller().model_dump() if record.error else None,  # may be a caller's key
         )
     queued = await gw.dispatcher.queued_owner(run_id)
-    if queued is None or not await _caller_may_see(gw, queued["endpoint_id"], queued["owner_id"], request):
+    if queued is None:
+        if not _has_credentials(request):
+            raise _no_credentials()
+        raise NotFound("run not found", code="run_not_found")
+    if not await _caller_may_see(gw, queued["endpoint_id"], queued["owner_id"], request):
         raise NotFound("run not found", code="run_not_found")
     return RunStatus(run_id=run_id, status="queued")
 
@@ -180,6 +207,7 @@ async def run_history(
             latency_ms=r.usage.latency_ms,
             iterations=r.usage.iterations,
             tool_calls=r.tool_calls,
+            tool_errors=r.tool_errors,
             charge=_charge(r, charges),
             is_test=r.is_test,
             error=r.error.model_dump() if r.error else None,

@@ -1,5 +1,5 @@
-"""NATS entrypoints of the runner: `runs.get` / `runs.list` in the `runner` queue group, and the consumer of
-`run.requested` (see `consumer`), started with the process."""
+"""NATS entrypoints of the runner: `runs.get` / `runs.list` / `tools.list` in the `runner` queue group, and the
+consumer of `run.requested` (see `consumer`), started with the process."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from nats.aio.client import Client
 
 from agentry_common import subjects
 from agentry_common.db import make_engine
-from agentry_common.requests import GetRun, ListRuns, RunPage, RunRecord
+from agentry_common.requests import GetRun, ListRuns, ListTools, RunPage, RunRecord, ToolList
 from agentry_common.rpc import serve
 
 from ..database import Database
 from ..service import HttpClients, RunnerService
 from ..settings import settings
+from ..tool_listing import list_tools as list_server_tools
 from .consumer import RunConsumer
 
 QUEUE = "runner"
@@ -68,3 +69,10 @@ async def get_run(cmd: GetRun) -> RunRecord:
 @serve
 async def list_runs(cmd: ListRuns) -> RunPage:
     return await Runtime.current().page(cmd.endpoint_id, cmd.limit, cmd.cursor)
+
+
+@router.subscriber(subjects.TOOLS_LIST, queue=QUEUE)
+@serve
+async def list_tools(cmd: ListTools) -> ToolList:
+    service = Runtime.current()
+    return await list_server_tools(cmd, service.nc, service.clients, settings)
