@@ -1,0 +1,1 @@
+"""Agentry Python SDK."""
