@@ -57,7 +57,7 @@ async def test_the_async_client_polls_async_runs_and_streams(gateway_url: str, u
     async with AsyncClient(gateway_url, token=dev_token(user)) as agentry:
         ws = await agentry.create_workspace("Acme")
         queued = await agentry.create_endpoint(ws.id, "Later", "Be useful.", llm_provider="mock", async_mode=True)
-        result = await agentry.run(queued.endpoint.slug, "later", api_key=queued.api_key, poll_s=0.1)
+        result = await agentry.run(queued.endpoint.slug, "later", api_key=queued.api_key)
         assert result.output == "mock answer: later" and result.run_id.startswith("run_")
         status = await agentry.run_status(result.run_id)  # as the owner
         assert status.status == "succeeded"

@@ -41,6 +41,8 @@ def read(call: Call[T], response: httpx.Response) -> T:
     """The parsed answer, or the typed error for it."""
     if response.status_code >= 400:
         raise error_for(response.status_code, _json(response), dict(response.headers))
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        raise AgentryError("this endpoint streams its runs: use stream() or run()", code="streaming_endpoint")
     return call.parse(_json(response) if response.content else None)
 
 

@@ -13,6 +13,7 @@ from . import _ops as ops
 from . import models as m
 from ._base import Settings, SseParser, connection_error, finished, read, stream_event
 from ._ops import Call
+from .errors import AgentryError
 
 T = TypeVar("T")
 Input = str | dict[str, Any]
@@ -50,6 +51,11 @@ class Client:
         except httpx.TransportError as err:
             raise connection_error(self.settings.base_url, err) from None
         return read(call, response)
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """Any route with the owner's token, answered as parsed JSON (or the typed error): for routes newer than
+        this SDK's methods."""
+        return self._do(Call(method, path, lambda b: b, json=json, params=params or {}))
 
     # workspaces and MCP servers
     def create_workspace(self, name: str) -> m.Workspace:
@@ -103,13 +109,16 @@ class Client:
 
     # runs
     def submit(self, slug: str, input: Input, *, api_key: str | None = None) -> m.RunResult | m.RunAccepted:
-        """Start a run: its result, or (async endpoints) its acceptance, without waiting."""
+        """A run of a non-streaming endpoint: its result, or (async endpoints) its acceptance, without waiting."""
         return self._do(ops.submit(slug, input, api_key))
 
-    def run(self, slug: str, input: Input, *, api_key: str | None = None, poll_s: float = 0.5) -> m.RunResult:
-        """Run and return the result; an async endpoint's run is polled until it is done."""
-        answer = self.submit(slug, input, api_key=api_key)
-        return answer if isinstance(answer, m.RunResult) else self.wait(answer.run_id, api_key=api_key, poll_s=poll_s)
+    def run(self, slug: str, input: Input, *, api_key: str | None = None) -> m.RunResult:
+        """Run and return the result, whatever the endpoint's mode: a streaming endpoint's events are read to
+        the end, an async endpoint's run is polled until it is done."""
+        for event in self.stream(slug, input, api_key=api_key):
+            if event.result is not None:
+                return event.result
+        raise AgentryError("the run's stream ended without a result", code="incomplete_stream")
 
     def run_status(self, run_id: str, *, api_key: str | None = None) -> m.RunStatus:
         return self._do(ops.run_status(run_id, api_key))
@@ -198,6 +207,9 @@ class AsyncClient:
             raise connection_error(self.settings.base_url, err) from None
         return read(call, response)
 
+    async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        return await self._do(Call(method, path, lambda b: b, json=json, params=params or {}))
+
     # workspaces and MCP servers
     async def create_workspace(self, name: str) -> m.Workspace:
         return await self._do(ops.create_workspace(name))
@@ -256,11 +268,11 @@ class AsyncClient:
     async def submit(self, slug: str, input: Input, *, api_key: str | None = None) -> m.RunResult | m.RunAccepted:
         return await self._do(ops.submit(slug, input, api_key))
 
-    async def run(self, slug: str, input: Input, *, api_key: str | None = None, poll_s: float = 0.5) -> m.RunResult:
-        answer = await self.submit(slug, input, api_key=api_key)
-        if isinstance(answer, m.RunResult):
-            return answer
-        return await self.wait(answer.run_id, api_key=api_key, poll_s=poll_s)
+    async def run(self, slug: str, input: Input, *, api_key: str | None = None) -> m.RunResult:
+        async for event in self.stream(slug, input, api_key=api_key):
+            if event.result is not None:
+                return event.result
+        raise AgentryError("the run's stream ended without a result", code="incomplete_stream")
 
     async def run_status(self, run_id: str, *, api_key: str | None = None) -> m.RunStatus:
         return await self._do(ops.run_status(run_id, api_key))
