@@ -245,10 +245,20 @@ async def test_errors_surface_as_the_sdks_own_exceptions(
         await client.chat.completions.create(model=slug, messages=[])
     assert invalid.value.code == "validation_error" and invalid.value.param == "messages"
 
+    failing = [{"role": "user", "content": json.dumps({"mock": {"fail": "llm_provider_error"}})}]
+    with pytest.raises(openai.InternalServerError) as upstream:
+        await client.chat.completions.create(model=slug, messages=failing)
+    assert upstream.value.status_code == 502 and upstream.value.code == "llm_provider_error"
+    assert upstream.value.response.headers["X-Run-Id"].startswith("run_")
+    stream = await client.chat.completions.create(model=slug, messages=failing, stream=True)
+    with pytest.raises(openai.APIError) as mid_stream:
+        [chunk async for chunk in stream]
+    assert mid_stream.value.code == "llm_provider_error"
+
     models = await client.models.list()
     assert [m.id for m in models.data] == [slug]
     runs = (await http.get(f"/api/agent-endpoints/{created['endpoint']['id']}/runs", headers=auth)).json()["runs"]
-    assert runs == []  # refused requests started nothing
+    assert [r["status"] for r in runs] == ["failed", "failed"]  # refused requests started nothing
 
 
 async def test_the_rate_limit_answers_429_with_retry_after(
