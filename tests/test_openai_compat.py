@@ -20,8 +20,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agentry_common.stack import Stack
-
 pytestmark = pytest.mark.usefixtures("stack")
 
 
@@ -261,21 +259,34 @@ async def test_errors_surface_as_the_sdks_own_exceptions(
     assert [r["status"] for r in runs] == ["failed", "failed"]  # refused requests started nothing
 
 
-async def test_the_rate_limit_answers_429_with_retry_after(
-    stack: Stack, http: httpx.AsyncClient, auth: dict[str, str]
+async def test_both_faces_share_the_rate_limit_and_the_sdk_gets_a_rate_limit_error(
+    http: httpx.AsyncClient, auth: dict[str, str], gateway_url: str
 ) -> None:
-    gateway = stack.start_service("gateway", RATE_LIMIT_PER_ENDPOINT="2")
-    try:
-        created = await _endpoint(http, auth)
-        client = _client(gateway.url, created["api_key"])
-        hello = [{"role": "user", "content": "hi"}]
-        for _ in range(2):
-            await client.chat.completions.create(model=created["endpoint"]["slug"], messages=hello)
-        with pytest.raises(openai.RateLimitError) as limited:
-            await client.chat.completions.create(model=created["endpoint"]["slug"], messages=hello)
-        assert limited.value.code == "rate_limited" and limited.value.type == "rate_limit_error"
-        assert int(limited.value.response.headers["Retry-After"]) >= 1
-        runs = (await http.get(f"/api/agent-endpoints/{created['endpoint']['id']}/runs", headers=auth)).json()
-        assert len(runs["runs"]) == 2
-    finally:
-        gateway.stop()
+    # A public endpoint is limited per client address (20 a minute by default): the window fills through
+    # `/api/run`, and the next run through `/v1` is refused, since both are the same run. (A gateway with a
+    # lower limit would redeclare the limiter's streams for every gateway of the session.)
+    created = await _endpoint(http, auth, auth_mode="public")
+    slug = created["endpoint"]["slug"]
+    filled = await asyncio.gather(*(http.post(created["run_url"], json={"input": "hi"}) for _ in range(20)))
+    assert [r.status_code for r in filled] == [200] * 20
+    client = _client(gateway_url, created["api_key"])
+    with pytest.raises(openai.RateLimitError) as limited:
+        await client.chat.completions.create(model=slug, messages=[{"role": "user", "content": "hi"}])
+    assert limited.value.code == "rate_limited" and limited.value.type == "rate_limit_error"
+    assert int(limited.value.response.headers["Retry-After"]) >= 1
+    assert limited.value.response.headers["X-RateLimit-Remaining"] == "0"
+    runs = (await http.get(f"/api/agent-endpoints/{created['endpoint']['id']}/runs?limit=100", headers=auth)).json()
+    assert len(runs["runs"]) == 20
+
+
+async def test_v1_errors_outside_a_run_keep_openais_shape(http: httpx.AsyncClient, auth: dict[str, str]) -> None:
+    created = await _endpoint(http, auth)
+    key = {"Authorization": f"Bearer {created['api_key']}"}
+    huge = {"model": created["endpoint"]["slug"], "messages": [{"role": "user", "content": "x" * (1024 * 1024)}]}
+    r = await http.post("/v1/chat/completions", json=huge, headers=key)
+    assert r.status_code == 413
+    assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["code"] == "payload_too_large"
+    r = await http.post("/v1/embeddings", json={}, headers=key)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url" and "param" in r.json()["error"]
+    r = await http.get("/v1/models")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"

@@ -60,7 +60,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await _too_large(self.max_bytes, send)
+                return await _too_large(self.max_bytes, scope, receive, send)
         seen = 0
 
         async def limited() -> Message:
@@ -75,8 +75,10 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-async def _too_large(max_bytes: int, send: Send) -> None:
+async def _too_large(max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
     err = PayloadTooLarge(f"request body is larger than {max_bytes} bytes", code="payload_too_large")
+    if scope["path"].startswith("/v1/"):  # the OpenAI-compatible API answers in OpenAI's error shape
+        return await openai_compat.openai_error(err)(scope, receive, send)
     body = orjson.dumps(err.body())
     await send(
         {

@@ -103,7 +103,8 @@ class OpenAIRoute(APIRoute):
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OpenAIError, "description": text}
     for status, text in {
-        400: "A request Agentry cannot honour as asked (system or tool messages, tools, n > 1)",
+        400: "A request Agentry cannot honour as asked: `system_message_not_supported`, `tools_not_supported`, "
+        "`unsupported_content` (non-text parts), `unsupported_parameter` (n > 1), `last_message_not_user`",
         401: "Missing or invalid API key",
         402: "A spend cap or budget is reached",
         403: "Endpoint disabled",
