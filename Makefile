@@ -23,7 +23,7 @@ $(UV):
 	@$(PYTHON) -m venv $(TOOLS) >&2
 	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2
 
-.venv/.synced: $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml
+.venv/.synced: $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml clients/*/pyproject.toml
 	@$(UV) sync --frozen --all-packages >&2
 	@touch $@
 
@@ -41,7 +41,7 @@ test: install ## run every test against real NATS and PostgreSQL
 lint: install ## ruff and mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy libs/common/src services/*/src
+	$(RUN) mypy libs/common/src services/*/src clients/*/src
 
 fmt: install ## apply ruff's formatting and safe fixes
 	$(RUN) ruff check --fix .

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 
 from agentry_common.errors import UpstreamFailed
-from agentry_common.events import EndpointSnapshot, McpServerRef
+from agentry_common.events import ChatTurn, EndpointSnapshot, McpServerRef
 from agentry_common.netguard import guard_transport
 from agentry_runner.agent import LIMIT_REACHED, MODEL_RESULT_CHARS, RECORD_RESULT_CHARS, Agent, RunState
 from agentry_runner.providers import PROVIDERS, Connection
@@ -24,7 +24,13 @@ def endpoint(**fields: Any) -> EndpointSnapshot:
     return EndpointSnapshot.model_validate({**base, **fields})
 
 
-async def run_agent(ep: EndpointSnapshot, value: Any, mcp_url: str | None = None, conn: Connection | None = None):
+async def run_agent(
+    ep: EndpointSnapshot,
+    value: Any,
+    mcp_url: str | None = None,
+    conn: Connection | None = None,
+    history: list[ChatTurn] | None = None,
+):
     transport = guard_transport(httpx2.AsyncHTTPTransport(trust_env=False), allow_private=True)
     box = Toolbox(transport, tool_timeout_s=5)
     if mcp_url:
@@ -39,7 +45,7 @@ async def run_agent(ep: EndpointSnapshot, value: Any, mcp_url: str | None = None
     conn = conn or Connection(None, "", None)  # the mock model makes no HTTP call
     deadline = asyncio.get_running_loop().time() + 10
     try:
-        result = await Agent(provider, conn, box, deadline, state, emit).run(ep, value)
+        result = await Agent(provider, conn, box, deadline, state, emit).run(ep, value, history or [])
     finally:
         box.close()
     return result, state, events
@@ -113,3 +119,15 @@ async def test_a_huge_tool_result_is_clipped_for_the_model_and_more_for_the_reco
     kept = state.tool_calls[0].result
     assert RECORD_RESULT_CHARS <= len(kept) < RECORD_RESULT_CHARS + 100 and "[truncated: 3000" in kept
     assert events[2][1]["result"] == kept
+
+
+async def test_earlier_turns_reach_the_model_between_the_system_prompt_and_the_input(fake_llm, llm_http):
+    model = fake_llm.model(fake_llm.openai("Paris, still."))
+    conn = Connection(llm_http, f"{fake_llm.url}/openai/v1", "sk-test")
+    history = [ChatTurn(role="user", content="Capital of France?"), ChatTurn(role="assistant", content="Paris.")]
+    ep = endpoint(llm_provider="openai", llm_model=model, system_prompt="Answer briefly.")
+    result, _, _ = await run_agent(ep, "And now?", conn=conn, history=history)
+    sent = [(m["role"], m["content"]) for m in fake_llm.requests(model)[0].body["messages"]]
+    assert sent[0][0] == "system" and "Answer briefly." in sent[0][1]
+    assert sent[1:] == [("user", "Capital of France?"), ("assistant", "Paris."), ("user", "And now?")]
+    assert result == "Paris, still."

@@ -80,12 +80,24 @@ class EndpointSnapshot(Contract):
     servers: list[McpServerRef] = Field(default_factory=list)
 
 
+class ChatTurn(Contract):
+    """One earlier turn of a conversation (OpenAI-compatible runs): sent to the model before the input."""
+
+    role: Literal["user", "assistant"] = Field(description="Who said it.")
+    content: str = Field(description="What was said, as text.")
+
+
 class RunRequested(Event):
     type: Literal["run.requested"] = "run.requested"
     run_id: str = Field(description="The run's id (`run_…`), returned to the caller.")
     endpoint: EndpointSnapshot = Field(description="The endpoint's configuration when the run was requested.")
     input: str | dict[str, Any] = Field(description="The caller's input: a string or a JSON object.")
     is_test: bool = Field(False, description="Owner test run: never charged the per-run price.")
+    history: list[ChatTurn] = Field(
+        default_factory=list,
+        description="Earlier conversation turns, oldest first; the model reads them between the endpoint's "
+        "system prompt and the input. Empty for `/api/run` runs.",
+    )
     requested_at: datetime = Field(default_factory=utcnow, description="When the gateway accepted the run.")
 
     def msg_id(self) -> str:

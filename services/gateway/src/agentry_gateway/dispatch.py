@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from agentry_common import asyncapi, rpc, subjects, tracing
 from agentry_common.broker import publish_event
 from agentry_common.errors import AgentryError, ServiceUnavailable, Timeout, error_from
-from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, ToolCall, Usage, new_id
+from agentry_common.events import ChatTurn, EndpointSnapshot, RunProgress, RunRequested, ToolCall, Usage, new_id
 from agentry_common.requests import GetRun, RunRecord
 
 from .schemas import RunResult
@@ -81,7 +81,9 @@ class Dispatcher:
         except Exception:
             self.async_runs = await self.js.key_value(subjects.ASYNC_RUNS_BUCKET)
 
-    async def _publish(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> None:
+    async def _publish(
+        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str, history: Sequence[ChatTurn] = ()
+    ) -> None:
         attributes = {
             "messaging.system": "nats",
             "messaging.destination.name": subjects.RUN_REQUESTED,
@@ -91,7 +93,12 @@ class Dispatcher:
         # The run's trace starts here (or continues the caller's): the runner and billing carry it on.
         with tracing.span(f"{subjects.RUN_REQUESTED} publish", kind=SpanKind.PRODUCER, attributes=attributes) as span:
             event = RunRequested(
-                run_id=run_id, endpoint=snapshot, input=input, is_test=is_test, trace=tracing.carrier()
+                run_id=run_id,
+                endpoint=snapshot,
+                input=input,
+                is_test=is_test,
+                history=list(history),
+                trace=tracing.carrier(),
             )
             try:
                 await publish_event(self.js, subjects.RUN_REQUESTED, event, timeout=self.settings.rpc_timeout_s)
@@ -104,7 +111,9 @@ class Dispatcher:
                     "the broker did not accept the run; nothing was started", code="broker_unavailable"
                 ) from None
 
-    async def _open(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> Subscription:
+    async def _open(
+        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str, history: Sequence[ChatTurn] = ()
+    ) -> Subscription:
         """Subscribe to the run's progress, then publish it: the answer cannot arrive before we listen.
 
         A run that streams nothing sends one progress message, its terminal one, so the server is told to drop
@@ -113,7 +122,7 @@ class Dispatcher:
         once = not snapshot.enable_streaming
         sub = await self.nc.subscribe(subjects.run_progress(run_id), max_msgs=1 if once else 0)
         try:
-            await self._publish(snapshot, input, is_test, run_id)
+            await self._publish(snapshot, input, is_test, run_id, history)
         except BaseException:
             await self._close(sub, run_id)
             raise
@@ -163,9 +172,11 @@ class Dispatcher:
             data={"code": "timeout", "message": "the run did not finish in time", "status": Timeout.status_code},
         )
 
-    async def run(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> RunResult:
+    async def run(
+        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, history: Sequence[ChatTurn] = ()
+    ) -> RunResult:
         run_id = new_id("run")
-        sub = await self._open(snapshot, input, is_test, run_id)
+        sub = await self._open(snapshot, input, is_test, run_id, history)
         # Closed here, not by a finalizer task whenever the event loop gets to it: a streaming endpoint's
         # subscription ends before the answer is sent.
         async with aclosing(
@@ -180,15 +191,24 @@ class Dispatcher:
                     raise_for_error(run_id, progress)
         raise AgentryError("run ended without a result")  # unreachable: _follow always ends terminal
 
+    async def progress(
+        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, history: Sequence[ChatTurn] = ()
+    ) -> tuple[str, AsyncGenerator[RunProgress, None]]:
+        """Start the run now (so a broker failure is still a 503); its progress up to the terminal event.
+        The snapshot must have `enable_streaming` (else the runner sends only the terminal event)."""
+        run_id = new_id("run")
+        sub = await self._open(snapshot, input, is_test, run_id, history)
+        return run_id, self._follow(sub, run_id, snapshot.timeout_ms)
+
     async def stream(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> tuple[str, AsyncIterator[bytes]]:
         """Start the run now (so a broker failure is still a 503), and relay its progress as SSE frames."""
-        run_id = new_id("run")
-        sub = await self._open(snapshot, input, is_test, run_id)
+        run_id, events = await self.progress(snapshot, input, is_test)
 
         async def sse() -> AsyncIterator[bytes]:
-            async for progress in self._follow(sub, run_id, snapshot.timeout_ms):
-                data = {"run_id": run_id, **progress.data}
-                yield b"event: " + progress.event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+            async with aclosing(events):
+                async for progress in events:
+                    data = {"run_id": run_id, **progress.data}
+                    yield b"event: " + progress.event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
         return run_id, sse()
 

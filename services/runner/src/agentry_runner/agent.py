@@ -1,5 +1,5 @@
-"""The agent loop: system prompt + input → LLM; while the model asks for tools and the budget allows, call
-them (in parallel), feed the results back and infer again. `iterations` counts LLM calls.
+"""The agent loop: system prompt (+ earlier conversation turns) + input → LLM; while the model asks for tools and
+the budget allows, call them (in parallel), feed the results back and infer again. `iterations` counts LLM calls.
 
 When `max_tool_calls` is spent the tools stay declared but the model is told not to call them, so its next
 answer is final. A JSON answer that does not parse or validate gets one corrective re-ask, then the run
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from agentry_common import tracing
 from agentry_common.errors import AgentryError, UpstreamFailed
-from agentry_common.events import EndpointSnapshot, ToolCall
+from agentry_common.events import ChatTurn, EndpointSnapshot, ToolCall
 
 from . import metrics, output
 from .providers import ChatRequest, Completion, Connection, Message, Provider, ToolRequest
@@ -81,10 +81,16 @@ class Agent:
     state: RunState
     emit: Emit = _silent
 
-    async def run(self, endpoint: EndpointSnapshot, value: str | dict[str, Any]) -> Any:
-        """The run's output: text, or the parsed JSON value for `output_format: json`."""
+    async def run(
+        self, endpoint: EndpointSnapshot, value: str | dict[str, Any], history: Sequence[ChatTurn] = ()
+    ) -> Any:
+        """The run's output: text, or the parsed JSON value for `output_format: json`.
+
+        `history` (earlier turns of an OpenAI-compatible conversation) goes between the endpoint's system
+        prompt and the input; the endpoint's own system prompt stays the only system message."""
         system = output.system_prompt(endpoint)
-        messages = [Message("user", input_text(value))]
+        messages = [Message(turn.role, turn.content) for turn in history]
+        messages.append(Message("user", input_text(value)))
         reasked = False
         while True:
             allow_tools = len(self.state.tool_calls) < endpoint.max_tool_calls

@@ -239,7 +239,7 @@ class RunnerService:
                 await toolbox.open(endpoint.servers, headers)
                 conn = self._connection(endpoint, api_key)
                 agent = Agent(PROVIDERS[endpoint.llm_provider], conn, toolbox, deadline, state, self._emitter(event))
-                output = await agent.run(endpoint, event.input)
+                output = await agent.run(endpoint, event.input, event.history)
         except TimeoutError:
             if not budget.expired():
                 raise

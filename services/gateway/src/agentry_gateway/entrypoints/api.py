@@ -19,7 +19,7 @@ from ..dispatch import Dispatcher
 from ..ratelimit import Limits
 from ..service import Catalog
 from ..settings import settings
-from . import management, payments, runs, wallet
+from . import management, openai_compat, payments, runs, wallet
 from .deps import Gateway, storable_params
 from .fastpath import RunFastPath
 
@@ -61,7 +61,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await _too_large(self.max_bytes, send)
+                return await _too_large(self.max_bytes, scope, receive, send)
         seen = 0
 
         async def limited() -> Message:
@@ -76,8 +76,10 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-async def _too_large(max_bytes: int, send: Send) -> None:
+async def _too_large(max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
     err = PayloadTooLarge(f"request body is larger than {max_bytes} bytes", code="payload_too_large")
+    if scope["path"].startswith("/v1/"):  # the OpenAI-compatible API answers in OpenAI's error shape
+        return await openai_compat.openai_error(err)(scope, receive, send)
     body = orjson.dumps(err.body())
     await send(
         {
@@ -107,7 +109,7 @@ async def root() -> RedirectResponse:
     return RedirectResponse("/docs", status_code=302)
 
 
-for router in (management.router, runs.router, wallet.router, payments.router):
+for router in (management.router, runs.router, wallet.router, payments.router, openai_compat.router):
     app.include_router(router, dependencies=[Depends(storable_params)])
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 # Outermost of ours: a well-formed run request skips routing, dependencies and the two middlewares above

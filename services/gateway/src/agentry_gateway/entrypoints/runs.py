@@ -14,7 +14,9 @@ from agentry_common.errors import ErrorBody, Forbidden, NotFound, Unauthorized, 
 from agentry_common.requests import Charges, GetCharges, ListRuns, RunPage, RunRecord
 
 from ..auth import User
+from ..catalog_cache import RunnableEndpoint
 from ..client_ip import client_ip_of
+from ..ratelimit import Admission
 from ..schemas import Charge, RunAccepted, RunBody, RunHistory, RunHistoryItem, RunResult, RunStatus
 from ..service import endpoint_snapshot
 from .deps import CurrentUser, Gateway, GatewayDep
@@ -51,6 +53,24 @@ def api_key_from(authorization: str | None, x_api_key: str | None) -> str | None
 NO_SCHEME = "the Authorization header lacks its scheme: send `Authorization: Bearer aek_…` (or `X-API-Key: aek_…`)"
 
 
+async def admit_run(gw: Gateway, ep: RunnableEndpoint, request: Request, key: str | None) -> Admission:
+    """What every run by a caller passes (`/api/run/{slug}` and `/v1/chat/completions` alike): the endpoint's
+    key, its status, and its rate limits. The limit's headers are read while the run is dispatched; every answer
+    from here on carries them."""
+    snap = ep.snapshot
+    if ep.auth_mode == "api_key":
+        if not key:
+            raise Unauthorized("this endpoint needs an API key", code="missing_api_key")
+        verdict = await gw.keys.verify(key)
+        if verdict.endpoint_id != snap.id:
+            raise Unauthorized("invalid API key", code="invalid_api_key")
+    if ep.status != "active":
+        raise Forbidden("this endpoint is disabled", code="endpoint_disabled")
+    public = ep.auth_mode == "public"  # only a public run is limited per client address too
+    client_ip = client_ip_of(request, gw.settings.trusted_proxies) if public else ""
+    return await gw.limits.start_run(snap.id, public, client_ip)
+
+
 @router.post(
     "/run/{slug}",
     tags=["runs"],
@@ -68,19 +88,8 @@ async def run_endpoint(
 ) -> Response:
     ep = await gw.cache.by_slug(slug)
     snap = ep.snapshot
-    if ep.auth_mode == "api_key":
-        key = api_key_from(authorization, x_api_key)
-        if not key:
-            raise Unauthorized("this endpoint needs an API key", code="missing_api_key")
-        verdict = await gw.keys.verify(key)
-        if verdict.endpoint_id != snap.id:
-            raise Unauthorized("invalid API key", code="invalid_api_key")
-    if ep.status != "active":
-        raise Forbidden("this endpoint is disabled", code="endpoint_disabled")
-    public = ep.auth_mode == "public"  # only a public run is limited per client address too
-    client_ip = client_ip_of(request, gw.settings.trusted_proxies) if public else ""
-    # The limit's headers are read while the run is dispatched; every answer from here on carries them.
-    admission = await gw.limits.start_run(snap.id, public, client_ip)
+    key = api_key_from(authorization, x_api_key) if ep.auth_mode == "api_key" else None
+    admission = await admit_run(gw, ep, request, key)
     async with admission.on_errors():
         problem = ep.validate_input(body.input)
         if problem:
