@@ -41,6 +41,18 @@ WALLET_TRANSACTIONS = "wallet.transactions"
 WALLET_CHARGES = "wallet.charges"
 RUNS_LIST = "runs.list"
 RUNS_GET = "runs.get"
+WEBHOOKS_CREATE = "webhooks.create"
+WEBHOOKS_LIST = "webhooks.list"
+WEBHOOKS_GET = "webhooks.get"
+WEBHOOKS_UPDATE = "webhooks.update"
+WEBHOOKS_DELETE = "webhooks.delete"
+WEBHOOKS_TEST = "webhooks.test"
+WEBHOOKS_DELIVERIES = "webhooks.deliveries"
+WEBHOOKS_RETRY = "webhooks.retry"
+WEBHOOKS_REQUESTS = [
+    WEBHOOKS_CREATE, WEBHOOKS_LIST, WEBHOOKS_GET, WEBHOOKS_UPDATE, WEBHOOKS_DELETE, WEBHOOKS_TEST,
+    WEBHOOKS_DELIVERIES, WEBHOOKS_RETRY,
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,3 +88,4 @@ STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]
 # durable consumer names
 RUNNER_CONSUMER = "runner"
 BILLING_CONSUMER = "billing"
+WEBHOOKS_CONSUMER = "webhooks"  # one per stream (RUN_EVENTS, BILLING_EVENTS), same name
