@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
-from agentry_common.errors import NotFound, ValidationFailed
+from agentry_common.errors import Conflict, NotFound, ValidationFailed
 from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id, utcnow
 from agentry_common.netguard import check_url
 from agentry_common.requests import (
@@ -80,6 +80,14 @@ async def find(repo: WebhooksRepository, owner_id: str, webhook_id: str, *, lock
     webhook = await repo.webhook(owner_id, webhook_id, lock=lock)
     if webhook is None:
         raise NotFound("webhook not found", code="webhook_not_found")
+    return webhook
+
+
+async def find_enabled(repo: WebhooksRepository, owner_id: str, webhook_id: str) -> models.Webhook:
+    """A webhook that may be sent to: a disabled one sends nothing, not even on request."""
+    webhook = await find(repo, owner_id, webhook_id)
+    if not webhook.enabled:
+        raise Conflict("the webhook is disabled; enable it first", code="webhook_disabled")
     return webhook
 
 
@@ -173,7 +181,7 @@ async def fan_out(repo: WebhooksRepository, notice: Notice, settings: Settings) 
 
 
 async def send_test(repo: WebhooksRepository, owner_id: str, webhook_id: str, settings: Settings) -> Delivery:
-    webhook = await find(repo, owner_id, webhook_id)
+    webhook = await find_enabled(repo, owner_id, webhook_id)
     test_id = new_id("evt")
     notice = Notice(owner_id, TEST_EVENT, f"{TEST_EVENT}:{test_id}", utcnow(), {"webhook_id": webhook.id})
     (delivery_id,) = await repo.enqueue(
@@ -235,7 +243,7 @@ async def deliveries(
 
 async def retry(repo: WebhooksRepository, owner_id: str, webhook_id: str, delivery_id: str, settings: Settings) -> None:
     """Send the delivery again now (same `webhook-id`), with a fresh retry window."""
-    await find(repo, owner_id, webhook_id)
+    await find_enabled(repo, owner_id, webhook_id)
     found = await repo.delivery(webhook_id, delivery_id, lock=True)
     if found is None:
         raise NotFound("delivery not found", code="delivery_not_found")

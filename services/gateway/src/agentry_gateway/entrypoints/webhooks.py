@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from agentry_common import rpc, subjects
 from agentry_common.app import ERROR_RESPONSES
+from agentry_common.errors import ErrorBody
 from agentry_common.requests import (
     CreatedWebhook,
     CreateWebhook,
@@ -29,6 +30,9 @@ from ..schemas import Strict, Url
 from .deps import CurrentUser, GatewayDep
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
+DISABLED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "`webhook_disabled`: the webhook is disabled; enable it first"}
+}
 
 Description = Annotated[str, StringConstraints(max_length=500)]
 Events = Annotated[
@@ -95,7 +99,7 @@ async def delete_webhook(webhook_id: Id, user: CurrentUser, gw: GatewayDep) -> R
     return Response(status_code=204)
 
 
-@router.post("/{webhook_id}/test", status_code=202)
+@router.post("/{webhook_id}/test", status_code=202, responses=DISABLED)
 async def test_webhook(webhook_id: Id, user: CurrentUser, gw: GatewayDep) -> DeliveryOut:
     """Queue a signed `webhook.test` event to the webhook now; follow it in the delivery log."""
     cmd = WebhookRef(owner_id=user.id, webhook_id=webhook_id)
@@ -117,7 +121,7 @@ async def list_deliveries(
     return result
 
 
-@router.post("/{webhook_id}/deliveries/{delivery_id}/retry", status_code=202)
+@router.post("/{webhook_id}/deliveries/{delivery_id}/retry", status_code=202, responses=DISABLED)
 async def retry_delivery(webhook_id: Id, delivery_id: Id, user: CurrentUser, gw: GatewayDep) -> DeliveryOut:
     """Send a delivery again now, with the same `webhook-id`, and retry it for another 24 hours if it fails."""
     cmd = DeliveryRef(owner_id=user.id, webhook_id=webhook_id, delivery_id=delivery_id)

@@ -14,10 +14,10 @@ from faststream.nats.annotations import NatsBroker, NatsMessage
 from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
-from agentry_common import rpc, subjects
+from agentry_common import asyncapi, rpc, subjects
 from agentry_common.broker import jstream
 from agentry_common.db import make_engine, make_sessionmaker
-from agentry_common.events import new_id
+from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id
 from agentry_common.requests import (
     CreatedWebhook,
     CreateWebhook,
@@ -172,12 +172,25 @@ async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice
         scheduler.wake()
 
 
+for subject, event, stream, becomes in (
+    (subjects.RUN_COMPLETED, RunCompleted, subjects.RUN_EVENTS_STREAM, "`run.succeeded`"),
+    (subjects.RUN_FAILED, RunFailed, subjects.RUN_EVENTS_STREAM, "`run.failed`"),
+    (subjects.CHARGE_COLLECTED, ChargeCollected, subjects.BILLING_EVENTS_STREAM, "`charge.collected`"),
+    (subjects.CHARGE_UNCOLLECTED, ChargeUncollected, subjects.BILLING_EVENTS_STREAM, "`charge.uncollected`"),
+):
+    asyncapi.consumes(
+        subject, event, by="webhooks", stream=stream, durable=settings.event_consumer,
+        description=f"Becomes a {becomes} delivery to each of its owner's webhooks subscribed to it "
+        "(one per webhook and event, whatever the redeliveries).",
+    )  # fmt: skip
+
+
 # A new deployment notifies from now on (DeliverPolicy.NEW); the durable consumers remember their place after.
+# Documented above with their payloads (include_in_schema=False here: these handlers read the raw message).
 @router.subscriber(
     "run.*", stream=jstream(subjects.RUN_EVENTS_STREAM), durable=settings.event_consumer,
     deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
-    ack_policy=AckPolicy.MANUAL, title="run.completed, run.failed (webhooks)",
-    description="Each run outcome becomes a `run.succeeded` / `run.failed` delivery to its owner's webhooks.",
+    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
 )  # fmt: skip
 async def on_run_event(msg: NatsMessage) -> None:
     await _fan_out(msg, service.run_notice)
@@ -186,8 +199,7 @@ async def on_run_event(msg: NatsMessage) -> None:
 @router.subscriber(
     "billing.charge.*", stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=settings.event_consumer,
     deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
-    ack_policy=AckPolicy.MANUAL, title="billing.charge.* (webhooks)",
-    description="Each charge outcome becomes a `charge.collected` / `charge.uncollected` delivery.",
+    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
 )  # fmt: skip
 async def on_charge_event(msg: NatsMessage) -> None:
     await _fan_out(msg, service.charge_notice)
