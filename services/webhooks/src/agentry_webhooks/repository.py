@@ -145,9 +145,14 @@ class WebhooksRepository:
         result = await self.session.execute(stmt)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def requeue(self, delivery: Delivery, give_up_at: datetime) -> None:
-        await self.session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery.id)
-            .values(status="pending", next_attempt_at=func.now(), give_up_at=give_up_at, lease=None)
+    async def requeue(self, delivery: Delivery, give_up_at: datetime, now: datetime) -> None:
+        """Make a delivery due now with a new retry window. One being sent right now (leased, lease not run out)
+        keeps its lease: the attempt in flight decides, and a failure is retried within the new window — two
+        sends of one delivery never overlap."""
+        values: dict[str, object] = {"give_up_at": give_up_at}
+        in_flight = (
+            delivery.lease is not None and delivery.next_attempt_at is not None and delivery.next_attempt_at > now
         )
+        if not in_flight:
+            values.update(status="pending", next_attempt_at=func.now(), lease=None)
+        await self.session.execute(update(Delivery).where(Delivery.id == delivery.id).values(**values))

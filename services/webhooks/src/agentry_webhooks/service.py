@@ -247,7 +247,8 @@ async def retry(repo: WebhooksRepository, owner_id: str, webhook_id: str, delive
     found = await repo.delivery(webhook_id, delivery_id, lock=True)
     if found is None:
         raise NotFound("delivery not found", code="delivery_not_found")
-    await repo.requeue(found, utcnow() + timedelta(seconds=settings.webhook_retry_window_s))
+    now = utcnow()
+    await repo.requeue(found, now + timedelta(seconds=settings.webhook_retry_window_s), now)
 
 
 # --- the retry schedule ---

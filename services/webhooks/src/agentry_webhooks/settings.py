@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agentry_common import subjects
 from agentry_common.settings import ServiceSettings
@@ -33,6 +33,13 @@ class Settings(ServiceSettings):
     )
     secret_cache_size: int = Field(10_000, ge=1, description="Most decrypted signing secrets kept in memory.")
     rpc_workers: int = Field(8, ge=1, description="Management requests handled concurrently per replica.")
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> Settings:
+        # A lease that ran out while its attempt was still sending would let a second replica send it too.
+        if self.webhook_lease_s <= self.webhook_timeout_s + self.rpc_timeout_s:
+            raise ValueError("WEBHOOK_LEASE_S must exceed WEBHOOK_TIMEOUT_S + RPC_TIMEOUT_S")
+        return self
 
 
 settings = Settings()
