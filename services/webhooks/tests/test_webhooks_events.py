@@ -115,3 +115,32 @@ async def test_the_guard_runs_again_at_delivery_a_refused_address_is_never_conta
     assert not outcome.ok and outcome.response_status is None
     assert outcome.error is not None and outcome.error.startswith("url_not_allowed")
     assert receiver.got == []
+
+
+async def test_deliveries_and_events_survive_a_restart_of_the_service(
+    http: httpx.AsyncClient, auth: dict[str, str], user: str, receiver: Receiver, nc: Client, stack: Stack
+) -> None:
+    retried = (await create(http, auth, receiver.url, ["run.failed"]))["webhook"]["id"]
+    notified = await create(http, auth, receiver.url, ["run.succeeded"])
+    receiver.script = [500] * 1000
+    delivery_id = (await http.post(f"/api/webhooks/{retried}/test", headers=auth)).json()["delivery"]["id"]
+    await receiver.wait_for(1)
+    svc = stack.service("webhooks")
+    await asyncio.to_thread(svc.stop)  # with a failing delivery pending in its queue
+    try:
+        # An event published while the service is down waits in its durable consumer.
+        run_id = f"run_{uuid.uuid4().hex}"
+        event = RunCompleted(run_id=run_id, endpoint_id="aep_z", owner_id=user)
+        await publish(nc, subjects.RUN_COMPLETED, event, event.msg_id())
+        receiver.script = []
+        seen = len(receiver.got)
+        await asyncio.sleep(0.5)
+        assert len(receiver.got) == seen  # nobody sends while it is down
+    finally:
+        await asyncio.to_thread(svc.start)
+        await asyncio.to_thread(svc.wait_ready)
+    await receiver.wait_for(seen + 2)
+    after = {json.loads(g.body)["type"]: g for g in receiver.got[seen:]}
+    assert after["webhook.test"].headers["webhook-id"] == delivery_id  # the pending one, same id, resumed
+    body = StandardWebhook(notified["secret"]).verify(after["run.succeeded"].body, after["run.succeeded"].headers)
+    assert body["data"]["run_id"] == run_id
