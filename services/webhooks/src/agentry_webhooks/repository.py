@@ -37,6 +37,7 @@ class WebhooksRepository:
     async def add(self, webhook: Webhook) -> None:
         self.session.add(webhook)
         await self.session.flush()
+        await self.session.refresh(webhook)  # the server's created_at
 
     async def webhook(self, owner_id: str, webhook_id: str, *, lock: bool = False) -> Webhook | None:
         query = select(Webhook).where(Webhook.id == webhook_id, Webhook.owner_id == owner_id)
@@ -54,6 +55,12 @@ class WebhooksRepository:
             Webhook.owner_id == owner_id, Webhook.enabled.is_(True), Webhook.events.contains([event_type])
         )
         return list(await self.session.scalars(query))
+
+    async def save(self, webhook: Webhook) -> None:
+        """Write a changed webhook now, so a constraint it breaks fails here rather than at commit."""
+        webhook.updated_at = func.now()
+        await self.session.flush()
+        await self.session.refresh(webhook)
 
     async def delete(self, webhook: Webhook) -> None:
         await self.session.delete(webhook)  # its deliveries and attempts go with it (ON DELETE CASCADE)
@@ -128,10 +135,9 @@ class WebhooksRepository:
         status: str,
         next_attempt_at: datetime | None,
     ) -> bool:
-        """Store an attempt's outcome, unless the lease was lost meanwhile (a manual retry re-queued it, or the
-        lease ran out and another replica took it): then the attempt is still logged, the state left alone."""
-        if attempt is not None:
-            self.session.add(attempt)
+        """Store an attempt's outcome, unless the lease was lost meanwhile (it ran out and another replica took
+        the delivery): then the attempt is still logged, the state left alone. Nothing is written for a delivery
+        deleted meanwhile (with its webhook)."""
         stmt = (
             update(Delivery)
             .where(Delivery.id == claimed.id, Delivery.lease == claimed.lease)
@@ -143,7 +149,10 @@ class WebhooksRepository:
             )
         )
         result = await self.session.execute(stmt)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        kept = bool(result.rowcount)  # type: ignore[attr-defined]
+        if attempt is not None and (kept or await self.session.get(Delivery, claimed.id) is not None):
+            self.session.add(attempt)
+        return kept
 
     async def requeue(self, delivery: Delivery, give_up_at: datetime, now: datetime) -> None:
         """Make a delivery due now with a new retry window. One being sent right now (leased, lease not run out)

@@ -72,7 +72,6 @@ async def create(repo: WebhooksRepository, cmd: CreateWebhook, webhook_id: str, 
         secret_id=secret_id,
     )
     await repo.add(webhook)
-    await repo.session.refresh(webhook)
     return public(webhook)
 
 
@@ -101,8 +100,7 @@ async def update(repo: WebhooksRepository, cmd: UpdateWebhook) -> WebhookInfo:
         changes["events"] = list(dict.fromkeys(changes["events"]))
     for name, value in changes.items():
         setattr(webhook, name, value)
-    webhook.updated_at = utcnow()
-    await repo.session.flush()
+    await repo.save(webhook)
     return public(webhook)
 
 
