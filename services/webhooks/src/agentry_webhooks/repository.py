@@ -98,6 +98,10 @@ class WebhooksRepository:
                 by_delivery[attempt.delivery_id].append(attempt)
         return by_delivery
 
+    async def count_due(self) -> int:
+        query = select(func.count()).where(Delivery.status == "pending", Delivery.next_attempt_at <= func.now())
+        return int(await self.session.scalar(query) or 0)
+
     async def claim_due(self, limit: int, lease: str, lease_s: float) -> list[Claimed]:
         """Take up to `limit` due deliveries: no other replica takes them until the lease runs out (a crash), so
         two never send the same delivery at once."""

@@ -27,6 +27,7 @@ class Settings(ServiceSettings):
         60.0, gt=0, description="A replica owns a delivery it took this long; after that (it crashed) another may."
     )
     webhook_poll_s: float = Field(1.0, gt=0, description="How often due deliveries are looked for.")
+    backlog_sample_s: float = Field(15.0, gt=0, description="How often the due deliveries are counted (metric).")
     webhook_concurrency: int = Field(32, ge=1, description="Deliveries sent at once per replica.")
     secret_cache_ttl_s: float = Field(
         300.0, ge=0, description="How long a decrypted signing secret is kept in memory (0: resolved every time)."

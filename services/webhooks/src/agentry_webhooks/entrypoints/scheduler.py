@@ -37,6 +37,7 @@ class DeliveryScheduler:
         self._stopping = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Deliveries were just queued: look now rather than at the next poll."""
@@ -46,11 +47,15 @@ class DeliveryScheduler:
         self.secrets = secrets_cache
         self.sender = Sender(self.settings)
         self._loop = asyncio.create_task(self._run())
+        self._sampler = asyncio.create_task(self._sample_backlog())
 
     async def stop(self) -> None:
         """Stop taking deliveries and let those being sent finish (their receivers get at most the timeout)."""
         self._stopping.set()
         self._wake.set()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
         if self._loop is not None:
             await asyncio.gather(self._loop, return_exceptions=True)
         if self._sending:
@@ -77,6 +82,15 @@ class DeliveryScheduler:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.webhook_poll_s)
+
+    async def _sample_backlog(self) -> None:
+        while True:
+            try:
+                async with self.sessions() as session:
+                    metrics.DUE.set(await WebhooksRepository(session).count_due())
+            except Exception as err:
+                log.debug("cannot count due deliveries: %s", type(err).__name__)
+            await asyncio.sleep(self.settings.backlog_sample_s)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         lease = secrets.token_hex(16)
