@@ -29,7 +29,7 @@ $(UV):
 
 install: .venv/.synced ## install uv (from PyPI) and the workspace
 
-run: install ## start NATS, PostgreSQL and the four services (data under .data/)
+run: install ## start NATS, PostgreSQL and the five services (data under .data/)
 	$(RUN) python -m agentry_common.stack run
 
 token: install ## print a development JWT (SUB=user ROLE=admin optional)

@@ -1,4 +1,4 @@
-"""`make run`'s launcher: starts NATS, PostgreSQL and four services that answer /healthz and /readyz, stops
+"""`make run`'s launcher: starts NATS, PostgreSQL and every service (five) that answer /healthz and /readyz, stops
 cleanly on Ctrl-C, and a second start reuses the data."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 
-from agentry_common.stack import dev_token, free_port
+from agentry_common.stack import SERVICES, dev_token, free_port
 
 
-def _free_block(size: int = 4) -> int:
+def _free_block(size: int = len(SERVICES)) -> int:
     for _ in range(200):
         base = free_port()
         ports_free = True
@@ -72,14 +72,14 @@ def _stop(proc: subprocess.Popen[str]) -> int:
     return proc.wait(timeout=60)
 
 
-def test_run_starts_four_healthy_services_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
+def test_run_starts_every_service_healthy_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
     base, nats_port, pg_port = _free_block(), free_port(), free_port()
     auth = {"Authorization": f"Bearer {dev_token('make-run-user')}"}
     proc = _start(tmp_path, base, nats_port, pg_port)
     try:
         lines = _wait_ready_line(proc)
         assert any(f"gateway listening on http://127.0.0.1:{base}" in line for line in lines)
-        for port in range(base, base + 4):
+        for port in range(base, base + len(SERVICES)):
             assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
             ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
             assert ready.status_code == 200 and ready.json()["checks"] == {"nats": True, "postgres": True}
@@ -88,7 +88,7 @@ def test_run_starts_four_healthy_services_stops_cleanly_and_reuses_data(tmp_path
     finally:
         code = _stop(proc)
     assert code == 0
-    for port in range(base, base + 4):
+    for port in range(base, base + len(SERVICES)):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after Ctrl-C"
 

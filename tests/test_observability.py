@@ -1,6 +1,6 @@
 """Metrics and traces of the running system, read the way an operator's Prometheus and trace backend read them.
 
-The four services run as separate processes on a NATS server of this module's own (the session's services
+The services run as separate processes on a NATS server of this module's own (the session's services
 would otherwise take the runs from the shared work queue) and the session's PostgreSQL, with tracing on:
 `OTEL_EXPORTER_OTLP_ENDPOINT` points at an OTLP/HTTP receiver on loopback that keeps the spans in memory.
 """

@@ -61,6 +61,8 @@ class Fixtures:
     async_endpoint: dict[str, str]
     mutable_endpoint_id: str  # PATCH, DELETE and regenerate-key aim here
     async_run_id: str
+    webhook_id: str = ""  # a webhook of the user, and one of its deliveries
+    delivery_id: str = ""
 
 
 @dataclass
@@ -117,10 +119,12 @@ def provision(base_url: str, user: str | None = None) -> Fixtures:
         async_ep = endpoint("fuzz async", async_mode=True)
         mutable = endpoint("fuzz mutable")
         post("/api/balance/deposit", {"amount_cents": 50000}, **{"Idempotency-Key": str(uuid.uuid4())})
+        webhook = post("/api/webhooks", {"url": "http://127.0.0.1:9/hook", "events": ["run.failed"]})["webhook"]["id"]
+        delivery = post(f"/api/webhooks/{webhook}/test", {})["delivery"]["id"]
         r = http.post(f"/api/run/{async_ep['slug']}", json={"input": "hello"}, headers={"X-API-Key": async_ep["key"]})
         r.raise_for_status()
     return Fixtures(user, jwt, dev_token(f"{user}-admin", "admin"), ws, srv, run_ep, async_ep, mutable["id"],
-                    r.json()["run_id"])  # fmt: skip
+                    r.json()["run_id"], webhook_id=webhook, delivery_id=delivery)  # fmt: skip
 
 
 def _aim(op: Any, fx: Fixtures) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
@@ -134,6 +138,8 @@ def _aim(op: Any, fx: Fixtures) -> tuple[dict[str, str], dict[str, str], dict[st
         "slug": fx.run_endpoint["slug"],
         "run_id": fx.async_run_id,
         "user_id": fx.user,
+        "webhook_id": fx.webhook_id,
+        "delivery_id": fx.delivery_id,
     }
     names = {p.name for p in op.path_parameters}
     declared = {p.name.lower() for p in op.headers}
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             stack = Stack(data, nats_port=free_port(), pg_port=free_port(), fast_pg=True, echo=False, extra_env=env)
             stack.start_servers()
             stack.migrate()
-            started = [stack.start_service(n, wait=False) for n in ("keys", "billing", "runner")]
+            started = [stack.start_service(n, wait=False) for n in ("keys", "billing", "runner", "webhooks")]
             started.append(stack.start_service("gateway", wait=False, **GATEWAY_ENV))
             for svc in started:
                 svc.wait_ready()

@@ -39,7 +39,8 @@ Every message on Agentry's NATS bus.
 **Events** (past tense) are JSON documents on JetStream streams: `run.requested` (stream `RUNS`, a work
 queue), `run.completed` / `run.failed` (stream `RUN_EVENTS`) and `billing.charge.collected` /
 `billing.charge.uncollected` (stream `BILLING_EVENTS`). Platform teams may consume `run.completed`,
-`run.failed` and `billing.charge.*` with durable consumers of their own (see `examples/webhook_forwarder`).
+`run.failed` and `billing.charge.*` with durable consumers of their own (see `examples/webhook_forwarder`);
+endpoint owners get them as signed HTTP webhooks from the webhooks service instead.
 
 - Each event has `id`, `type`, `version`, `occurred_at` and `trace` (W3C trace context: `traceparent`, to
   continue the run's trace). Changes within a `version` are additive only; a breaking change is a new type.
@@ -48,8 +49,8 @@ queue), `run.completed` / `run.failed` (stream `RUN_EVENTS`) and `billing.charge
 
 **Ephemeral broadcasts** (core NATS, not stored): `run.progress.{run_id}` and `keys.revoked`.
 
-**Requests** (`keys.*`, `secrets.*`, `wallet.*`, `runs.*`) are internal request/reply between services; the
-reply is `{"ok": true, "result": …}` or `{"ok": false, "error": {"status", "code", "message"}}`. The bus
+**Requests** (`keys.*`, `secrets.*`, `wallet.*`, `runs.*`, `webhooks.*`) are internal request/reply between
+services; the reply is `{"ok": true, "result": …}` or `{"ok": false, "error": {"status", "code", "message"}}`. The bus
 permissions let no one else send them.
 """
 

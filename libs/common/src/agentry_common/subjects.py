@@ -46,6 +46,18 @@ PAYMENTS_STRIPE_WEBHOOK = "payments.stripe.webhook"  # gateway → billing: a St
 RUNS_LIST = "runs.list"
 RUNS_GET = "runs.get"
 TOOLS_LIST = "tools.list"  # a live tools/list of one MCP server, asked by the gateway, done by a runner
+WEBHOOKS_CREATE = "webhooks.create"
+WEBHOOKS_LIST = "webhooks.list"
+WEBHOOKS_GET = "webhooks.get"
+WEBHOOKS_UPDATE = "webhooks.update"
+WEBHOOKS_DELETE = "webhooks.delete"
+WEBHOOKS_TEST = "webhooks.test"
+WEBHOOKS_DELIVERIES = "webhooks.deliveries"
+WEBHOOKS_RETRY = "webhooks.retry"
+WEBHOOKS_REQUESTS = [
+    WEBHOOKS_CREATE, WEBHOOKS_LIST, WEBHOOKS_GET, WEBHOOKS_UPDATE, WEBHOOKS_DELETE, WEBHOOKS_TEST,
+    WEBHOOKS_DELIVERIES, WEBHOOKS_RETRY,
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,3 +93,4 @@ STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]
 # durable consumer names
 RUNNER_CONSUMER = "runner"
 BILLING_CONSUMER = "billing"
+WEBHOOKS_CONSUMER = "webhooks"  # one per stream (RUN_EVENTS, BILLING_EVENTS), same name

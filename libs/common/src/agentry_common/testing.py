@@ -1,4 +1,4 @@
-"""Pytest plugin: real NATS + PostgreSQL + the four services, started once per test session.
+"""Pytest plugin: real NATS + PostgreSQL + the five services, started once per test session.
 
 Servers get random ports and a temporary data folder; services log to `<data>/logs` so tests (and the
 secrets scan) can read what they printed. Tests isolate themselves by using fresh user ids.
@@ -34,7 +34,14 @@ def servers() -> Iterator[Stack]:
         pg_port=free_port(),
         fast_pg=True,
         echo=bool(os.environ.get("AGENTRY_TEST_ECHO")),
-        extra_env={"ENVIRONMENT": "test", "ALLOW_PRIVATE_URLS": "true"},
+        extra_env={
+            "ENVIRONMENT": "test",
+            "ALLOW_PRIVATE_URLS": "true",
+            # Webhook retries in seconds rather than a day, so tests can watch a delivery retry and give up.
+            "WEBHOOK_RETRY_BASE_S": "0.25",
+            "WEBHOOK_RETRY_WINDOW_S": "5",
+            "WEBHOOK_POLL_S": "0.2",
+        },
     )
     stack.start_servers()
     stack.migrate()
@@ -46,7 +53,7 @@ def servers() -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def stack(servers: Stack) -> Stack:
-    """The whole system: the four services, each its own process, on the session's servers."""
+    """The whole system: the five services, each its own process, on the session's servers."""
     # AGENTRY_TEST_SERVICES=keys,gateway narrows the system while one service is being developed.
     wanted = os.environ.get("AGENTRY_TEST_SERVICES", ",".join(SERVICES)).split(",")
     for name in (n for n in SERVICES if n in wanted):

@@ -1,0 +1,1 @@
+"""Agentry owner webhooks."""

@@ -1,0 +1,35 @@
+"""The webhooks service process: its request handlers, event consumers and delivery loop, plus health and
+metrics over HTTP."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from agentry_common.app import create_service_app
+from agentry_common.broker import make_broker
+
+from ..delivery import SecretCache
+from ..settings import settings
+from .broker import engine, router, scheduler
+
+broker = make_broker(settings, "webhooks")
+broker.include_router(router)
+
+
+async def start_delivering(_: FastAPI) -> None:
+    scheduler.start(SecretCache(broker.connection, settings))
+
+
+async def stop_delivering(_: FastAPI) -> None:
+    await scheduler.stop()
+
+
+app = create_service_app(
+    service="webhooks",
+    settings=settings,
+    broker=broker,
+    engine=engine,
+    on_startup=start_delivering,
+    on_shutdown=stop_delivering,
+    title="Agentry webhooks",
+)

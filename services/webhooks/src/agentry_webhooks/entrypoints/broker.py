@@ -1,0 +1,205 @@
+"""NATS entrypoints of the webhooks service: the gateway's requests (queue group `webhooks`) and the platform
+events it turns into deliveries (durable JetStream consumers shared by every replica)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from faststream.middlewares import AckPolicy
+from faststream.nats import NatsRouter, PullSub
+from faststream.nats.annotations import NatsBroker, NatsMessage
+from nats.js.api import DeliverPolicy
+from pydantic import ValidationError
+
+from agentry_common import asyncapi, rpc, subjects
+from agentry_common.broker import jstream
+from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id
+from agentry_common.requests import (
+    CreatedWebhook,
+    CreateWebhook,
+    DeleteSecret,
+    DeliveryOut,
+    DeliveryPage,
+    DeliveryRef,
+    Done,
+    ListDeliveries,
+    ListWebhooks,
+    StoredSecret,
+    StoreSecret,
+    UpdateWebhook,
+    WebhookList,
+    WebhookOut,
+    WebhookRef,
+)
+from agentry_common.rpc import serve
+
+from .. import metrics, service
+from ..repository import WebhooksRepository
+from ..settings import settings
+from .scheduler import DeliveryScheduler
+
+log = logging.getLogger(__name__)
+
+QUEUE = "webhooks"
+engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+sessions = make_sessionmaker(engine)
+scheduler = DeliveryScheduler(settings, sessions)  # started with the app (api.py)
+router = NatsRouter()
+
+
+@asynccontextmanager
+async def unit_of_work() -> AsyncIterator[WebhooksRepository]:
+    """One transaction per request: it commits when the handler returns, rolls back when it raises."""
+    async with sessions() as session, session.begin():
+        yield WebhooksRepository(session)
+
+
+async def _keys(broker: NatsBroker, subject: str, request: StoreSecret | DeleteSecret, reply: type) -> object:
+    return await rpc.call(
+        broker.connection, subject, request, reply,
+        timeout=settings.rpc_timeout_s, unavailable="the keys service is unavailable",
+    )  # fmt: skip
+
+
+@router.subscriber(subjects.WEBHOOKS_CREATE, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def create_webhook(cmd: CreateWebhook, broker: NatsBroker) -> CreatedWebhook:
+    await service.check_webhook_url(cmd.url, settings)
+    secret = service.new_secret()
+    # Encrypted by the keys service under the owner: a dump of this schema holds only the secret's id.
+    stored = await _keys(broker, subjects.SECRETS_STORE, StoreSecret(owner_id=cmd.owner_id, value=secret), StoredSecret)
+    assert isinstance(stored, StoredSecret)
+    try:
+        async with unit_of_work() as repo:
+            webhook = await service.create(repo, cmd, new_id("wh"), stored.secret_id)
+    except BaseException:
+        with contextlib.suppress(Exception):  # not kept: neither is its secret
+            await _keys(broker, subjects.SECRETS_DELETE, DeleteSecret(secret_id=stored.secret_id), Done)
+        raise
+    return CreatedWebhook(webhook=webhook, secret=secret)
+
+
+@router.subscriber(subjects.WEBHOOKS_LIST, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def list_webhooks(cmd: ListWebhooks) -> WebhookList:
+    async with unit_of_work() as repo:
+        return WebhookList(webhooks=[service.public(w) for w in await repo.webhooks(cmd.owner_id)])
+
+
+@router.subscriber(subjects.WEBHOOKS_GET, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def get_webhook(cmd: WebhookRef) -> WebhookOut:
+    async with unit_of_work() as repo:
+        return WebhookOut(webhook=service.public(await service.find(repo, cmd.owner_id, cmd.webhook_id)))
+
+
+@router.subscriber(subjects.WEBHOOKS_UPDATE, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def update_webhook(cmd: UpdateWebhook) -> WebhookOut:
+    if "url" in cmd.fields and cmd.url is not None:
+        await service.check_webhook_url(cmd.url, settings)
+    async with unit_of_work() as repo:
+        return WebhookOut(webhook=await service.update(repo, cmd))
+
+
+@router.subscriber(subjects.WEBHOOKS_DELETE, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def delete_webhook(cmd: WebhookRef, broker: NatsBroker) -> Done:
+    async with unit_of_work() as repo:
+        webhook = await service.find(repo, cmd.owner_id, cmd.webhook_id, lock=True)
+        secret_id = webhook.secret_id
+        await repo.delete(webhook)
+    if scheduler.secrets is not None:
+        scheduler.secrets.forget(secret_id)
+    with contextlib.suppress(Exception):  # the webhook is gone; an orphaned ciphertext is harmless
+        await _keys(broker, subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done)
+    return Done()
+
+
+@router.subscriber(subjects.WEBHOOKS_TEST, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def test_webhook(cmd: WebhookRef) -> DeliveryOut:
+    async with unit_of_work() as repo:
+        delivery = await service.send_test(repo, cmd.owner_id, cmd.webhook_id, settings)
+    metrics.QUEUED.labels(service.TEST_EVENT).inc()
+    scheduler.wake()
+    return DeliveryOut(delivery=delivery)
+
+
+@router.subscriber(subjects.WEBHOOKS_DELIVERIES, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def list_deliveries(cmd: ListDeliveries) -> DeliveryPage:
+    async with unit_of_work() as repo:
+        return await service.deliveries(repo, cmd.owner_id, cmd.webhook_id, cmd.limit, cmd.cursor)
+
+
+@router.subscriber(subjects.WEBHOOKS_RETRY, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def retry_delivery(cmd: DeliveryRef) -> DeliveryOut:
+    async with unit_of_work() as repo:
+        await service.retry(repo, cmd.owner_id, cmd.webhook_id, cmd.delivery_id, settings)
+    scheduler.wake()
+    async with unit_of_work() as repo:
+        return DeliveryOut(delivery=await service.delivery(repo, cmd.owner_id, cmd.webhook_id, cmd.delivery_id))
+
+
+# --- platform events → deliveries ---
+
+
+async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice]) -> None:
+    """Queue the event's deliveries, then acknowledge it. Should that fail, the event comes back after a delay
+    and finds the deliveries it did queue already there (unique per webhook and event)."""
+    try:
+        notice = to_notice(msg.body)
+    except ValidationError as err:
+        log.error("unreadable event dropped", extra={"subject": msg.raw_message.subject, "reason": str(err)[:300]})
+        await msg.reject()
+        return
+    try:
+        async with unit_of_work() as repo:
+            queued = await service.fan_out(repo, notice, settings)
+    except Exception as err:
+        log.warning("event not fanned out (%s); redelivering it later", type(err).__name__)
+        await msg.nack(delay=settings.event_retry_delay_s)
+        return
+    await msg.ack()
+    if queued:
+        metrics.QUEUED.labels(notice.type).inc(len(queued))
+        scheduler.wake()
+
+
+for subject, event, stream, becomes in (
+    (subjects.RUN_COMPLETED, RunCompleted, subjects.RUN_EVENTS_STREAM, "`run.succeeded`"),
+    (subjects.RUN_FAILED, RunFailed, subjects.RUN_EVENTS_STREAM, "`run.failed`"),
+    (subjects.CHARGE_COLLECTED, ChargeCollected, subjects.BILLING_EVENTS_STREAM, "`charge.collected`"),
+    (subjects.CHARGE_UNCOLLECTED, ChargeUncollected, subjects.BILLING_EVENTS_STREAM, "`charge.uncollected`"),
+):
+    asyncapi.consumes(
+        subject, event, by="webhooks", stream=stream, durable=settings.event_consumer,
+        description=f"Becomes a {becomes} delivery to each of its owner's webhooks subscribed to it "
+        "(one per webhook and event, whatever the redeliveries).",
+    )  # fmt: skip
+
+
+# A new deployment notifies from now on (DeliverPolicy.NEW); the durable consumers remember their place after.
+# Documented above with their payloads (include_in_schema=False here: these handlers read the raw message).
+@router.subscriber(
+    "run.*", stream=jstream(subjects.RUN_EVENTS_STREAM), durable=settings.event_consumer,
+    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
+    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
+)  # fmt: skip
+async def on_run_event(msg: NatsMessage) -> None:
+    await _fan_out(msg, service.run_notice)
+
+
+@router.subscriber(
+    "billing.charge.*", stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=settings.event_consumer,
+    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
+    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
+)  # fmt: skip
+async def on_charge_event(msg: NatsMessage) -> None:
+    await _fan_out(msg, service.charge_notice)
