@@ -200,3 +200,25 @@ def test_a_start_after_the_launcher_was_killed_stops_the_leftovers_and_comes_up(
         code = _ctrl_c(proc, 1)
     assert code == 0, "".join(output[-40:])
     _assert_nothing_left(procs, ports, tmp_path)
+
+
+def test_servers_a_launcher_left_without_a_record_are_found_by_their_folder_and_stopped(tmp_path: Path) -> None:
+    """A launcher that died before recording its children (or one from before the record existed) still
+    leaves PostgreSQL and NATS findable: by `<data>/pg/postmaster.pid` and `<data>/nats/nats.conf`."""
+    from agentry_common.stack import Nats, Postgres
+    from agentry_common.stack_state import StackState
+
+    nats_server = Nats(tmp_path / "nats", free_port())
+    postgres = Postgres(tmp_path / "pg", free_port(), fast=True)
+    nats_server.start()
+    postgres.start()
+    assert nats_server.proc is not None and postgres.pid is not None
+    left = [psutil.Process(nats_server.proc.pid), psutil.Process(postgres.pid)]
+    try:
+        StackState(tmp_path).claim()
+        _, alive = psutil.wait_procs(left, timeout=5)
+        assert not alive, [" ".join(p.cmdline()) for p in alive]
+    finally:
+        postgres.stop()
+        nats_server.stop()
+        StackState(tmp_path).release()

@@ -234,9 +234,10 @@ class Postgres:
         log = self.data_dir / "server.log"
         try:
             self._pg("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
-        except subprocess.CalledProcessError:
+        except subprocess.CalledProcessError as err:
             tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
-            raise RuntimeError("PostgreSQL did not start:\n" + "\n".join(tail)) from None
+            said = (err.stderr or b"").decode(errors="replace").strip()
+            raise RuntimeError("PostgreSQL did not start:\n" + "\n".join([*tail, said])) from None
         self._create_database()
 
     def _running(self) -> bool:

@@ -79,8 +79,28 @@ class StackState:
                     flush=True,
                 )
                 terminate(list(left.values()))
+        self._stop_unrecorded()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._save({"launcher": _identity(psutil.Process()), "children": {}})
+
+    def _stop_unrecorded(self) -> None:
+        """Servers on this folder that no state file names (a launcher that died before it wrote one): the
+        PostgreSQL server of `<data>/pg` and the nats-server of `<data>/nats/nats.conf`, found by their paths."""
+        data = self.path.parent
+        pg = postmaster(data / "pg")
+        if pg is not None:
+            where = data / "pg"
+            print(f"[stack] a PostgreSQL (pid {pg.pid}) of an earlier run runs on {where}; stopping it", flush=True)
+            with contextlib.suppress(psutil.Error):
+                pg.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown (SIGTERM would wait for its clients)
+            _, alive = psutil.wait_procs([pg], timeout=30)
+            if alive:
+                terminate(alive)
+        conf = str(data / "nats" / "nats.conf")
+        for proc in psutil.process_iter(["cmdline"]):
+            if conf in (proc.info["cmdline"] or []) and proc.pid != os.getpid():
+                print(f"[stack] a nats-server (pid {proc.pid}) of an earlier run uses {conf}; stopping it", flush=True)
+                terminate([proc])
 
     def record(self, name: str, pid: int) -> None:
         with contextlib.suppress(psutil.Error):
