@@ -12,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := .venv
 
 RUN := $(UV) run --frozen
 
-.PHONY: help install run token test lint fmt bench reconcile clean asyncapi rotate-secrets
+.PHONY: help install run token test test-ctrl-c lint fmt bench reconcile clean asyncapi rotate-secrets
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ token: install ## print a development JWT (SUB=user ROLE=admin optional)
 
 test: install ## run every test against real NATS and PostgreSQL
 	$(RUN) pytest -q -m "not slow"
+
+test-ctrl-c: install ## `make run` started and stopped with Ctrl-C ten times in a row: nothing left behind (slow)
+	$(RUN) pytest -q -m slow tests/test_make_run.py
 
 lint: install ## ruff and mypy
 	$(RUN) ruff check .

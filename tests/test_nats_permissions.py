@@ -10,6 +10,7 @@ import pytest
 from nats.aio.client import Client
 
 from agentry_common import subjects
+from agentry_common.bus_permissions import inbox_prefix
 from agentry_common.errors import AgentryError, NotFound
 from agentry_common.requests import ResolvedSecret, ResolveSecret
 from agentry_common.rpc import call
@@ -24,7 +25,9 @@ async def _connect_as(stack: Stack, service: str, errors: list[Exception]) -> Cl
     async def on_error(err: Exception) -> None:
         errors.append(err)
 
-    return await nats.connect(stack.nats.bare_url, user=creds[0], password=creds[1], error_cb=on_error)
+    return await nats.connect(
+        stack.nats.bare_url, user=creds[0], password=creds[1], error_cb=on_error, inbox_prefix=inbox_prefix(service)
+    )
 
 
 async def test_gateway_credentials_cannot_resolve_a_secret_but_the_runners_can(stack: Stack) -> None:
@@ -82,9 +85,14 @@ def test_kubernetes_nats_users_get_exactly_the_permissions_of_the_table() -> Non
         expected = permissions(service)
         assert user["permissions"]["publish"]["allow"] == expected["publish"], service
         assert user["permissions"]["subscribe"]["allow"] == expected["subscribe"], service
+        assert user["permissions"].get("allow_responses", False) == expected["allow_responses"], service
     dev = Path("deploy/k8s/overlays/dev/nats.yaml").read_text()
     for service in SERVICE_PERMISSIONS:
-        assert str(permissions(service)["publish"]).replace("'", '"') in dev, service
+        expected = permissions(service)
+        line = next(line for line in dev.splitlines() if f"{{user: {service}," in line)
+        assert str(expected["publish"]).replace("'", '"') in line, service
+        assert str(expected["subscribe"]).replace("'", '"') in line, service
+        assert ("allow_responses: true" in line) == expected["allow_responses"], service
 
 
 async def test_the_subscriber_user_manages_its_own_consumers_and_cannot_touch_billings(stack: Stack) -> None:
@@ -103,7 +111,9 @@ async def test_the_subscriber_user_manages_its_own_consumers_and_cannot_touch_bi
     async def on_error(err: Exception) -> None:
         errors.append(err)
 
-    client = await nats.connect(stack.nats.bare_url, user=user[0], password=user[1], error_cb=on_error)
+    client = await nats.connect(
+        stack.nats.bare_url, user=user[0], password=user[1], error_cb=on_error, inbox_prefix=inbox_prefix(user[0])
+    )
     js = client.jetstream(timeout=1.0)
     stream = subjects.RUN_EVENTS_STREAM.name
     try:

@@ -41,6 +41,14 @@ class Config:
     nats_url: str = field(default_factory=lambda: os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     nats_user: str | None = field(default_factory=lambda: os.environ.get("NATS_USER"))
     nats_password: str = field(default_factory=lambda: os.environ.get("NATS_PASSWORD", ""))
+    # Where JetStream answers and pulled events come: `_INBOX_<user>`, the only inboxes Agentry's NATS lets
+    # this user read (no account can read another's replies). `_INBOX`, nats' default, on an open server.
+    inbox_prefix: str = field(
+        default_factory=lambda: (
+            os.environ.get("NATS_INBOX_PREFIX")
+            or (f"_INBOX_{os.environ['NATS_USER']}" if os.environ.get("NATS_USER") else "_INBOX")
+        )
+    )
     webhook_url: str = field(default_factory=lambda: os.environ["WEBHOOK_URL"])
     webhook_secret: str = field(default_factory=lambda: os.environ.get("WEBHOOK_SECRET", ""))
     timeout_s: float = field(default_factory=lambda: float(os.environ.get("WEBHOOK_TIMEOUT_S", "10")))
@@ -89,7 +97,9 @@ class Webhook:
 
 def build(config: Config) -> FastStream:
     security = NatsUserPassword(config.nats_user, config.nats_password) if config.nats_user else None
-    broker = NatsBroker(config.nats_url.split(","), security=security, max_reconnect_attempts=-1)
+    broker = NatsBroker(
+        config.nats_url.split(","), security=security, inbox_prefix=config.inbox_prefix, max_reconnect_attempts=-1
+    )
     webhook = Webhook(config)
     start_at = DeliverPolicy.ALL if config.start_at == "all" else DeliverPolicy.NEW
 
@@ -108,6 +118,7 @@ def build(config: Config) -> FastStream:
             durable=config.durable,
             deliver_policy=start_at,
             pull_sub=PullSub(batch_size=1, timeout=5.0),
+            inbox_prefix=f"{config.inbox_prefix}.".encode(),  # FastStream would use `_INBOX.` here, not the broker's
             ack_policy=AckPolicy.MANUAL,
             title=f"{subject} → webhook",
         )(forward)

@@ -10,6 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from .bus_permissions import inbox_prefix
 from .events import Event
 from .settings import ServiceSettings
 from .subjects import STREAMS, StreamSpec
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:
+    """The service's one NATS connection. Its inboxes (request replies, JetStream API answers, pull deliveries:
+    nats-py takes them all from the connection's prefix) are `_INBOX_<user>`, the only ones its user may read."""
     security = None
     if settings.nats_user and settings.nats_password:
         security = NatsUserPassword(settings.nats_user, settings.nats_password)
@@ -25,6 +28,7 @@ def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:
         settings.nats_url.split(","),
         name=name,
         security=security,
+        inbox_prefix=inbox_prefix(settings.nats_user),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         logger=logging.getLogger(f"agentry.{name}.broker"),

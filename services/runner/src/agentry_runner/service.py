@@ -30,6 +30,7 @@ from agentry_common.events import EndpointSnapshot, RunCompleted, RunFailed, Run
 from agentry_common.logging import log_context
 from agentry_common.netguard import guard_transport
 from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunRecord
+from agentry_common.sealed import ReplyKey
 
 from . import metrics, schemas
 from .agent import Agent, RunState
@@ -103,6 +104,7 @@ class RunnerService:
         self.js = nc.jetstream()
         self.db = db
         self.clients = clients
+        self.reply_key = ReplyKey()  # the keys service seals resolved secrets to it: no copy off the bus is readable
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[RunsRepository]:
@@ -287,12 +289,14 @@ class RunnerService:
         return emit
 
     async def _secret(self, secret_id: str, owner_id: str) -> str:
-        request = ResolveSecret(secret_id=secret_id, owner_id=owner_id)
+        request = ResolveSecret(secret_id=secret_id, owner_id=owner_id, reply_key=self.reply_key.public)
         reply = await rpc.call(
             self.nc, subjects.SECRETS_RESOLVE, request, ResolvedSecret,
             timeout=self.settings.rpc_timeout_s, unavailable="the keys service is unavailable",
         )  # fmt: skip
-        return reply.value
+        if reply.sealed is None:  # a keys service that does not seal yet (during a rolling upgrade)
+            return reply.value
+        return self.reply_key.open(reply.sealed, secret_id)
 
     async def _secrets(self, endpoint: EndpointSnapshot) -> tuple[str | None, dict[str, dict[str, str] | str]]:
         """The BYO LLM key and each MCP server's headers (or why they are unusable), resolved in parallel."""

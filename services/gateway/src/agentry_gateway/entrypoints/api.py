@@ -109,9 +109,7 @@ async def root() -> RedirectResponse:
     return RedirectResponse("/docs", status_code=302)
 
 
-for router in (
-    management.router, runs.router, wallet.router, payments.router, webhooks.router, openai_compat.router
-):
+for router in (management.router, runs.router, wallet.router, payments.router, webhooks.router, openai_compat.router):
     app.include_router(router, dependencies=[Depends(storable_params)])
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 # Outermost of ours: a well-formed run request skips routing, dependencies and the two middlewares above

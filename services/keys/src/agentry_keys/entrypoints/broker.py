@@ -10,7 +10,7 @@ from faststream.nats.annotations import NatsBroker
 
 from agentry_common import asyncapi, subjects
 from agentry_common.db import make_engine, make_sessionmaker
-from agentry_common.errors import AgentryError
+from agentry_common.errors import AgentryError, BadRequest
 from agentry_common.events import KeysRevoked
 from agentry_common.requests import (
     DeleteSecret,
@@ -26,6 +26,7 @@ from agentry_common.requests import (
     VerifyKey,
 )
 from agentry_common.rpc import serve
+from agentry_common.sealed import seal
 
 from .. import metrics
 from ..repository import KeysRepository
@@ -107,9 +108,19 @@ async def delete_secret(cmd: DeleteSecret) -> Done:
 async def resolve_secret(cmd: ResolveSecret) -> ResolvedSecret:
     try:
         async with unit_of_work() as repo:
-            resolved = ResolvedSecret(value=await keys.resolve_secret(repo, cmd.secret_id, cmd.owner_id))
+            value = await keys.resolve_secret(repo, cmd.secret_id, cmd.owner_id)
+        resolved = ResolvedSecret(value=value) if cmd.reply_key is None else _sealed(value, cmd)
     except AgentryError as err:
         metrics.SECRETS_RESOLVED.labels(err.code).inc()
         raise
     metrics.SECRETS_RESOLVED.labels("resolved").inc()
     return resolved
+
+
+def _sealed(value: str, cmd: ResolveSecret) -> ResolvedSecret:
+    """The value sealed to the asker's key and bound to the secret's id: nobody else can read it off the bus."""
+    assert cmd.reply_key is not None
+    try:
+        return ResolvedSecret(sealed=seal(value, cmd.reply_key, cmd.secret_id))
+    except ValueError as err:
+        raise BadRequest(str(err), code="bad_reply_key") from None
