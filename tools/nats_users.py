@@ -39,7 +39,8 @@ def dev_users(indent: str) -> str:
     lines = []
     for service in SERVICE_PERMISSIONS:
         perms = permissions(service)
-        block = f"publish: {{allow: {json.dumps(perms['publish'])}}}, subscribe: {{allow: {json.dumps(perms['subscribe'])}}}"
+        publish, subscribe = json.dumps(perms["publish"]), json.dumps(perms["subscribe"])
+        block = f"publish: {{allow: {publish}}}, subscribe: {{allow: {subscribe}}}"
         if perms["allow_responses"]:
             block += ", allow_responses: true"
         lines.append(f"{indent}{{user: {service}, password: {_var(service)}, permissions: {{{block}}}}}")
