@@ -39,14 +39,14 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.SECRETS_RESOLVE,  # only the runner may resolve a secret
             "$JS.ACK.RUNS.>",
         ],
-        "subscribe": [s.RUNS_LIST, s.RUNS_GET],
+        "subscribe": [s.RUNS_LIST, s.RUNS_GET, s.SECRETS_CHANGED],
     },
     "billing": {
         "publish": ["billing.>", "$JS.ACK.RUN_EVENTS.>"],  # only billing announces charges
         "subscribe": [s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES],
     },
     "keys": {
-        "publish": [s.KEYS_REVOKED],
+        "publish": [s.KEYS_REVOKED, s.SECRETS_CHANGED],
         "subscribe": [
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE, s.SECRETS_RESOLVE,
         ],

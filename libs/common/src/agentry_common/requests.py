@@ -40,7 +40,11 @@ class RevokeKey(Contract):
 class StoreSecret(Contract):
     owner_id: str
     value: str
-    secret_id: str | None = Field(None, description="Replace this secret's value instead of creating one.")
+    secret_id: str | None = Field(
+        None,
+        description="Replace this secret's value instead of creating one (runners are told to drop the old one). "
+        "The gateway never does: a new value gets a new id.",
+    )
 
 
 class StoredSecret(Contract):

@@ -23,13 +23,13 @@ import psycopg
 from nats.aio.client import Client as Nats
 from opentelemetry.trace import SpanKind
 
-from agentry_common import asyncapi, rpc, subjects, tracing
+from agentry_common import asyncapi, subjects, tracing
 from agentry_common.broker import publish_event
 from agentry_common.errors import AgentryError, NotFound, ServiceUnavailable, UpstreamFailed, ValidationFailed
 from agentry_common.events import EndpointSnapshot, RunCompleted, RunFailed, RunProgress, RunRequested
 from agentry_common.logging import log_context
 from agentry_common.netguard import guard_transport
-from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunRecord
+from agentry_common.requests import RunPage, RunRecord
 
 from . import metrics, schemas
 from .agent import Agent, RunState
@@ -39,6 +39,7 @@ from .pricing import cost_cents
 from .providers import PROVIDERS, Connection
 from .providers.http import guarded_session, platform_session
 from .repository import RunsRepository
+from .secret_cache import SecretCache
 from .settings import Settings
 from .tools import Toolbox
 
@@ -103,6 +104,10 @@ class RunnerService:
         self.js = nc.jetstream()
         self.db = db
         self.clients = clients
+        self.secrets = SecretCache(
+            nc, rpc_timeout_s=settings.rpc_timeout_s, ttl_s=settings.secret_cache_ttl_s,
+            max_entries=settings.secret_cache_size,
+        )  # fmt: skip
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[RunsRepository]:
@@ -284,22 +289,15 @@ class RunnerService:
 
         return emit
 
-    async def _secret(self, secret_id: str, owner_id: str) -> str:
-        request = ResolveSecret(secret_id=secret_id, owner_id=owner_id)
-        reply = await rpc.call(
-            self.nc, subjects.SECRETS_RESOLVE, request, ResolvedSecret,
-            timeout=self.settings.rpc_timeout_s, unavailable="the keys service is unavailable",
-        )  # fmt: skip
-        return reply.value
-
     async def _secrets(self, endpoint: EndpointSnapshot) -> tuple[str | None, dict[str, dict[str, str] | str]]:
-        """The BYO LLM key and each MCP server's headers (or why they are unusable), resolved in parallel."""
+        """The BYO LLM key and each MCP server's headers (or why they are unusable), resolved in parallel (from
+        memory, once seen: see `secret_cache`)."""
 
         async def llm_key() -> str | None:
             if not endpoint.llm_secret_id:
                 return None
             try:
-                return await self._secret(endpoint.llm_secret_id, endpoint.owner_id)
+                return await self.secrets.get(endpoint.llm_secret_id, endpoint.owner_id)
             except NotFound:
                 raise UpstreamFailed("the endpoint's LLM API key is gone", code="llm_auth_error") from None
 
@@ -307,7 +305,7 @@ class RunnerService:
             if not secret_id:
                 return {}
             try:
-                value = orjson.loads(await self._secret(secret_id, endpoint.owner_id))
+                value = orjson.loads(await self.secrets.get(secret_id, endpoint.owner_id))
             except NotFound:
                 return "the tool server's headers are gone"
             except orjson.JSONDecodeError:

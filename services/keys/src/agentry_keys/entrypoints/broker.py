@@ -11,7 +11,7 @@ from faststream.nats.annotations import NatsBroker
 from agentry_common import asyncapi, subjects
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import AgentryError
-from agentry_common.events import KeysRevoked
+from agentry_common.events import KeysRevoked, SecretsChanged
 from agentry_common.requests import (
     DeleteSecret,
     Done,
@@ -41,6 +41,10 @@ asyncapi.publishes(
     subjects.KEYS_REVOKED, KeysRevoked, by="keys",
     description="An endpoint's API key stopped being valid (rotated or revoked); gateways drop cached verdicts.",
 )  # fmt: skip
+asyncapi.publishes(
+    subjects.SECRETS_CHANGED, SecretsChanged, by="keys",
+    description="A secret was deleted or its value replaced (ids only); runners drop what they cached of it.",
+)  # fmt: skip
 
 
 @asynccontextmanager
@@ -53,6 +57,12 @@ async def unit_of_work() -> AsyncIterator[KeysRepository]:
 async def announce_revoked(broker: NatsBroker, endpoint_id: str) -> None:
     """Tell every gateway to drop cached verdicts for this endpoint (core NATS: all replicas hear it)."""
     await broker.publish(KeysRevoked(endpoint_id=endpoint_id), subjects.KEYS_REVOKED)
+
+
+async def announce_changed(broker: NatsBroker, secret_id: str) -> None:
+    """Tell every runner to drop its cached value of this secret, before the change is acknowledged: the reply
+    leaves on the same connection after this broadcast (core NATS: every runner replica hears it)."""
+    await broker.publish(SecretsChanged(secret_ids=[secret_id]), subjects.SECRETS_CHANGED)
 
 
 @router.subscriber(subjects.KEYS_ISSUE, queue=QUEUE)
@@ -88,17 +98,20 @@ async def revoke_key(cmd: RevokeKey, broker: NatsBroker) -> Done:
 
 @router.subscriber(subjects.SECRETS_STORE, queue=QUEUE)
 @serve
-async def store_secret(cmd: StoreSecret) -> StoredSecret:
+async def store_secret(cmd: StoreSecret, broker: NatsBroker) -> StoredSecret:
     async with unit_of_work() as repo:
         secret_id = await keys.store_secret(repo, cmd.owner_id, cmd.value, cmd.secret_id)
+    if cmd.secret_id is not None:  # a value replaced in place: cached copies of the old one must go
+        await announce_changed(broker, secret_id)
     return StoredSecret(secret_id=secret_id)
 
 
 @router.subscriber(subjects.SECRETS_DELETE, queue=QUEUE)
 @serve
-async def delete_secret(cmd: DeleteSecret) -> Done:
+async def delete_secret(cmd: DeleteSecret, broker: NatsBroker) -> Done:
     async with unit_of_work() as repo:
         await repo.delete_secret(cmd.secret_id)
+    await announce_changed(broker, cmd.secret_id)
     return Done()
 
 

@@ -45,6 +45,7 @@ class Runtime:
         cls.clients = HttpClients(settings)
         cls.db = Database(settings.database_url, size=settings.db_pool_size)
         cls.service = RunnerService(settings, nc, cls.db, cls.clients)
+        await cls.service.secrets.start()
         cls.consumer = RunConsumer(cls.service, nc, settings)
         await cls.consumer.start()
 
@@ -52,6 +53,8 @@ class Runtime:
     async def stop(cls) -> None:
         if cls.consumer is not None:
             await cls.consumer.stop()
+        if cls.service is not None:
+            cls.service.secrets.stop()
         if cls.clients is not None:
             await cls.clients.aclose()
         if cls.db is not None:
