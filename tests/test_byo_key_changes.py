@@ -21,9 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agentry_common import subjects
+from agentry_common import rpc, subjects
 from agentry_common.broker import publish_event
-from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested
+from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, SecretsChanged
+from agentry_common.requests import DeleteSecret, Done, StoredSecret, StoreSecret
 from agentry_common.stack import Stack
 from agentry_common.testing import serve_asgi
 
@@ -154,3 +155,17 @@ async def test_a_run_naming_a_deleted_key_does_not_get_it_from_the_runners_memor
     await sub.unsubscribe()
     assert progress.event == "error" and progress.data["code"] == "llm_auth_error", progress
     assert provider.keys == [key]  # the provider never saw the deleted key again
+
+
+async def test_a_deleted_secret_is_announced_by_id_only_before_its_deletion_is_answered(nc: Client, user: str) -> None:
+    value = f"sk-test-secret-announced-{uuid.uuid4().hex}"
+    stored = await rpc.call(nc, subjects.SECRETS_STORE, StoreSecret(owner_id=user, value=value), StoredSecret)
+    sub = await nc.subscribe(subjects.SECRETS_CHANGED)
+    await nc.flush()
+    await rpc.call(nc, subjects.SECRETS_DELETE, DeleteSecret(secret_id=stored.secret_id), Done)
+    # Already here when the answer is: the broadcast left the keys service first, on the same connection.
+    assert sub.pending_msgs == 1
+    msg = await sub.next_msg(timeout=1)
+    await sub.unsubscribe()
+    assert SecretsChanged.model_validate_json(msg.data).secret_ids == [stored.secret_id]
+    assert value.encode() not in msg.data
