@@ -40,6 +40,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -121,6 +122,7 @@ class Processes:
 class Bench:
     def __init__(self, stack: Stack, upstream_port: int):
         self.gateway = stack.service("gateway")
+        self.keys = stack.service("keys")
         self.upstream_port = upstream_port
         self.auth = {"Authorization": f"Bearer {dev_token(f'bench-{uuid.uuid4().hex[:8]}')}"}
         self.targets: dict[str, tuple[str, bytes]] = {}  # path → (run URL, its headers)
@@ -228,14 +230,17 @@ class Bench:
         statuses: dict[str, Counter[str]] = {path: Counter() for path in LOAD_PATHS}
         latencies: dict[str, list[float]] = {path: [] for path in LOAD_PATHS}
         seconds = dict.fromkeys(LOAD_PATHS, 0.0)
+        resolved = dict.fromkeys(LOAD_PATHS, 0.0)
         cpu: dict[str, Counter[str]] = {path: Counter() for path in LOAD_PATHS}
         for _ in range(ROUNDS):
             for path in LOAD_PATHS:
+                asked = await asyncio.to_thread(self.keys_resolved)
                 before, started = procs.cpu_s(), time.perf_counter()
                 await self._slice(path, duration_s / ROUNDS, statuses[path], latencies[path])
                 seconds[path] += time.perf_counter() - started
                 after = procs.cpu_s()
                 cpu[path].update({name: after[name] - before.get(name, 0.0) for name in after})
+                resolved[path] += await asyncio.to_thread(self.keys_resolved) - asked
         out = {}
         for path in LOAD_PATHS:
             ok = statuses[path].pop("200", 0)
@@ -250,8 +255,15 @@ class Bench:
                 "p50_ms": round(percentile(latencies[path], 0.5), 2),
                 "p99_ms": round(percentile(latencies[path], 0.99), 2),
                 "cpu_ms_per_run": per_run,
+                # Secrets the keys service resolved per run (its own counter): 0 when the runner's cache holds them.
+                "keys_resolves_per_run": round(resolved[path] / runs, 3),
             }
         return out
+
+    def keys_resolved(self) -> float:
+        text = httpx.get(f"{self.keys.url}/metrics", timeout=10).text
+        match = re.search(r'^agentry_keys_secrets_resolved_total\{outcome="resolved"\} (\S+)$', text, re.M)
+        return float(match.group(1)) if match else 0.0
 
     async def charged(self, timeout_s: float = 180) -> dict[str, Any]:
         """Wait until billing has charged every succeeded run once."""
@@ -401,12 +413,13 @@ def report_mode(title: str, r: dict[str, Any], sequential: int) -> None:
         print(f"  {label:<26}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['mean_ms']:>9.2f}"
               f"{r['overhead_p50_ms'][path]:>14.2f}{r['overhead_p99_ms'][path]:>8.2f}")  # fmt: skip
     print(f"sustained: concurrency {CONCURRENCY}, {DURATION_S:g} s per path in {ROUNDS} alternating slices")
-    print(f"  {'':<26}{'runs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/run':>12}{'CPU-bound runs/s':>18}  errors")
+    print(f"  {'':<26}{'runs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/run':>12}{'CPU-bound runs/s':>18}"
+          f"{'keys asked/run':>16}  errors")  # fmt: skip
     for path in LOAD_PATHS:
         s = load[path]
         print(f"  {SEQ_PATHS[path]:<26}{s['runs_per_s']:>9.1f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}"
               f"{s['cpu_ms_per_run']['total']:>12.2f}{s['cpu_bound_runs_per_s']:>18.0f}"
-              f"  {s['errors'] or 'none'}")  # fmt: skip
+              f"{s['keys_resolves_per_run']:>16.3f}  {s['errors'] or 'none'}")  # fmt: skip
     b, u = r["billing"], r["upstream"]
     print(f"  billing: {'every run charged once' if b['all_charged'] else 'NOT all runs charged'}"
           f" ({b['spent_cents']} cents for {b['succeeded_runs']} runs), {b['lag_s']:.1f} s after the load")  # fmt: skip
