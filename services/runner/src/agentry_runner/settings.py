@@ -47,8 +47,9 @@ class Settings(ServiceSettings):
     secret_cache_ttl_s: float = Field(
         60.0,
         ge=0,
-        description="How long a resolved secret stays in memory (0: resolve on every run). A changed or deleted "
-        "secret is never used after the change was acknowledged, whatever this is (see `secret_cache`).",
+        description="How long a resolved secret stays in memory (0: resolve for every run; runs starting together "
+        "share one resolution). A changed or deleted secret is never used after the change was acknowledged, "
+        "whatever this is (see `secret_cache`).",
     )
     secret_cache_size: int = Field(10_000, ge=1, description="At most this many resolved secrets in memory.")
 
