@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import nats
+import orjson
 import pytest
 from mcp.server.mcpserver import MCPServer
 from nats.aio.client import Client
@@ -167,18 +168,19 @@ async def test_a_stream_capturing_the_runners_inbox_gets_only_sealed_secrets(sta
         key = ReplyKey()
         ask = ResolveSecret(secret_id=stored.secret_id, owner_id=user, reply_key=key.public)
         reply = await call(runner, subjects.SECRETS_RESOLVE, ask, ResolvedSecret)
-        assert reply.value == "" and reply.sealed is not None and key.open(reply.sealed, stored.secret_id) == value
+        assert key.open(reply.sealed, stored.secret_id) == value
         with pytest.raises(BadRequest) as bad:  # a key that is not one is refused, not answered in clear
             await call(runner, subjects.SECRETS_RESOLVE, ask.model_copy(update={"reply_key": "x"}), ResolvedSecret)
         assert bad.value.code == "bad_reply_key"
         captured = await _messages(js, stream)
         assert captured and not [m for m in captured if value.encode() in m], "a sealed reply, unreadable"
 
-        # without a reply key (a runner of before sealing) the same capture reads it: why it is sealed
-        clear = ResolveSecret(secret_id=stored.secret_id, owner_id=user)
-        unsealed = await call(runner, subjects.SECRETS_RESOLVE, clear, ResolvedSecret)
-        assert unsealed.value == value
-        assert [m for m in await _messages(js, stream) if value.encode() in m]
+        # a request without a reply key is refused: the keys service never answers a secret in clear
+        clear = orjson.dumps({"secret_id": stored.secret_id, "owner_id": user})
+        with contextlib.suppress(nats.errors.TimeoutError):  # FastStream may refuse it without an answer
+            refused = await runner.request(subjects.SECRETS_RESOLVE, clear, timeout=2)
+            assert value.encode() not in refused.data
+        assert not [m for m in await _messages(js, stream) if value.encode() in m]
     finally:
         with contextlib.suppress(Exception):
             await js.delete_stream(stream)

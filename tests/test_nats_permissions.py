@@ -14,6 +14,7 @@ from agentry_common.bus_permissions import inbox_prefix
 from agentry_common.errors import AgentryError, NotFound
 from agentry_common.requests import ResolvedSecret, ResolveSecret
 from agentry_common.rpc import call
+from agentry_common.sealed import ReplyKey
 from agentry_common.stack import Stack
 
 
@@ -35,7 +36,7 @@ async def test_gateway_credentials_cannot_resolve_a_secret_but_the_runners_can(s
     gateway = await _connect_as(stack, "gateway", errors)
     runner = await _connect_as(stack, "runner", errors)
     try:
-        ask = ResolveSecret(secret_id="sec_missing", owner_id="nobody")
+        ask = ResolveSecret(secret_id="sec_missing", owner_id="nobody", reply_key=ReplyKey().public)
         with pytest.raises(AgentryError) as refused:
             await call(gateway, subjects.SECRETS_RESOLVE, ask, ResolvedSecret, timeout=1.0)
         assert refused.value.status_code == 503  # nobody answered: the server dropped the request

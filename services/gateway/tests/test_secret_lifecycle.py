@@ -16,6 +16,7 @@ from agentry_common import rpc, subjects
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import Unauthorized
 from agentry_common.requests import ResolvedSecret, ResolveSecret, VerifiedKey, VerifyKey
+from agentry_common.sealed import ReplyKey
 from agentry_common.stack import Stack
 from agentry_gateway.entrypoints.deps import Gateway
 from agentry_gateway.schemas import EndpointCreate, ServerCreate
@@ -23,6 +24,7 @@ from agentry_gateway.service import Catalog
 from agentry_gateway.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("stack")
+REPLY_KEY = ReplyKey()
 
 
 async def secrets_of(servers: Stack, nc: Client, owner_id: str) -> list[str]:
@@ -33,10 +35,9 @@ async def secrets_of(servers: Stack, nc: Client, owner_id: str) -> list[str]:
         ids = [row[0] for row in await cursor.fetchall()]
     values = []
     for secret_id in ids:
-        resolved = await rpc.call(
-            nc, subjects.SECRETS_RESOLVE, ResolveSecret(secret_id=secret_id, owner_id=owner_id), ResolvedSecret
-        )
-        values.append(resolved.value)
+        ask = ResolveSecret(secret_id=secret_id, owner_id=owner_id, reply_key=REPLY_KEY.public)
+        resolved = await rpc.call(nc, subjects.SECRETS_RESOLVE, ask, ResolvedSecret)
+        values.append(REPLY_KEY.open(resolved.sealed, secret_id))
     return sorted(values)
 
 

@@ -61,7 +61,7 @@ SERVICE_PERMISSIONS: dict[str, Grants] = {
             s.SECRETS_RESOLVE,  # the runner and webhooks (signing secrets) may resolve a secret
             "$JS.ACK.RUNS.>",
         ],
-        "subscribe": [s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST],
+        "subscribe": [s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST, s.SECRETS_CHANGED],
     },
     "billing": {
         "publish": ["billing.>", "$JS.ACK.RUN_EVENTS.>"],  # only billing announces charges
@@ -75,10 +75,10 @@ SERVICE_PERMISSIONS: dict[str, Grants] = {
             s.SECRETS_STORE, s.SECRETS_DELETE, s.SECRETS_RESOLVE,  # webhook signing secrets, encrypted by keys
             f"$JS.ACK.{s.RUN_EVENTS_STREAM.name}.>", f"$JS.ACK.{s.BILLING_EVENTS_STREAM.name}.>",
         ],
-        "subscribe": [*s.WEBHOOKS_REQUESTS],
+        "subscribe": [*s.WEBHOOKS_REQUESTS, s.SECRETS_CHANGED],
     },
     "keys": {
-        "publish": [s.KEYS_REVOKED],
+        "publish": [s.KEYS_REVOKED, s.SECRETS_CHANGED],
         "subscribe": [
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE, s.SECRETS_RESOLVE,
         ],

@@ -193,6 +193,14 @@ class CatalogChanged(Event):
     workspace_id: str | None = Field(None, description="The workspace whose endpoints all changed (an MCP server).")
 
 
+class SecretsChanged(Event):
+    """Broadcast by the keys service after a secret was deleted or its value replaced: every runner drops what it
+    holds of these secrets at once. Ids only, never a value."""
+
+    type: Literal["secrets.changed"] = "secrets.changed"
+    secret_ids: list[str] = Field(description="The secrets whose value is gone or changed.")
+
+
 ProgressKind = Literal["thinking", "tool_call", "tool_result", "done", "error"]
 
 

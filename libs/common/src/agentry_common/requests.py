@@ -40,7 +40,11 @@ class RevokeKey(Contract):
 class StoreSecret(Contract):
     owner_id: str
     value: str
-    secret_id: str | None = Field(None, description="Replace this secret's value instead of creating one.")
+    secret_id: str | None = Field(
+        None,
+        description="Replace this secret's value instead of creating one (runners are told to drop the old one). "
+        "The gateway never does: a new value gets a new id.",
+    )
 
 
 class StoredSecret(Contract):
@@ -54,16 +58,14 @@ class DeleteSecret(Contract):
 class ResolveSecret(Contract):
     secret_id: str
     owner_id: str = Field(description="The secret must belong to this owner.")
-    reply_key: str | None = Field(
-        None,
+    reply_key: str = Field(
         description="The asking process's X25519 public key (base64url, `agentry_common.sealed`): the value comes "
         "back sealed to it, so a copy of the reply taken off the bus is unreadable.",
     )
 
 
 class ResolvedSecret(Contract):
-    value: str = Field("", description="The secret in clear: only when the request had no `reply_key`.")
-    sealed: str | None = Field(None, description="The secret sealed to the request's `reply_key` (HPKE).")
+    sealed: str = Field(description="The secret sealed to the request's `reply_key` (HPKE); never in clear.")
 
 
 class Done(Contract):

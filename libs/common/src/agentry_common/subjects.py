@@ -19,6 +19,7 @@ CHARGE_UNCOLLECTED = "billing.charge.uncollected"
 RUN_PROGRESS = "run.progress.{run_id}"
 KEYS_REVOKED = "keys.revoked"
 CATALOG_CHANGED = "catalog.changed"  # gateway → gateways: drop a cached endpoint config
+SECRETS_CHANGED = "secrets.changed"  # keys → runners: drop a cached secret (ids only)
 
 # --- JetStream key-value buckets ---
 ASYNC_RUNS_BUCKET = "async_runs"  # run_id → endpoint and owner of an accepted async run, until it is recorded

@@ -240,19 +240,18 @@ class Catalog:
         await repo.session.flush()
         return ep, issued.api_key
 
-    async def _store_secret(
-        self, repo: CatalogRepository, owner_id: str, value: str, replace: str | None = None
-    ) -> str:
-        """Store a new secret (removed again if the unit of work does not commit), or replace one's value."""
-        stored = await self._call(
-            subjects.SECRETS_STORE, StoreSecret(owner_id=owner_id, value=value, secret_id=replace), StoredSecret
-        )
+    async def _store_secret(self, repo: CatalogRepository, owner_id: str, value: str) -> str:
+        """Store a new secret under a new id (removed again if the unit of work does not commit).
+
+        A secret's value never changes under its id: a new value is a new secret, and the old one is deleted
+        once the row no longer names it. So a run's endpoint snapshot names exactly the value it was taken
+        with, and runners may keep resolved values in memory by id (see the runner's `secret_cache`)."""
+        stored = await self._call(subjects.SECRETS_STORE, StoreSecret(owner_id=owner_id, value=value), StoredSecret)
         secret_id = str(stored.secret_id)
-        if replace is None:
-            repo.on_rollback(
-                "delete a secret stored for a change that was not made",
-                lambda: self._call(subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done),
-            )
+        repo.on_rollback(
+            "delete a secret stored for a change that was not made",
+            lambda: self._call(subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done),
+        )
         return secret_id
 
     def _delete_secret_on_commit(self, repo: CatalogRepository, secret_id: str) -> None:
@@ -278,26 +277,20 @@ class Catalog:
         values: dict[str, Any] = {k: v for k, v in sent.items() if k in _PLAIN_FIELDS or k == "status"}
         if "slug" in sent and sent["slug"] != ep.slug:
             values["slug"] = sent["slug"]
-        # The key changes only with the row: a new one is stored first (the row needs its id) and removed
-        # again if the row is not written; a replaced value is written only once the row was; a removed key
-        # is deleted only once the row no longer names it.
-        new_key: str | None = sent.get("llm_api_key")
-        replace = new_key is not None and ep.llm_secret_id is not None
-        if "llm_api_key" in sent and new_key is None:
-            values["llm_secret_id"] = None
+        # The key changes only with the row: a new one is stored first under a new id (the row needs it) and
+        # removed again if the row is not written; the replaced or removed one is deleted only once the row
+        # no longer names it.
+        if "llm_api_key" in sent:
+            new_key: str | None = sent["llm_api_key"]
+            values["llm_secret_id"] = None if new_key is None else await self._store_secret(repo, owner_id, new_key)
             if ep.llm_secret_id:
                 self._delete_secret_on_commit(repo, ep.llm_secret_id)
-        elif new_key is not None and not replace:
-            values["llm_secret_id"] = await self._store_secret(repo, owner_id, new_key)
         if values:
             try:
                 async with repo.session.begin_nested():
                     await repo.update_endpoint(ep.id, values)
             except IntegrityError:
                 raise Conflict(f"slug {sent.get('slug')!r} is taken", code="slug_taken") from None
-        if replace:
-            assert new_key is not None and ep.llm_secret_id is not None
-            await self._store_secret(repo, owner_id, new_key, replace=ep.llm_secret_id)
         if values:
             await repo.session.refresh(ep)
         return ep

@@ -29,6 +29,9 @@ COST_CENTS = Counter(
     "agentry_runner_cost_cents_total", "Platform token cost of runs with markup, in cents", ["provider", "model"]
 )
 TOOL_CALLS = Counter("agentry_runner_tool_calls_total", "MCP tool calls, by outcome", ["outcome"])
+SECRET_LOOKUPS = Counter(
+    "agentry_runner_secret_lookups_total", "Secrets runs needed, by where they came from (cache, keys)", ["source"]
+)
 IN_FLIGHT = Gauge("agentry_runner_runs_in_flight", "Runs executing in this process")
 REANNOUNCED = Counter("agentry_runner_reannounced_total", "Deliveries of already finished runs, announced again")
 REDELIVERED = Counter("agentry_runner_nak_total", "Runs handed back for redelivery (infrastructure failure)")

@@ -23,14 +23,21 @@ import psycopg
 from nats.aio.client import Client as Nats
 from opentelemetry.trace import SpanKind
 
-from agentry_common import asyncapi, rpc, subjects, tracing
+from agentry_common import asyncapi, subjects, tracing
 from agentry_common.broker import publish_event
 from agentry_common.errors import AgentryError, NotFound, ServiceUnavailable, UpstreamFailed, ValidationFailed
-from agentry_common.events import EndpointSnapshot, RunCompleted, RunFailed, RunProgress, RunRequested
+from agentry_common.events import (
+    EndpointSnapshot,
+    RunCompleted,
+    RunFailed,
+    RunProgress,
+    RunRequested,
+    SecretsChanged,
+)
 from agentry_common.logging import log_context
 from agentry_common.netguard import guard_transport
-from agentry_common.requests import ResolvedSecret, ResolveSecret, RunPage, RunRecord
-from agentry_common.sealed import ReplyKey
+from agentry_common.requests import RunPage, RunRecord
+from agentry_common.secrets import SecretCache
 
 from . import metrics, schemas
 from .agent import Agent, RunState
@@ -48,6 +55,10 @@ T = TypeVar("T")
 PLATFORM_PROVIDERS = ("openai", "groq", "anthropic", "gemini")
 
 
+asyncapi.consumes(
+    subjects.SECRETS_CHANGED, SecretsChanged, by="runner",
+    description="Every runner replica drops its cached values of these secrets at once.",
+)  # fmt: skip
 asyncapi.publishes(
     subjects.RUN_COMPLETED, RunCompleted, by="runner", stream=subjects.RUN_EVENTS_STREAM,
     description="A run succeeded; its usage is final. Billing charges the owner `price_per_run_cents` unless "
@@ -104,7 +115,11 @@ class RunnerService:
         self.js = nc.jetstream()
         self.db = db
         self.clients = clients
-        self.reply_key = ReplyKey()  # the keys service seals resolved secrets to it: no copy off the bus is readable
+        self.secrets = SecretCache(
+            nc, rpc_timeout_s=settings.rpc_timeout_s, ttl_s=settings.secret_cache_ttl_s,
+            max_entries=settings.secret_cache_size,
+            on_lookup=lambda source: metrics.SECRET_LOOKUPS.labels(source).inc(),
+        )  # fmt: skip
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[RunsRepository]:
@@ -288,24 +303,15 @@ class RunnerService:
 
         return emit
 
-    async def _secret(self, secret_id: str, owner_id: str) -> str:
-        request = ResolveSecret(secret_id=secret_id, owner_id=owner_id, reply_key=self.reply_key.public)
-        reply = await rpc.call(
-            self.nc, subjects.SECRETS_RESOLVE, request, ResolvedSecret,
-            timeout=self.settings.rpc_timeout_s, unavailable="the keys service is unavailable",
-        )  # fmt: skip
-        if reply.sealed is None:  # a keys service that does not seal yet (during a rolling upgrade)
-            return reply.value
-        return self.reply_key.open(reply.sealed, secret_id)
-
     async def _secrets(self, endpoint: EndpointSnapshot) -> tuple[str | None, dict[str, dict[str, str] | str]]:
-        """The BYO LLM key and each MCP server's headers (or why they are unusable), resolved in parallel."""
+        """The BYO LLM key and each MCP server's headers (or why they are unusable), resolved in parallel (from
+        memory, once seen: see `agentry_common.secrets`)."""
 
         async def llm_key() -> str | None:
             if not endpoint.llm_secret_id:
                 return None
             try:
-                return await self._secret(endpoint.llm_secret_id, endpoint.owner_id)
+                return await self.secrets.get(endpoint.llm_secret_id, endpoint.owner_id)
             except NotFound:
                 raise UpstreamFailed("the endpoint's LLM API key is gone", code="llm_auth_error") from None
 
@@ -313,7 +319,7 @@ class RunnerService:
             if not secret_id:
                 return {}
             try:
-                value = orjson.loads(await self._secret(secret_id, endpoint.owner_id))
+                value = orjson.loads(await self.secrets.get(secret_id, endpoint.owner_id))
             except NotFound:
                 return "the tool server's headers are gone"
             except orjson.JSONDecodeError:

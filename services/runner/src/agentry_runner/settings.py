@@ -43,6 +43,16 @@ class Settings(ServiceSettings):
     llm_max_retries: int = Field(3, ge=0, description="Retries of a 429 / 5xx answer, within the run's deadline.")
     llm_backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles on each retry.")
 
+    # --- secrets (BYO LLM keys, MCP headers) ---
+    secret_cache_ttl_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a resolved secret stays in memory (0: resolve for every run; runs starting together "
+        "share one resolution). A changed or deleted secret is never used after the change was acknowledged, "
+        "whatever this is (see `secret_cache`).",
+    )
+    secret_cache_size: int = Field(10_000, ge=1, description="At most this many resolved secrets in memory.")
+
     # --- tools, cost, safety ---
     tool_timeout_s: float = Field(60.0, gt=0, description="One MCP tool call may take this long.")
     platform_markup: float = Field(1.0, ge=0, description="Multiplier applied to provider token prices.")

@@ -11,14 +11,12 @@ import asyncio
 from typing import Any
 
 import orjson
-from nats.aio.client import Client
 
-from agentry_common import rpc, subjects
 from agentry_common.errors import NotFound, UpstreamFailed
-from agentry_common.requests import ListTools, ResolvedSecret, ResolveSecret, ToolInfo, ToolList
+from agentry_common.requests import ListTools, ToolInfo, ToolList
+from agentry_common.secrets import SecretCache
 
 from .service import HttpClients
-from .settings import Settings
 from .tools import Toolbox
 
 UNAVAILABLE = "tool_server_unavailable"
@@ -26,8 +24,8 @@ REDACTED = "[redacted]"
 MIN_SECRET_WORD = 8
 
 
-async def list_tools(cmd: ListTools, nc: Client, clients: HttpClients, settings: Settings) -> ToolList:
-    headers = await _headers(cmd, nc, settings)
+async def list_tools(cmd: ListTools, secrets: SecretCache, clients: HttpClients) -> ToolList:
+    headers = await _headers(cmd, secrets)
     toolbox = Toolbox(clients.mcp, tool_timeout_s=cmd.timeout_s)
     try:
         async with asyncio.timeout(cmd.timeout_s):
@@ -46,17 +44,12 @@ async def list_tools(cmd: ListTools, nc: Client, clients: HttpClients, settings:
     return _without(ToolList(tools=tools), list(headers.values()))
 
 
-async def _headers(cmd: ListTools, nc: Client, settings: Settings) -> dict[str, str]:
+async def _headers(cmd: ListTools, secrets: SecretCache) -> dict[str, str]:
     secret_id = cmd.server.headers_secret_id
     if not secret_id:
         return {}
-    request = ResolveSecret(secret_id=secret_id, owner_id=cmd.owner_id)
     try:
-        reply = await rpc.call(
-            nc, subjects.SECRETS_RESOLVE, request, ResolvedSecret,
-            timeout=settings.rpc_timeout_s, unavailable="the keys service is unavailable",
-        )  # fmt: skip
-        value: Any = orjson.loads(reply.value)
+        value: Any = orjson.loads(await secrets.get(secret_id, cmd.owner_id))
     except (NotFound, orjson.JSONDecodeError):
         value = None
     if not isinstance(value, dict):

@@ -4,55 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
-from nats.aio.client import Client
 from standardwebhooks import Webhook as Signer
 
-from agentry_common import subjects
 from agentry_common.events import utcnow
 from agentry_common.netguard import UrlNotAllowed, guard_transport
-from agentry_common.requests import ResolvedSecret, ResolveSecret
-from agentry_common.rpc import call
 
 from .settings import Settings
 
 USER_AGENT = "Agentry-Webhooks/1"
-
-
-class SecretCache:
-    """Decrypted signing secrets by secret id, for a bounded time and number: a burst of deliveries to one
-    webhook asks the keys service once. Only in this process's memory, as the keys service keeps them."""
-
-    def __init__(self, nc: Client, settings: Settings):
-        self.nc = nc
-        self.settings = settings
-        self._values: OrderedDict[str, tuple[str, float]] = OrderedDict()
-
-    async def get(self, secret_id: str, owner_id: str) -> str:
-        now = time.monotonic()
-        cached = self._values.get(secret_id)
-        if cached is not None and cached[1] > now:
-            self._values.move_to_end(secret_id)
-            return cached[0]
-        request = ResolveSecret(secret_id=secret_id, owner_id=owner_id)
-        resolved: ResolvedSecret = await call(
-            self.nc, subjects.SECRETS_RESOLVE, request, ResolvedSecret,
-            timeout=self.settings.rpc_timeout_s, unavailable="the keys service is unavailable",
-        )  # fmt: skip
-        if self.settings.secret_cache_ttl_s > 0:
-            self._values[secret_id] = (resolved.value, now + self.settings.secret_cache_ttl_s)
-            self._values.move_to_end(secret_id)
-            while len(self._values) > self.settings.secret_cache_size:
-                self._values.popitem(last=False)
-        value: str = resolved.value
-        return value
-
-    def forget(self, secret_id: str) -> None:
-        self._values.pop(secret_id, None)
 
 
 @dataclass(frozen=True)

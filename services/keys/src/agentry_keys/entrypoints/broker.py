@@ -11,7 +11,7 @@ from faststream.nats.annotations import NatsBroker
 from agentry_common import asyncapi, subjects
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import AgentryError, BadRequest
-from agentry_common.events import KeysRevoked
+from agentry_common.events import KeysRevoked, SecretsChanged
 from agentry_common.requests import (
     DeleteSecret,
     Done,
@@ -42,6 +42,10 @@ asyncapi.publishes(
     subjects.KEYS_REVOKED, KeysRevoked, by="keys",
     description="An endpoint's API key stopped being valid (rotated or revoked); gateways drop cached verdicts.",
 )  # fmt: skip
+asyncapi.publishes(
+    subjects.SECRETS_CHANGED, SecretsChanged, by="keys",
+    description="A secret was deleted or its value replaced (ids only); runners drop what they cached of it.",
+)  # fmt: skip
 
 
 @asynccontextmanager
@@ -54,6 +58,12 @@ async def unit_of_work() -> AsyncIterator[KeysRepository]:
 async def announce_revoked(broker: NatsBroker, endpoint_id: str) -> None:
     """Tell every gateway to drop cached verdicts for this endpoint (core NATS: all replicas hear it)."""
     await broker.publish(KeysRevoked(endpoint_id=endpoint_id), subjects.KEYS_REVOKED)
+
+
+async def announce_changed(broker: NatsBroker, secret_id: str) -> None:
+    """Tell every runner to drop its cached value of this secret, before the change is acknowledged: the reply
+    leaves on the same connection after this broadcast (core NATS: every runner replica hears it)."""
+    await broker.publish(SecretsChanged(secret_ids=[secret_id]), subjects.SECRETS_CHANGED)
 
 
 @router.subscriber(subjects.KEYS_ISSUE, queue=QUEUE)
@@ -89,17 +99,20 @@ async def revoke_key(cmd: RevokeKey, broker: NatsBroker) -> Done:
 
 @router.subscriber(subjects.SECRETS_STORE, queue=QUEUE)
 @serve
-async def store_secret(cmd: StoreSecret) -> StoredSecret:
+async def store_secret(cmd: StoreSecret, broker: NatsBroker) -> StoredSecret:
     async with unit_of_work() as repo:
         secret_id = await keys.store_secret(repo, cmd.owner_id, cmd.value, cmd.secret_id)
+    if cmd.secret_id is not None:  # a value replaced in place: cached copies of the old one must go
+        await announce_changed(broker, secret_id)
     return StoredSecret(secret_id=secret_id)
 
 
 @router.subscriber(subjects.SECRETS_DELETE, queue=QUEUE)
 @serve
-async def delete_secret(cmd: DeleteSecret) -> Done:
+async def delete_secret(cmd: DeleteSecret, broker: NatsBroker) -> Done:
     async with unit_of_work() as repo:
         await repo.delete_secret(cmd.secret_id)
+    await announce_changed(broker, cmd.secret_id)
     return Done()
 
 
@@ -109,7 +122,7 @@ async def resolve_secret(cmd: ResolveSecret) -> ResolvedSecret:
     try:
         async with unit_of_work() as repo:
             value = await keys.resolve_secret(repo, cmd.secret_id, cmd.owner_id)
-        resolved = ResolvedSecret(value=value) if cmd.reply_key is None else _sealed(value, cmd)
+        resolved = _sealed(value, cmd)
     except AgentryError as err:
         metrics.SECRETS_RESOLVED.labels(err.code).inc()
         raise
@@ -119,7 +132,6 @@ async def resolve_secret(cmd: ResolveSecret) -> ResolvedSecret:
 
 def _sealed(value: str, cmd: ResolveSecret) -> ResolvedSecret:
     """The value sealed to the asker's key and bound to the secret's id: nobody else can read it off the bus."""
-    assert cmd.reply_key is not None
     try:
         return ResolvedSecret(sealed=seal(value, cmd.reply_key, cmd.secret_id))
     except ValueError as err:

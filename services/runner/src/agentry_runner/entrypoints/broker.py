@@ -46,6 +46,7 @@ class Runtime:
         cls.clients = HttpClients(settings)
         cls.db = Database(settings.database_url, size=settings.db_pool_size)
         cls.service = RunnerService(settings, nc, cls.db, cls.clients)
+        await cls.service.secrets.start()
         cls.consumer = RunConsumer(cls.service, nc, settings)
         await cls.consumer.start()
 
@@ -53,6 +54,8 @@ class Runtime:
     async def stop(cls) -> None:
         if cls.consumer is not None:
             await cls.consumer.stop()
+        if cls.service is not None:
+            cls.service.secrets.stop()
         if cls.clients is not None:
             await cls.clients.aclose()
         if cls.db is not None:
@@ -75,4 +78,4 @@ async def list_runs(cmd: ListRuns) -> RunPage:
 @serve
 async def list_tools(cmd: ListTools) -> ToolList:
     service = Runtime.current()
-    return await list_server_tools(cmd, service.nc, service.clients, settings)
+    return await list_server_tools(cmd, service.secrets, service.clients)

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 
 from agentry_common.app import create_service_app
 from agentry_common.broker import make_broker
+from agentry_common.secrets import SecretCache
 
-from ..delivery import SecretCache
 from ..settings import settings
 from .broker import engine, router, scheduler
 
@@ -17,7 +17,12 @@ broker.include_router(router)
 
 
 async def start_delivering(_: FastAPI) -> None:
-    scheduler.start(SecretCache(broker.connection, settings))
+    secrets = SecretCache(
+        broker.connection, rpc_timeout_s=settings.rpc_timeout_s, ttl_s=settings.secret_cache_ttl_s,
+        max_entries=settings.secret_cache_size,
+    )  # fmt: skip
+    await secrets.start()  # a deleted webhook's secret leaves memory on the keys service's secrets.changed
+    scheduler.start(secrets)
 
 
 async def stop_delivering(_: FastAPI) -> None:

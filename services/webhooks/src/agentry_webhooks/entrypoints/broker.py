@@ -114,7 +114,7 @@ async def delete_webhook(cmd: WebhookRef, broker: NatsBroker) -> Done:
         secret_id = webhook.secret_id
         await repo.delete(webhook)
     if scheduler.secrets is not None:
-        scheduler.secrets.forget(secret_id)
+        scheduler.secrets.forget([secret_id])  # this replica at once; the others on secrets.changed
     with contextlib.suppress(Exception):  # the webhook is gone; an orphaned ciphertext is harmless
         await _keys(broker, subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done)
     return Done()

@@ -17,9 +17,10 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentry_common.events import utcnow
+from agentry_common.secrets import SecretCache
 
 from .. import metrics, service
-from ..delivery import Outcome, SecretCache, Sender
+from ..delivery import Outcome, Sender
 from ..models import DeliveryAttempt
 from ..repository import Claimed, WebhooksRepository
 from ..settings import Settings

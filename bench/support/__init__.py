@@ -1,0 +1,1 @@
+"""Helpers of the benches (not benches themselves: `make bench` runs only bench/*.py)."""
