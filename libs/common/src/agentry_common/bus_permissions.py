@@ -25,6 +25,8 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         "publish": [
             s.RUN_REQUESTED,  # only the gateway starts runs
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE,
+            s.KEYS_CREATE, s.KEYS_LIST, s.KEYS_UPDATE, s.KEYS_USED,  # caller keys
+            s.SPEND_RESERVE, s.SPEND_RELEASE, s.SPEND_TOTALS,  # spend caps
             s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
             s.RUNS_LIST, s.RUNS_GET,
             s.CATALOG_CHANGED,
@@ -43,12 +45,14 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
     },
     "billing": {
         "publish": ["billing.>", "$JS.ACK.RUN_EVENTS.>"],  # only billing announces charges
-        "subscribe": [s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES],
+        "subscribe": [s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
+                      s.SPEND_RESERVE, s.SPEND_RELEASE, s.SPEND_TOTALS],
     },
     "keys": {
         "publish": [s.KEYS_REVOKED],
         "subscribe": [
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE, s.SECRETS_RESOLVE,
+            s.KEYS_CREATE, s.KEYS_LIST, s.KEYS_UPDATE, s.KEYS_USED,  # caller keys
         ],
     },
 }  # fmt: skip

@@ -32,6 +32,10 @@ def run_progress(run_id: str) -> str:
 KEYS_ISSUE = "keys.issue"
 KEYS_VERIFY = "keys.verify"
 KEYS_REVOKE = "keys.revoke"
+KEYS_CREATE = "keys.create"
+KEYS_LIST = "keys.list"
+KEYS_UPDATE = "keys.update"
+KEYS_USED = "keys.used"  # gateways → keys: batched last-used times
 SECRETS_STORE = "secrets.store"
 SECRETS_DELETE = "secrets.delete"
 SECRETS_RESOLVE = "secrets.resolve"
@@ -39,6 +43,9 @@ WALLET_BALANCE = "wallet.balance"
 WALLET_DEPOSIT = "wallet.deposit"
 WALLET_TRANSACTIONS = "wallet.transactions"
 WALLET_CHARGES = "wallet.charges"
+SPEND_RESERVE = "spend.reserve"  # gateway → billing: hold a capped run's price before it starts
+SPEND_RELEASE = "spend.release"
+SPEND_TOTALS = "spend.totals"
 RUNS_LIST = "runs.list"
 RUNS_GET = "runs.get"
 

@@ -81,7 +81,9 @@ class Dispatcher:
         except Exception:
             self.async_runs = await self.js.key_value(subjects.ASYNC_RUNS_BUCKET)
 
-    async def _publish(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> None:
+    async def _publish(
+        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str, key_id: str | None
+    ) -> None:
         attributes = {
             "messaging.system": "nats",
             "messaging.destination.name": subjects.RUN_REQUESTED,
@@ -91,7 +93,7 @@ class Dispatcher:
         # The run's trace starts here (or continues the caller's): the runner and billing carry it on.
         with tracing.span(f"{subjects.RUN_REQUESTED} publish", kind=SpanKind.PRODUCER, attributes=attributes) as span:
             event = RunRequested(
-                run_id=run_id, endpoint=snapshot, input=input, is_test=is_test, trace=tracing.carrier()
+                run_id=run_id, endpoint=snapshot, input=input, is_test=is_test, key_id=key_id, trace=tracing.carrier()
             )
             try:
                 await publish_event(self.js, subjects.RUN_REQUESTED, event, timeout=self.settings.rpc_timeout_s)
@@ -104,7 +106,9 @@ class Dispatcher:
                     "the broker did not accept the run; nothing was started", code="broker_unavailable"
                 ) from None
 
-    async def _open(self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str) -> Subscription:
+    async def _open(
+        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str, key_id: str | None
+    ) -> Subscription:
         """Subscribe to the run's progress, then publish it: the answer cannot arrive before we listen.
 
         A run that streams nothing sends one progress message, its terminal one, so the server is told to drop
@@ -113,7 +117,7 @@ class Dispatcher:
         once = not snapshot.enable_streaming
         sub = await self.nc.subscribe(subjects.run_progress(run_id), max_msgs=1 if once else 0)
         try:
-            await self._publish(snapshot, input, is_test, run_id)
+            await self._publish(snapshot, input, is_test, run_id, key_id)
         except BaseException:
             await self._close(sub, run_id)
             raise
@@ -163,9 +167,16 @@ class Dispatcher:
             data={"code": "timeout", "message": "the run did not finish in time", "status": Timeout.status_code},
         )
 
-    async def run(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> RunResult:
-        run_id = new_id("run")
-        sub = await self._open(snapshot, input, is_test, run_id)
+    async def run(
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str | None = None,
+        key_id: str | None = None,
+    ) -> RunResult:
+        run_id = run_id or new_id("run")
+        sub = await self._open(snapshot, input, is_test, run_id, key_id)
         # Closed here, not by a finalizer task whenever the event loop gets to it: a streaming endpoint's
         # subscription ends before the answer is sent.
         async with aclosing(
@@ -179,10 +190,17 @@ class Dispatcher:
                     raise_for_error(run_id, progress)
         raise AgentryError("run ended without a result")  # unreachable: _follow always ends terminal
 
-    async def stream(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> tuple[str, AsyncIterator[bytes]]:
+    async def stream(
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str | None = None,
+        key_id: str | None = None,
+    ) -> tuple[str, AsyncIterator[bytes]]:
         """Start the run now (so a broker failure is still a 503), and relay its progress as SSE frames."""
-        run_id = new_id("run")
-        sub = await self._open(snapshot, input, is_test, run_id)
+        run_id = run_id or new_id("run")
+        sub = await self._open(snapshot, input, is_test, run_id, key_id)
 
         async def sse() -> AsyncIterator[bytes]:
             async for progress in self._follow(sub, run_id, snapshot.timeout_ms):
@@ -191,9 +209,16 @@ class Dispatcher:
 
         return run_id, sse()
 
-    async def submit(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> str:
+    async def submit(
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str | None = None,
+        key_id: str | None = None,
+    ) -> str:
         """Async mode: remember who owns the run (so its status is answerable while queued), then publish."""
-        run_id = new_id("run")
+        run_id = run_id or new_id("run")
         assert self.async_runs is not None
         owner = orjson.dumps({"endpoint_id": snapshot.id, "owner_id": snapshot.owner_id})
         try:
@@ -202,7 +227,7 @@ class Dispatcher:
             raise ServiceUnavailable(
                 "the broker is unavailable; nothing was started", code="broker_unavailable"
             ) from None
-        await self._publish(snapshot, input, is_test, run_id)
+        await self._publish(snapshot, input, is_test, run_id, key_id)
         return run_id
 
     async def queued_owner(self, run_id: str) -> dict[str, str] | None:

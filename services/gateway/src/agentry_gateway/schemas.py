@@ -239,7 +239,9 @@ class EndpointList(BaseModel):
 
 
 class ApiKeyOut(BaseModel):
-    api_key: str = Field(description="The new raw key; the old one stops working at once.")
+    api_key: str = Field(
+        description="The new raw `default` key; the old one stops working at once, or after `grace_seconds`."
+    )
 
 
 # --- runs ---

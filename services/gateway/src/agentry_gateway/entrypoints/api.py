@@ -18,7 +18,8 @@ from ..dispatch import Dispatcher
 from ..ratelimit import Limits
 from ..service import Catalog
 from ..settings import settings
-from . import management, runs, wallet
+from ..spend import SpendCaps
+from . import keys, management, runs, wallet
 from .deps import Gateway, storable_params
 from .fastpath import RunFastPath
 
@@ -40,6 +41,7 @@ async def on_startup(app: FastAPI) -> None:
         keys=KeyVerifier(nc, settings),
         jwt=JwtVerifier(settings),
         limits=Limits.from_settings(nc, settings),
+        spend=SpendCaps(nc, settings),
     )
     await gateway.cache.start()
     await gateway.keys.start()
@@ -98,7 +100,7 @@ app = create_service_app(
     version="0.1.0",
     description="Turn an LLM agent into a metered, billable HTTP endpoint.",
 )
-for router in (management.router, runs.router, wallet.router):
+for router in (management.router, keys.router, runs.router, wallet.router):
     app.include_router(router, dependencies=[Depends(storable_params)])
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 # Outermost of ours: a well-formed run request skips routing, dependencies and the two middlewares above

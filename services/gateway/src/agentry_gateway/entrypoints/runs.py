@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
@@ -10,8 +13,17 @@ from fastapi.responses import StreamingResponse
 
 from agentry_common import rpc, subjects
 from agentry_common.app import ERROR_RESPONSES
-from agentry_common.errors import ErrorBody, Forbidden, NotFound, Unauthorized, ValidationFailed
-from agentry_common.requests import Charges, GetCharges, ListRuns, RunPage, RunRecord
+from agentry_common.errors import (
+    AgentryError,
+    ErrorBody,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+)
+from agentry_common.events import new_id
+from agentry_common.requests import Charges, GetCharges, ListRuns, RunPage, RunRecord, VerifiedKey
 
 from ..auth import User
 from ..client_ip import client_ip_of
@@ -19,11 +31,14 @@ from ..schemas import Charge, RunAccepted, RunBody, RunHistory, RunHistoryItem, 
 from ..service import endpoint_snapshot
 from .deps import CurrentUser, Gateway, GatewayDep
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
+        401: "`missing_api_key`, `invalid_api_key` (unknown or revoked), `api_key_expired`",
+        402: "`key_spend_cap_reached`: this run would take the API key past its spend cap",
         403: "Endpoint disabled",
         413: "Request body too large",
         429: "Rate limited (see Retry-After)",
@@ -62,6 +77,7 @@ async def run_endpoint(
 ) -> Response:
     ep = await gw.cache.by_slug(slug)
     snap = ep.snapshot
+    verdict: VerifiedKey | None = None
     if ep.auth_mode == "api_key":
         key = api_key_from(authorization, x_api_key)
         if not key:
@@ -73,23 +89,47 @@ async def run_endpoint(
         raise Forbidden("this endpoint is disabled", code="endpoint_disabled")
     public = ep.auth_mode == "public"  # only a public run is limited per client address too
     client_ip = client_ip_of(request, gw.settings.trusted_proxies) if public else ""
+    key_id = verdict.key_id if verdict is not None else None
     # The limit's headers are read while the run is dispatched; every answer from here on carries them.
-    admission = await gw.limits.start_run(snap.id, public, client_ip)
+    admission = await gw.limits.start_run(
+        snap.id, public, client_ip, key_id, verdict.rate_limit_per_minute if verdict is not None else None
+    )
     async with admission.on_errors():
         problem = ep.validate_input(body.input)
         if problem:
             raise ValidationFailed(problem, code="invalid_input")
-        if snap.async_mode:
-            run_id = await gw.dispatcher.submit(snap, body.input, is_test=False)
-            accepted = {"run_id": run_id, "status": "queued", "status_url": f"/api/runs/{run_id}"}
-            return _json(accepted, 202, {**(await admission.decision()).headers(), "X-Run-Id": run_id})
-        if snap.enable_streaming:
-            run_id, frames = await gw.dispatcher.stream(snap, body.input, is_test=False)
-            headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
-            return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
-        result = await gw.dispatcher.run(snap, body.input, is_test=False)
+        if key_id is not None:
+            gw.keys.used(key_id)
+        run_id = new_id("run")
+        # A capped key's run holds its price before any work (402 past the cap); uncapped ones skip this.
+        held = await gw.spend.reserve(run_id, verdict, snap.price_per_run_cents)
+        async with _released_if_not_started(gw, run_id, held):
+            if snap.async_mode:
+                await gw.dispatcher.submit(snap, body.input, is_test=False, run_id=run_id, key_id=key_id)
+                accepted = {"run_id": run_id, "status": "queued", "status_url": f"/api/runs/{run_id}"}
+                return _json(accepted, 202, {**(await admission.decision()).headers(), "X-Run-Id": run_id})
+            if snap.enable_streaming:
+                _, frames = await gw.dispatcher.stream(snap, body.input, is_test=False, run_id=run_id, key_id=key_id)
+                headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
+                return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+            result = await gw.dispatcher.run(snap, body.input, is_test=False, run_id=run_id, key_id=key_id)
         headers = (await admission.decision()).headers()
     return _json(result.model_dump(mode="json"), 200, {**headers, "X-Run-Id": result.run_id})
+
+
+@asynccontextmanager
+async def _released_if_not_started(gw: Gateway, run_id: str, held: bool) -> AsyncIterator[None]:
+    """A held price goes back when the broker refused the run (nothing started); once the run exists, billing
+    settles or releases the hold when it sees the run end."""
+    try:
+        yield
+    except ServiceUnavailable as err:
+        if held and err.code == "broker_unavailable":
+            try:
+                await gw.spend.release(run_id)
+            except AgentryError:  # billing away too: its sweeper releases the hold after the longest run
+                log.warning("could not release a spend hold", extra={"run_id": run_id})
+        raise
 
 
 @router.post("/agent-endpoints/{endpoint_id}/test", tags=["endpoints"], response_model=RunResult, responses=RUN_ERRORS)

@@ -1,0 +1,140 @@
+"""Spend caps over NATS: reservation requests from gateways, and the consumer that ends holds when runs end.
+
+The consumer reads every run outcome (`run.completed` settles the run's hold, `run.failed` releases it) through
+its own durable, apart from the charge consumer: a run without a hold costs one indexed lookup. A sweeper
+releases holds whose run never came (the gateway crashed between holding and publishing) once they are older
+than any run can be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+from faststream.nats import NatsRouter
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError
+
+from agentry_common import asyncapi, subjects
+from agentry_common.events import RunFailed
+from agentry_common.requests import Done, GetSpent, ReleaseSpend, ReserveSpend, SpendReserved, Spent
+from agentry_common.rpc import serve
+
+from .. import spend
+from ..settings import settings
+from ..spend_repository import SpendRepository
+from .broker import QUEUE, sessions
+
+log = logging.getLogger(__name__)
+router = NatsRouter()
+STREAM = subjects.RUN_EVENTS_STREAM.name
+asyncapi.consumes(
+    subjects.RUN_FAILED, RunFailed, by="billing", stream=subjects.RUN_EVENTS_STREAM, durable="billing-spend",
+    description="Billing releases a failed run's spend-cap hold (a completed run's hold is settled).",
+)  # fmt: skip
+
+
+@router.subscriber(subjects.SPEND_RESERVE, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def reserve(cmd: ReserveSpend) -> SpendReserved:
+    async with sessions() as session, session.begin():
+        return await spend.reserve(SpendRepository(session), cmd)
+
+
+@router.subscriber(subjects.SPEND_RELEASE, queue=QUEUE)
+@serve
+async def release(cmd: ReleaseSpend) -> Done:
+    async with sessions() as session, session.begin():
+        await SpendRepository(session).end(cmd.run_id, "released")
+    return Done()
+
+
+@router.subscriber(subjects.SPEND_TOTALS, queue=QUEUE)
+@serve
+async def totals(cmd: GetSpent) -> Spent:
+    async with sessions() as session:
+        return await spend.spent(SpendRepository(session), cmd)
+
+
+async def end_hold(run_id: str, to: Literal["settled", "released"]) -> None:
+    async with sessions() as session, session.begin():
+        await SpendRepository(session).end(run_id, to)
+
+
+class HoldEnder:
+    """Settles or releases holds as runs end; sweeps holds left behind."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, nc: Client) -> None:
+        js = nc.jetstream()
+        config = ConsumerConfig(
+            durable_name=settings.spend_consumer,
+            description="billing: settles or releases spend-cap holds as runs end",
+            deliver_policy=DeliverPolicy.NEW,  # holds exist only from this feature on; older outcomes have none
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_deliver=-1,
+        )
+        with contextlib.suppress(APIError):  # exists already (another replica, or an earlier start)
+            await js.add_consumer(STREAM, config)
+        sub = await js.pull_subscribe_bind(durable=settings.spend_consumer, stream=STREAM)
+        self._tasks = [asyncio.create_task(self._consume(sub)), asyncio.create_task(self._sweep())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
+        while True:
+            try:
+                msgs = await sub.fetch(100, timeout=1)
+            except NatsTimeout:
+                continue
+            except Exception as err:
+                log.warning("cannot fetch run outcomes for spend holds: %s", type(err).__name__)
+                await asyncio.sleep(1)
+                continue
+            for msg in msgs:
+                try:
+                    await self._handle(msg.subject, msg.data)
+                except Exception:
+                    log.exception("ending a spend hold failed; redelivering")
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=1)
+                    continue
+                with contextlib.suppress(Exception):
+                    await msg.ack()
+
+    async def _handle(self, subject: str, data: bytes) -> None:
+        event = orjson.loads(data)
+        if event.get("is_test") or not event.get("price_per_run_cents"):
+            return  # never held: a hold is only made for a priced live run
+        await end_hold(str(event["run_id"]), "settled" if subject == subjects.RUN_COMPLETED else "released")
+
+    async def _sweep(self) -> None:
+        interval = min(60.0, settings.spend_hold_max_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                before = spend.stale_before(datetime.now(UTC), settings.spend_hold_max_s)
+                async with sessions() as session:
+                    stale = await SpendRepository(session).stale_holds(before, 500)
+                for run_id in stale:
+                    await end_hold(run_id, "released")
+                if stale:
+                    log.warning("released %d spend holds whose runs never ended", len(stale))
+            except Exception as err:
+                log.warning("sweeping spend holds failed: %s", type(err).__name__)
+
+
+holds = HoldEnder()
