@@ -138,7 +138,8 @@ async def test_keys_are_their_owners_alone_and_bad_fields_are_named(
     ):
         r = await http.post(base, json=bad, headers=auth)
         assert r.status_code == 422 and field in r.json()["error"]["message"], (bad, r.text)
-    r = await http.post(f"/api/agent-endpoints/{endpoint_id}/regenerate-key", json={"grace_seconds": 86401}, headers=auth)
+    regenerate = f"/api/agent-endpoints/{endpoint_id}/regenerate-key"
+    r = await http.post(regenerate, json={"grace_seconds": 86401}, headers=auth)
     assert r.status_code == 422 and "grace_seconds" in r.text
 
     patched = await http.patch(f"{base}/{key['key']['id']}", json={"name": "acme eu", "rate_limit_per_minute": None},
