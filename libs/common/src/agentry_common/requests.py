@@ -242,6 +242,7 @@ class ListRuns(Contract):
     endpoint_id: str
     limit: int = 20
     cursor: str | None = None
+    key_id: str | None = Field(None, description="Only the runs made with this API key.")
 
 
 class GetRun(Contract):
@@ -254,6 +255,7 @@ class RunRecord(Contract):
     owner_id: str
     status: Literal["queued", "running", "succeeded", "failed", "timeout"]
     is_test: bool = False
+    key_id: str | None = Field(None, description="The caller's API key; null for public and test runs.")
     output: Any = None
     usage: Usage = Field(default_factory=Usage)
     tool_calls: list[ToolCall] = Field(default_factory=list)

@@ -287,6 +287,7 @@ class RunHistoryItem(BaseModel):
     tool_calls: list[ToolCall]
     charge: Charge
     is_test: bool
+    key_id: str | None = Field(description="The API key the run was made with; null for public and test runs.")
     error: dict[str, str] | None
     created_at: datetime
 

@@ -198,12 +198,14 @@ async def run_history(
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    key_id: Annotated[str | None, Query(max_length=64, description="Only the runs made with this API key.")] = None,
 ) -> RunHistory:
     async with gw.unit_of_work() as repo:
         await gw.catalog.endpoint(repo, user.id, endpoint_id)
     timeout = gw.settings.rpc_timeout_s
+    listing = ListRuns(endpoint_id=endpoint_id, limit=limit, cursor=cursor, key_id=key_id)
     page = await rpc.call(
-        gw.nc, subjects.RUNS_LIST, ListRuns(endpoint_id=endpoint_id, limit=limit, cursor=cursor), RunPage,
+        gw.nc, subjects.RUNS_LIST, listing, RunPage,
         timeout=timeout, unavailable="the runner is unavailable",
     )  # fmt: skip
     charges = await rpc.call(
@@ -222,6 +224,7 @@ async def run_history(
             tool_calls=r.tool_calls,
             charge=_charge(r, charges),
             is_test=r.is_test,
+            key_id=r.key_id,
             error=r.error.model_dump() if r.error else None,
             created_at=r.created_at,
         )
