@@ -149,3 +149,25 @@ async def test_keys_are_their_owners_alone_and_bad_fields_are_named(
     assert patched.json()["key"]["spend_cap_cents"] == 0 and "api_key" not in patched.json()
     r = await http.patch(f"{base}/key_nope", json={"name": "x"}, headers=auth)
     assert r.status_code == 404 and r.json()["error"]["code"] == "key_not_found"
+
+
+async def test_last_used_at_follows_a_keys_runs_without_a_write_per_run(
+    make_endpoint: EndpointFactory, http: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    created = await make_endpoint()
+    endpoint_id = created["endpoint"]["id"]
+    key = await _new_key(http, auth, endpoint_id)
+    assert key["key"]["last_used_at"] is None
+    before = datetime.now(UTC)
+    for _ in range(3):
+        assert (await _run(http, created["run_url"], key["api_key"])).status_code == 200
+    deadline = time.monotonic() + 30
+    while True:  # gateways report uses in batches, a few seconds apart
+        listed = (await http.get(f"/api/agent-endpoints/{endpoint_id}/keys", headers=auth)).json()["keys"]
+        used = {k["id"]: k["last_used_at"] for k in listed}
+        if used[key["key"]["id"]] is not None:
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.25)
+    at = datetime.fromisoformat(used[key["key"]["id"]])
+    assert before - timedelta(seconds=1) <= at <= datetime.now(UTC)
