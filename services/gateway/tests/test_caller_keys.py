@@ -171,3 +171,20 @@ async def test_last_used_at_follows_a_keys_runs_without_a_write_per_run(
         await asyncio.sleep(0.25)
     at = datetime.fromisoformat(used[key["key"]["id"]])
     assert before - timedelta(seconds=1) <= at <= datetime.now(UTC)
+
+
+async def _verifications(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    line = 'agentry_gateway_key_verifications_total{outcome="valid",source="keys_service"}'
+    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+
+async def test_a_burst_of_a_new_keys_runs_asks_the_keys_service_once(
+    make_endpoint: EndpointFactory, http: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    created = await make_endpoint()
+    key = await _new_key(http, auth, created["endpoint"]["id"])
+    before = await _verifications(http)
+    answers = await asyncio.gather(*(_run(http, created["run_url"], key["api_key"]) for _ in range(20)))
+    assert [r.status_code for r in answers] == [200] * 20
+    assert await _verifications(http) - before == 1

@@ -100,6 +100,7 @@ class KeyVerifier:
         self._reported: dict[str, float] = {}  # key id → when its use was last queued for the keys service
         self._unreported: dict[str, datetime] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._flights: dict[bytes, asyncio.Future[VerifiedKey]] = {}  # verifications under way, by key digest
 
     async def start(self) -> None:
         await self.nc.subscribe(subjects.KEYS_REVOKED, cb=self._on_revoked)
@@ -136,6 +137,7 @@ class KeyVerifier:
         horizon = now - self.settings.rpc_timeout_s - 1.0
         self._revoked_at = {e: t for e, t in self._revoked_at.items() if t > horizon}
         self._revoked_at[endpoint_id] = now
+        self._flights.clear()  # a request from now on asks afresh rather than join a question asked before
         for digest, (verdict, _) in list(self._cache.items()):
             if verdict.endpoint_id == endpoint_id:
                 self._cache.pop(digest, None)
@@ -151,6 +153,22 @@ class KeyVerifier:
         if not api_key.startswith("aek_") or len(api_key) > 256:
             KEY_VERIFICATIONS.labels("format", "invalid").inc()
             raise Unauthorized("invalid API key", code="invalid_api_key")
+        # Concurrent requests with the same uncached key share one question to the keys service: a burst of a
+        # new caller's runs is one verification, not one each.
+        flight = self._flights.get(digest)
+        if flight is None:
+            flight = asyncio.ensure_future(self._ask(api_key, digest, now))
+            self._flights[digest] = flight
+            flight.add_done_callback(lambda done: self._landed(digest, done))
+        return await asyncio.shield(flight)
+
+    def _landed(self, digest: bytes, flight: asyncio.Future[VerifiedKey]) -> None:
+        if self._flights.get(digest) is flight:
+            del self._flights[digest]
+        if not flight.cancelled():
+            flight.exception()  # retrieved here too: every request that waited may have gone
+
+    async def _ask(self, api_key: str, digest: bytes, now: float) -> VerifiedKey:
         try:
             verdict = await rpc.call(
                 self.nc,
