@@ -40,6 +40,9 @@ _END = text(
     "  reserved_cents = c.reserved_cents - CASE WHEN ended.was = 'held' THEN ended.amount_cents ELSE 0 END "
     "FROM ended WHERE c.scope = ended.scope AND c.period_start = ended.period_start RETURNING c.scope"
 )
+_OPEN = text(
+    "SELECT run_id FROM billing.spend_reservations WHERE run_id = ANY(:run_ids) AND status IN ('held', 'released')"
+)
 _STALE = text(
     "SELECT run_id FROM billing.spend_reservations WHERE status = 'held' AND created_at < :before "
     "ORDER BY created_at LIMIT :limit"
@@ -71,6 +74,10 @@ class SpendRepository:
     async def end(self, run_id: str, to: Literal["settled", "released"]) -> bool:
         """Settle or release the run's hold; False when it has none (or it already ended that way)."""
         return (await self._run(_END, run_id=run_id, to=to)).first() is not None
+
+    async def with_holds(self, run_ids: Sequence[str]) -> list[str]:
+        """Which of these runs have a hold still to settle: one indexed read for a whole batch of run outcomes."""
+        return [row[0] for row in await self._run(_OPEN, run_ids=list(run_ids))]
 
     async def stale_holds(self, before: datetime, limit: int) -> Sequence[str]:
         return [row[0] for row in await self._run(_STALE, before=before, limit=limit)]

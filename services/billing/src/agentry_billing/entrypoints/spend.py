@@ -80,7 +80,7 @@ class HoldEnder:
             durable_name=settings.spend_consumer,
             description="billing: settles or releases spend-cap holds as runs end",
             deliver_policy=DeliverPolicy.NEW,  # holds exist only from this feature on; older outcomes have none
-            ack_policy=AckPolicy.EXPLICIT,
+            ack_policy=AckPolicy.ALL,  # one ack for a whole batch: ending a hold twice changes nothing
             ack_wait=30,
             max_deliver=-1,
         )
@@ -97,29 +97,36 @@ class HoldEnder:
     async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
         while True:
             try:
-                msgs = await sub.fetch(100, timeout=1)
+                msgs = await sub.fetch(500, timeout=1)
             except NatsTimeout:
                 continue
             except Exception as err:
                 log.warning("cannot fetch run outcomes for spend holds: %s", type(err).__name__)
                 await asyncio.sleep(1)
                 continue
-            for msg in msgs:
-                try:
-                    await self._handle(msg.subject, msg.data)
-                except Exception:
-                    log.exception("ending a spend hold failed; redelivering")
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=1)
-                    continue
-                with contextlib.suppress(Exception):
-                    await msg.ack()
+            try:
+                await self._handle([(msg.subject, msg.data) for msg in msgs])
+            except Exception:
+                log.exception("ending spend holds failed; the batch comes back after the ack wait")
+                await asyncio.sleep(1)
+                continue
+            with contextlib.suppress(Exception):
+                await msgs[-1].ack()  # AckPolicy.ALL: the whole batch
 
-    async def _handle(self, subject: str, data: bytes) -> None:
-        event = orjson.loads(data)
-        if event.get("is_test") or not event.get("price_per_run_cents"):
-            return  # never held: a hold is only made for a priced live run
-        await end_hold(str(event["run_id"]), "settled" if subject == subjects.RUN_COMPLETED else "released")
+    async def _handle(self, batch: list[tuple[str, bytes]]) -> None:
+        """Most runs have no hold (no cap, or free): a batch costs one read, and only holds are written."""
+        ends: dict[str, Literal["settled", "released"]] = {}
+        for subject, data in batch:
+            event = orjson.loads(data)
+            if event.get("is_test") or not event.get("price_per_run_cents"):
+                continue  # never held: a hold is only made for a priced live run
+            ends[str(event["run_id"])] = "settled" if subject == subjects.RUN_COMPLETED else "released"
+        if not ends:
+            return
+        async with sessions() as session:
+            held = await SpendRepository(session).with_holds(list(ends))
+        for run_id in held:  # one short transaction each: a counter row is never locked behind another
+            await end_hold(run_id, ends[run_id])
 
     async def _sweep(self) -> None:
         interval = min(60.0, settings.spend_hold_max_s / 4)
