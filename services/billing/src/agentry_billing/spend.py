@@ -6,7 +6,9 @@ A hold stays in the period it was made in, also when the run ends after the peri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from agentry_common.errors import PaymentRequired
 from agentry_common.requests import GetSpent, ReserveSpend, SpendReserved, Spent
@@ -41,6 +43,14 @@ async def reserve(repo: SpendRepository, cmd: ReserveSpend, now: datetime | None
 async def spent(repo: SpendRepository, cmd: GetSpent, now: datetime | None = None) -> Spent:
     at = now or datetime.now(UTC)
     return Spent(spent_cents={s.scope: await repo.total(s.scope, period_start(s.period, at)) for s in cmd.scopes})
+
+
+async def end_holds(repo: SpendRepository, run_ids: Sequence[str], to: Literal["settled", "released"]) -> int:
+    """End the holds of these runs (most have none: one read finds which), in the caller's transaction."""
+    ended = 0
+    for run_id in await repo.with_holds(run_ids) if run_ids else []:
+        ended += await repo.end(run_id, to)
+    return ended
 
 
 def stale_before(now: datetime, max_hold_s: float) -> datetime:

@@ -40,8 +40,10 @@ _END = text(
     "  reserved_cents = c.reserved_cents - CASE WHEN ended.was = 'held' THEN ended.amount_cents ELSE 0 END "
     "FROM ended WHERE c.scope = ended.scope AND c.period_start = ended.period_start RETURNING c.scope"
 )
+# In counter order, so that transactions ending holds on several counters lock them in the same order.
 _OPEN = text(
-    "SELECT run_id FROM billing.spend_reservations WHERE run_id = ANY(:run_ids) AND status IN ('held', 'released')"
+    "SELECT run_id FROM billing.spend_reservations WHERE run_id = ANY(:run_ids) AND status IN ('held', 'released') "
+    "ORDER BY scope, period_start, run_id"
 )
 _STALE = text(
     "SELECT run_id FROM billing.spend_reservations WHERE status = 'held' AND created_at < :before "
@@ -71,9 +73,9 @@ class SpendRepository:
         value = (await self._run(_TOTAL, scope=scope, period_start=period_start)).scalar()
         return int(value or 0)
 
-    async def end(self, run_id: str, to: Literal["settled", "released"]) -> bool:
-        """Settle or release the run's hold; False when it has none (or it already ended that way)."""
-        return (await self._run(_END, run_id=run_id, to=to)).first() is not None
+    async def end(self, run_id: str, to: Literal["settled", "released"]) -> int:
+        """Settle or release the run's hold: 1, or 0 when it has none (or it already ended that way)."""
+        return 1 if (await self._run(_END, run_id=run_id, to=to)).first() is not None else 0
 
     async def with_holds(self, run_ids: Sequence[str]) -> list[str]:
         """Which of these runs have a hold still to settle: one indexed read for a whole batch of run outcomes."""

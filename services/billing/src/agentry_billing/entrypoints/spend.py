@@ -1,9 +1,9 @@
-"""Spend caps over NATS: reservation requests from gateways, and the consumer that ends holds when runs end.
+"""Spend caps over NATS: reservation requests from gateways, and the consumer that releases failed runs' holds.
 
-The consumer reads every run outcome (`run.completed` settles the run's hold, `run.failed` releases it) through
-its own durable, apart from the charge consumer: a run without a hold costs one indexed lookup. A sweeper
-releases holds whose run never came (the gateway crashed between holding and publishing) once they are older
-than any run can be.
+A completed run's hold is settled by the charge consumer, in the transaction that charges it (it reads every
+`run.completed` anyway). Failed runs are read here, through a durable of their own (`run.failed` only, a small
+share of runs): a batch costs one indexed read, and only holds are written. A sweeper releases holds whose run
+never came (the gateway crashed between holding and publishing) once they are older than any run can be.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ router = NatsRouter()
 STREAM = subjects.RUN_EVENTS_STREAM.name
 asyncapi.consumes(
     subjects.RUN_FAILED, RunFailed, by="billing", stream=subjects.RUN_EVENTS_STREAM, durable="billing-spend",
-    description="Billing releases a failed run's spend-cap hold (a completed run's hold is settled).",
+    description="Billing releases a failed run's spend-cap hold (a completed run's hold is settled as it is "
+    "charged).",
 )  # fmt: skip
 
 
@@ -78,7 +79,8 @@ class HoldEnder:
         js = nc.jetstream()
         config = ConsumerConfig(
             durable_name=settings.spend_consumer,
-            description="billing: settles or releases spend-cap holds as runs end",
+            description="billing: releases the spend-cap holds of failed runs",
+            filter_subject=subjects.RUN_FAILED,
             deliver_policy=DeliverPolicy.NEW,  # holds exist only from this feature on; older outcomes have none
             ack_policy=AckPolicy.ALL,  # one ack for a whole batch: ending a hold twice changes nothing
             ack_wait=30,
@@ -114,19 +116,13 @@ class HoldEnder:
                 await msgs[-1].ack()  # AckPolicy.ALL: the whole batch
 
     async def _handle(self, batch: list[tuple[str, bytes]]) -> None:
-        """Most runs have no hold (no cap, or free): a batch costs one read, and only holds are written."""
-        ends: dict[str, Literal["settled", "released"]] = {}
-        for subject, data in batch:
+        run_ids = []
+        for _subject, data in batch:
             event = orjson.loads(data)
-            if event.get("is_test") or not event.get("price_per_run_cents"):
-                continue  # never held: a hold is only made for a priced live run
-            ends[str(event["run_id"])] = "settled" if subject == subjects.RUN_COMPLETED else "released"
-        if not ends:
-            return
-        async with sessions() as session:
-            held = await SpendRepository(session).with_holds(list(ends))
-        for run_id in held:  # one short transaction each: a counter row is never locked behind another
-            await end_hold(run_id, ends[run_id])
+            if not event.get("is_test") and event.get("price_per_run_cents"):  # only a priced live run holds
+                run_ids.append(str(event["run_id"]))
+        async with sessions() as session, session.begin():
+            await spend.end_holds(SpendRepository(session), run_ids, "released")
 
     async def _sweep(self) -> None:
         interval = min(60.0, settings.spend_hold_max_s / 4)
