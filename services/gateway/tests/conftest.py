@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+
+from agentry_common.stack import Stack
 
 EndpointFactory = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -33,3 +35,17 @@ def make_endpoint(http: httpx.AsyncClient, auth: dict[str, str], workspace: dict
         return dict(r.json())
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def three_gateways(stack: Stack) -> Iterator[list[str]]:
+    """The session's gateway and two more processes on the same NATS and database: three replicas."""
+    extra = [stack.start_service("gateway", wait=False) for _ in range(2)]
+    try:
+        for gateway in extra:
+            gateway.wait_ready()
+        yield [stack.service("gateway").url, *(g.url for g in extra)]
+    finally:
+        for gateway in extra:
+            gateway.stop()
+            stack.services.remove(gateway)

@@ -87,7 +87,7 @@ async def gateway(servers: Stack, nc: Client) -> AsyncIterator[Gateway]:
     settings = Settings(database_url=servers.database_url, allow_private_urls=True)
     yield Gateway(
         settings=settings, nc=nc, sessions=make_sessionmaker(engine), catalog=Catalog(nc, settings),
-        cache=None, dispatcher=None, keys=None, jwt=None, limits=None,  # type: ignore[arg-type]
+        cache=None, dispatcher=None, keys=None, jwt=None, limits=None, spend=None,  # type: ignore[arg-type]
     )  # fmt: skip
     await engine.dispose()
 

@@ -45,6 +45,8 @@ SERVICE_PERMISSIONS: dict[str, Grants] = {
         "publish": [
             s.RUN_REQUESTED,  # only the gateway starts runs
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE,
+            s.KEYS_CREATE, s.KEYS_LIST, s.KEYS_UPDATE, s.KEYS_USED,  # caller keys
+            s.SPEND_RESERVE, s.SPEND_RELEASE, s.SPEND_TOTALS,  # spend caps
             s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
             s.WALLET_DEPOSITS, s.WALLET_AUTO_RECHARGE_GET, s.WALLET_AUTO_RECHARGE_SET, s.PAYMENTS_STRIPE_WEBHOOK,
             s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST,
@@ -68,6 +70,7 @@ SERVICE_PERMISSIONS: dict[str, Grants] = {
         "subscribe": [
             s.WALLET_BALANCE, s.WALLET_DEPOSIT, s.WALLET_TRANSACTIONS, s.WALLET_CHARGES,
             s.WALLET_DEPOSITS, s.WALLET_AUTO_RECHARGE_GET, s.WALLET_AUTO_RECHARGE_SET, s.PAYMENTS_STRIPE_WEBHOOK,
+            s.SPEND_RESERVE, s.SPEND_RELEASE, s.SPEND_TOTALS,
         ],
     },
     "webhooks": {
@@ -81,6 +84,7 @@ SERVICE_PERMISSIONS: dict[str, Grants] = {
         "publish": [s.KEYS_REVOKED, s.SECRETS_CHANGED],
         "subscribe": [
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE, s.SECRETS_RESOLVE,
+            s.KEYS_CREATE, s.KEYS_LIST, s.KEYS_UPDATE, s.KEYS_USED,  # caller keys
         ],
     },
 }  # fmt: skip

@@ -45,6 +45,11 @@ class Unauthorized(AgentryError):
     code = "unauthorized"
 
 
+class PaymentRequired(AgentryError):
+    status_code = 402
+    code = "payment_required"
+
+
 class Forbidden(AgentryError):
     status_code = 403
     code = "forbidden"
@@ -95,6 +100,7 @@ _BY_STATUS: dict[int, type[AgentryError]] = {
     for cls in (
         BadRequest,
         Unauthorized,
+        PaymentRequired,
         Forbidden,
         NotFound,
         Conflict,

@@ -98,6 +98,7 @@ class RunRequested(Event):
         description="Earlier conversation turns, oldest first; the model reads them between the endpoint's "
         "system prompt and the input. Empty for `/api/run` runs.",
     )
+    key_id: str | None = Field(None, description="The caller's API key (`key_…`); null for public and test runs.")
     requested_at: datetime = Field(default_factory=utcnow, description="When the gateway accepted the run.")
 
     def msg_id(self) -> str:
@@ -136,6 +137,7 @@ class _RunOutcome(Event):
     price_per_run_cents: int = Field(0, ge=0, description="Per-run price at request time, in cents.")
     is_test: bool = Field(False, description="Owner test run: never charged the per-run price.")
     usage: Usage = Field(default_factory=Usage, description="What the run consumed.")
+    key_id: str | None = Field(None, description="The caller's API key (`key_…`); null for public and test runs.")
 
     def msg_id(self) -> str:
         return f"{self.type}:{self.run_id}"
@@ -182,6 +184,9 @@ class KeysRevoked(Event):
 
     type: Literal["keys.revoked"] = "keys.revoked"
     endpoint_id: str = Field(description="The endpoint whose previous API key no longer works.")
+    key_id: str | None = Field(
+        None, description="The key that changed (revoked, or its limits changed); null: all of the endpoint's."
+    )
 
 
 class CatalogChanged(Event):

@@ -13,10 +13,11 @@ from .events import Contract, McpServerRef, RunError, ToolCall, Usage
 
 
 class IssueKey(Contract):
-    """Issue a new API key for an endpoint, replacing (and revoking) any previous one."""
+    """Issue the endpoint's `default` key, replacing (and revoking) the previous `default` one."""
 
     endpoint_id: str
     owner_id: str
+    grace_seconds: int = Field(0, ge=0, le=86400, description="How long the replaced key keeps working.")
 
 
 class IssuedKey(Contract):
@@ -28,13 +29,83 @@ class VerifyKey(Contract):
     api_key: str
 
 
+SpendCapPeriod = Literal["day", "month", "total"]
+
+
 class VerifiedKey(Contract):
+    """A valid key's verdict. Gateways cache it and check `expires_at`/`revoked_at` themselves on every use,
+    so expiry and the end of a grace period need no message."""
+
+    endpoint_id: str
+    owner_id: str
+    key_id: str | None = Field(None, description="The key (`key_…`); runs carry it.")
+    expires_at: datetime | None = Field(None, description="When the key expires (401 `api_key_expired`).")
+    revoked_at: datetime | None = Field(None, description="A future revocation: the end of a grace period.")
+    rate_limit_per_minute: int | None = None
+    spend_cap_cents: int | None = None
+    spend_cap_period: SpendCapPeriod = "month"
+
+
+class RevokeKey(Contract):
+    """Revoke one key of the endpoint (`key_id`), or delete all its keys (the endpoint is going away)."""
+
+    endpoint_id: str
+    key_id: str | None = None
+
+
+class KeyFields(Contract):
+    name: str
+    expires_at: datetime | None = None
+    rate_limit_per_minute: int | None = None
+    spend_cap_cents: int | None = None
+    spend_cap_period: SpendCapPeriod = "month"
+
+
+class CreateKey(KeyFields):
     endpoint_id: str
     owner_id: str
 
 
-class RevokeKey(Contract):
+class UpdateKey(Contract):
     endpoint_id: str
+    key_id: str
+    name: str | None = None
+    expires_at: datetime | None = None
+    rate_limit_per_minute: int | None = None
+    spend_cap_cents: int | None = None
+    spend_cap_period: SpendCapPeriod | None = None
+    sent: list[str] = Field(description="The fields to change (the others above are not read).")
+
+
+class KeyInfo(KeyFields):
+    """A key as its owner sees it: never the key, only a display prefix."""
+
+    id: str
+    endpoint_id: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class CreatedKey(Contract):
+    key: KeyInfo
+    api_key: str = Field(description="The raw key; returned once, never stored in clear.")
+
+
+class ListKeys(Contract):
+    endpoint_id: str
+    key_id: str | None = None
+
+
+class KeyList(Contract):
+    keys: list[KeyInfo]
+
+
+class KeysUsed(Contract):
+    """Gateways report, at most once a minute per key, when keys were last used (no write per run)."""
+
+    used: dict[str, datetime] = Field(description="By key id: the latest use this gateway saw.")
 
 
 class StoreSecret(Contract):
@@ -136,6 +207,42 @@ class Charges(Contract):
     charges: dict[str, ChargeStatus] = Field(description="By run id; runs without a charge are absent.")
 
 
+class ReserveSpend(Contract):
+    """Hold `amount_cents` of a capped scope's period for one run, or refuse (402 with `code`) when the period's
+    settled and held amounts plus it would pass `cap_cents`. Idempotent per run id."""
+
+    run_id: str
+    scope: str = Field(description="What the cap belongs to, e.g. `key:<key_id>`.")
+    period: Literal["day", "month", "total"]
+    cap_cents: int = Field(ge=0)
+    amount_cents: int = Field(ge=0, description="The run's per-run price.")
+    code: str = Field("spend_cap_reached", description="The error code of a refusal.")
+    what: str = Field("spend cap", description="The cap's name in a refusal's message.")
+
+
+class SpendReserved(Contract):
+    spent_cents: int = Field(description="The period's settled and held amounts, this run included.")
+
+
+class ReleaseSpend(Contract):
+    """The run was never started (the broker refused it): give its hold back."""
+
+    run_id: str
+
+
+class SpendScope(Contract):
+    scope: str
+    period: Literal["day", "month", "total"]
+
+
+class GetSpent(Contract):
+    scopes: list[SpendScope]
+
+
+class Spent(Contract):
+    spent_cents: dict[str, int] = Field(description="By scope: the current period's settled and held amounts.")
+
+
 # --- runner service ---
 
 
@@ -143,6 +250,7 @@ class ListRuns(Contract):
     endpoint_id: str
     limit: int = 20
     cursor: str | None = None
+    key_id: str | None = Field(None, description="Only the runs made with this API key.")
 
 
 class GetRun(Contract):
@@ -155,6 +263,7 @@ class RunRecord(Contract):
     owner_id: str
     status: Literal["queued", "running", "succeeded", "failed", "timeout"]
     is_test: bool = False
+    key_id: str | None = Field(None, description="The caller's API key; null for public and test runs.")
     output: Any = None
     usage: Usage = Field(default_factory=Usage)
     tool_calls: list[ToolCall] = Field(default_factory=list)

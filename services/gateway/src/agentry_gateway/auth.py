@@ -2,6 +2,7 @@
 
 Key verdicts are cached per process, keyed by a hash of the key (never the key itself). The keys service
 broadcasts `keys.revoked`; every gateway drops that endpoint's verdicts at once, and the TTL is a backstop.
+A verdict carries the key's expiry and the end of its grace period, checked on every use: expiry needs no message.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import jwt
 import orjson
@@ -20,12 +23,13 @@ from nats.aio.msg import Msg
 from agentry_common import asyncapi, rpc, subjects
 from agentry_common.errors import ServiceUnavailable, Unauthorized
 from agentry_common.events import KeysRevoked
-from agentry_common.requests import VerifiedKey, VerifyKey
+from agentry_common.requests import Done, KeysUsed, VerifiedKey, VerifyKey
 
 from .metrics import KEY_VERIFICATIONS
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+USE_REPORT_INTERVAL_S = 60.0
 
 asyncapi.consumes(
     subjects.KEYS_REVOKED, KeysRevoked, by="gateway",
@@ -76,15 +80,56 @@ def _digest(api_key: str) -> bytes:
     return hashlib.sha256(api_key.encode()).digest()
 
 
+def check_verdict(verdict: VerifiedKey) -> None:
+    """The keys service's rule, applied to a cached verdict: revoked (its grace over) or expired by now."""
+    if verdict.revoked_at is None and verdict.expires_at is None:
+        return
+    now = datetime.now(UTC)
+    if verdict.revoked_at is not None and verdict.revoked_at <= now:
+        KEY_VERIFICATIONS.labels("cache", "invalid").inc()
+        raise Unauthorized("invalid API key", code="invalid_api_key")
+    if verdict.expires_at is not None and verdict.expires_at <= now:
+        KEY_VERIFICATIONS.labels("cache", "expired").inc()
+        raise Unauthorized("this API key has expired", code="api_key_expired")
+
+
 class KeyVerifier:
     def __init__(self, nc: Client, settings: Settings):
         self.nc = nc
         self.settings = settings
         self._cache: dict[bytes, tuple[VerifiedKey, float]] = {}
         self._revoked_at: dict[str, float] = {}
+        self._reported: dict[str, float] = {}  # key id → when its use was last queued for the keys service
+        self._unreported: dict[str, datetime] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._flights: dict[bytes, asyncio.Future[VerifiedKey]] = {}  # verifications under way, by key digest
 
     async def start(self) -> None:
         await self.nc.subscribe(subjects.KEYS_REVOKED, cb=self._on_revoked)
+        self._flusher = asyncio.create_task(self._flush_uses())
+
+    def used(self, key_id: str) -> None:
+        """Note a key's use. `last_used_at` needs no write per run: at most one report a minute per key."""
+        now = time.monotonic()
+        if now - self._reported.get(key_id, -math.inf) < USE_REPORT_INTERVAL_S:
+            return
+        self._reported[key_id] = now
+        self._unreported[key_id] = datetime.now(UTC)
+
+    async def _flush_uses(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.key_use_flush_s)
+            horizon = time.monotonic() - USE_REPORT_INTERVAL_S
+            self._reported = {k: t for k, t in self._reported.items() if t > horizon}
+            if not self._unreported:
+                continue
+            batch, self._unreported = self._unreported, {}
+            try:
+                await rpc.call(
+                    self.nc, subjects.KEYS_USED, KeysUsed(used=batch), Done, timeout=self.settings.rpc_timeout_s
+                )
+            except Exception as err:  # a lost report only leaves last_used_at a little older
+                log.warning("could not report key uses: %s", type(err).__name__)
 
     async def _on_revoked(self, msg: Msg) -> None:
         endpoint_id = orjson.loads(msg.data).get("endpoint_id")
@@ -94,6 +139,7 @@ class KeyVerifier:
         horizon = now - self.settings.rpc_timeout_s - 1.0
         self._revoked_at = {e: t for e, t in self._revoked_at.items() if t > horizon}
         self._revoked_at[endpoint_id] = now
+        self._flights.clear()  # a request from now on asks afresh rather than join a question asked before
         for digest, (verdict, _) in list(self._cache.items()):
             if verdict.endpoint_id == endpoint_id:
                 self._cache.pop(digest, None)
@@ -103,11 +149,28 @@ class KeyVerifier:
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
+            check_verdict(hit[0])
             KEY_VERIFICATIONS.labels("cache", "valid").inc()
             return hit[0]
         if not api_key.startswith("aek_") or len(api_key) > 256:
             KEY_VERIFICATIONS.labels("format", "invalid").inc()
             raise Unauthorized("invalid API key", code="invalid_api_key")
+        # Concurrent requests with the same uncached key share one question to the keys service: a burst of a
+        # new caller's runs is one verification, not one each.
+        flight = self._flights.get(digest)
+        if flight is None:
+            flight = asyncio.ensure_future(self._ask(api_key, digest, now))
+            self._flights[digest] = flight
+            flight.add_done_callback(lambda done: self._landed(digest, done))
+        return await asyncio.shield(flight)
+
+    def _landed(self, digest: bytes, flight: asyncio.Future[VerifiedKey]) -> None:
+        if self._flights.get(digest) is flight:
+            del self._flights[digest]
+        if not flight.cancelled():
+            flight.exception()  # retrieved here too: every request that waited may have gone
+
+    async def _ask(self, api_key: str, digest: bytes, now: float) -> VerifiedKey:
         try:
             verdict = await rpc.call(
                 self.nc,

@@ -82,7 +82,13 @@ class Dispatcher:
             self.async_runs = await self.js.key_value(subjects.ASYNC_RUNS_BUCKET)
 
     async def _publish(
-        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str, history: Sequence[ChatTurn] = ()
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str,
+        key_id: str | None,
+        history: Sequence[ChatTurn],
     ) -> None:
         attributes = {
             "messaging.system": "nats",
@@ -97,6 +103,7 @@ class Dispatcher:
                 endpoint=snapshot,
                 input=input,
                 is_test=is_test,
+                key_id=key_id,
                 history=list(history),
                 trace=tracing.carrier(),
             )
@@ -112,7 +119,13 @@ class Dispatcher:
                 ) from None
 
     async def _open(
-        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, run_id: str, history: Sequence[ChatTurn] = ()
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str,
+        key_id: str | None,
+        history: Sequence[ChatTurn],
     ) -> Subscription:
         """Subscribe to the run's progress, then publish it: the answer cannot arrive before we listen.
 
@@ -122,7 +135,7 @@ class Dispatcher:
         once = not snapshot.enable_streaming
         sub = await self.nc.subscribe(subjects.run_progress(run_id), max_msgs=1 if once else 0)
         try:
-            await self._publish(snapshot, input, is_test, run_id, history)
+            await self._publish(snapshot, input, is_test, run_id, key_id, history)
         except BaseException:
             await self._close(sub, run_id)
             raise
@@ -173,10 +186,16 @@ class Dispatcher:
         )
 
     async def run(
-        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, history: Sequence[ChatTurn] = ()
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str | None = None,
+        key_id: str | None = None,
+        history: Sequence[ChatTurn] = (),
     ) -> RunResult:
-        run_id = new_id("run")
-        sub = await self._open(snapshot, input, is_test, run_id, history)
+        run_id = run_id or new_id("run")
+        sub = await self._open(snapshot, input, is_test, run_id, key_id, history)
         # Closed here, not by a finalizer task whenever the event loop gets to it: a streaming endpoint's
         # subscription ends before the answer is sent.
         async with aclosing(
@@ -192,17 +211,30 @@ class Dispatcher:
         raise AgentryError("run ended without a result")  # unreachable: _follow always ends terminal
 
     async def progress(
-        self, snapshot: EndpointSnapshot, input: Any, is_test: bool, history: Sequence[ChatTurn] = ()
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str | None = None,
+        key_id: str | None = None,
+        history: Sequence[ChatTurn] = (),
     ) -> tuple[str, AsyncGenerator[RunProgress, None]]:
         """Start the run now (so a broker failure is still a 503); its progress up to the terminal event.
         The snapshot must have `enable_streaming` (else the runner sends only the terminal event)."""
-        run_id = new_id("run")
-        sub = await self._open(snapshot, input, is_test, run_id, history)
+        run_id = run_id or new_id("run")
+        sub = await self._open(snapshot, input, is_test, run_id, key_id, history)
         return run_id, self._follow(sub, run_id, snapshot.timeout_ms)
 
-    async def stream(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> tuple[str, AsyncIterator[bytes]]:
+    async def stream(
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str | None = None,
+        key_id: str | None = None,
+    ) -> tuple[str, AsyncIterator[bytes]]:
         """Start the run now (so a broker failure is still a 503), and relay its progress as SSE frames."""
-        run_id, events = await self.progress(snapshot, input, is_test)
+        run_id, events = await self.progress(snapshot, input, is_test, run_id, key_id)
 
         async def sse() -> AsyncIterator[bytes]:
             async with aclosing(events):
@@ -212,9 +244,16 @@ class Dispatcher:
 
         return run_id, sse()
 
-    async def submit(self, snapshot: EndpointSnapshot, input: Any, is_test: bool) -> str:
+    async def submit(
+        self,
+        snapshot: EndpointSnapshot,
+        input: Any,
+        is_test: bool,
+        run_id: str | None = None,
+        key_id: str | None = None,
+    ) -> str:
         """Async mode: remember who owns the run (so its status is answerable while queued), then publish."""
-        run_id = new_id("run")
+        run_id = run_id or new_id("run")
         assert self.async_runs is not None
         owner = orjson.dumps({"endpoint_id": snapshot.id, "owner_id": snapshot.owner_id})
         try:
@@ -223,7 +262,7 @@ class Dispatcher:
             raise ServiceUnavailable(
                 "the broker is unavailable; nothing was started", code="broker_unavailable"
             ) from None
-        await self._publish(snapshot, input, is_test, run_id)
+        await self._publish(snapshot, input, is_test, run_id, key_id, ())
         return run_id
 
     async def queued_owner(self, run_id: str) -> dict[str, str] | None:

@@ -9,6 +9,10 @@ compare-and-set retries; a second round trip reads the window (count, oldest adm
 while the run is being dispatched (`Admission`), so it adds no latency.
 bench/ratelimit.py measures this against KV compare-and-set (GCRA) and counter streams.
 
+A caller key with its own `rate_limit_per_minute` adds a key scope, checked first. Its limit is the key's, and a
+stream's per-subject limit is the stream's, so there is one key stream per limit value in use (`…_KEY_<limit>`),
+declared on first use: the same exact window, whatever the limit.
+
 A public run must pass the client-IP scope, then the endpoint scope; a slot taken in the first is handed
 back when the second refuses, so a refused request consumes no quota (an address over its own limit never
 eats into the endpoint's). The limit state is ephemeral: a standalone NATS restart forgets the windows (the
@@ -74,6 +78,7 @@ class Scope(StrEnum):
     ENDPOINT = "endpoint"
     CLIENT_IP = "client_ip"
     TEST_RUN = "test_run"
+    KEY = "key"
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,8 @@ class Limits:
             ScopeStream(scope, f"{namespace}_{scope.upper()}", f"{lower}.{scope}", limit)
             for scope, limit in limits.items()
         )
+        self._namespace = namespace
+        self._key_scopes: dict[int, ScopeStream] = {}  # by limit, declared on first use
         self._generation = 0  # bumped each time the streams are (re)declared
         self._declaring = asyncio.Lock()
         self._last_warning = -math.inf
@@ -240,7 +247,23 @@ class Limits:
 
     @property
     def scopes(self) -> tuple[ScopeStream, ...]:
-        return (self.endpoint, self.client_ip, self.test_run)
+        return (self.endpoint, self.client_ip, self.test_run, *self._key_scopes.values())
+
+    async def _key_scope(self, limit: int) -> ScopeStream:
+        """The key stream for this limit, declared the first time this process meets the limit."""
+        scope = self._key_scopes.get(limit)
+        if scope is None:
+            scope = ScopeStream(
+                Scope.KEY, f"{self._namespace}_KEY_{limit}", f"{self._namespace.lower()}.key.l{limit}", limit
+            )
+            async with self._declaring:
+                if limit not in self._key_scopes:
+                    try:
+                        await self._declare_one(scope)
+                    except _NATS_FAILURES as err:
+                        raise self._failed("declare", err) from None
+                    self._key_scopes[limit] = scope
+        return scope
 
     async def start(self) -> None:
         """Declare the streams; the last replica to start sets the limits every replica enforces."""
@@ -252,12 +275,20 @@ class Limits:
     async def admit_test(self, endpoint_id: str) -> Decision:
         return await (await self.start_test(endpoint_id)).decision()
 
-    async def start_run(self, endpoint_id: str, public: bool, client_ip: str) -> Admission:
+    async def start_run(
+        self, endpoint_id: str, public: bool, client_ip: str, key_id: str | None = None, key_limit: int | None = None
+    ) -> Admission:
         """Admit a run (or raise RateLimited); its headers are read while the caller dispatches the run."""
         endpoint = _token(endpoint_id)
         checks = [(self.endpoint, self.endpoint.subject(endpoint))]
         if public:  # the narrower scope first, so an address over its limit never takes an endpoint slot
             checks.insert(0, (self.client_ip, self.client_ip.subject(endpoint, client_key(client_ip))))
+        if key_id is not None and key_limit is not None:  # likewise, a key over its own limit takes nothing else
+            try:
+                scope = await self._key_scope(key_limit)
+            except LimiterUnavailable as err:
+                return Admission.known(self._unavailable(endpoint_id, self.endpoint, err))
+            checks.insert(0, (scope, scope.subject(_token(key_id))))
         return await self._decide(endpoint_id, checks)
 
     async def start_test(self, endpoint_id: str) -> Admission:
@@ -360,6 +391,7 @@ class Limits:
             Scope.ENDPOINT: "runs per endpoint",
             Scope.CLIENT_IP: "runs per client address on this endpoint",
             Scope.TEST_RUN: "test runs per endpoint",
+            Scope.KEY: "runs for this API key",
         }[scope.scope]
         per = "minute" if self.window_s == 60 else f"{self.window_s:g} seconds"
         headers = {**Decision(scope.limit, 0, retry_after).headers(), "Retry-After": str(retry_after)}
@@ -408,15 +440,18 @@ class Limits:
             allow_direct=True,
         )
 
+    async def _declare_one(self, scope: ScopeStream) -> None:
+        config = self._config(scope)
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError as err:
+            if err.err_code != _STREAM_NAME_IN_USE:
+                raise
+            await self.js.update_stream(config)
+
     async def _declare(self) -> None:
         for scope in self.scopes:
-            config = self._config(scope)
-            try:
-                await self.js.add_stream(config)
-            except BadRequestError as err:
-                if err.err_code != _STREAM_NAME_IN_USE:
-                    raise
-                await self.js.update_stream(config)
+            await self._declare_one(scope)
         self._generation += 1
 
     async def _redeclare(self, seen_generation: int) -> None:

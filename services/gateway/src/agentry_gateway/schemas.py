@@ -280,7 +280,9 @@ class EndpointList(BaseModel):
 
 
 class ApiKeyOut(BaseModel):
-    api_key: str = Field(description="The new raw key; the old one stops working at once.")
+    api_key: str = Field(
+        description="The new raw `default` key; the old one stops working at once, or after `grace_seconds`."
+    )
 
 
 # --- runs ---
@@ -330,6 +332,7 @@ class RunHistoryItem(BaseModel):
     tool_errors: int = Field(description="How many of `tool_calls` failed (the run went on; the model was told).")
     charge: Charge
     is_test: bool
+    key_id: str | None = Field(description="The API key the run was made with; null for public and test runs.")
     error: dict[str, str] | None
     created_at: datetime
 

@@ -304,8 +304,12 @@ class Catalog:
             self._delete_secret_on_commit(repo, ep.llm_secret_id)
         return ep
 
-    async def regenerate_key(self, repo: CatalogRepository, owner_id: str, endpoint_id: str) -> str:
+    async def regenerate_key(
+        self, repo: CatalogRepository, owner_id: str, endpoint_id: str, grace_seconds: int = 0
+    ) -> str:
+        """Replace the `default` key (recreating it if it was revoked); the old one works `grace_seconds` more."""
         ep = await self.endpoint(repo, owner_id, endpoint_id)
-        issued = await self._call(subjects.KEYS_ISSUE, IssueKey(endpoint_id=ep.id, owner_id=owner_id), IssuedKey)
+        issue = IssueKey(endpoint_id=ep.id, owner_id=owner_id, grace_seconds=grace_seconds)
+        issued = await self._call(subjects.KEYS_ISSUE, issue, IssuedKey)
         await repo.update_endpoint(ep.id, {"api_key_prefix": issued.prefix})
         return str(issued.api_key)

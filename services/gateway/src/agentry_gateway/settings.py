@@ -32,6 +32,7 @@ class Settings(ServiceSettings):
         5.0, gt=0, le=60, description="How long listing an MCP server's tools may take (then 502)."
     )
     key_cache_ttl_s: float = Field(30.0, ge=0, description="How long a verified API key is cached (backstop).")
+    key_use_flush_s: float = Field(5.0, gt=0, description="How often key uses are reported (for `last_used_at`).")
     catalog_cache_ttl_s: float = Field(5.0, ge=0, description="How long an endpoint's config is cached.")
     run_wait_grace_s: float = Field(5.0, ge=0, description="Extra wait beyond an endpoint's timeout_ms.")
     async_run_ttl_s: int = Field(7 * 24 * 3600, description="How long an async run's id is remembered.")

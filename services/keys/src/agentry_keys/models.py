@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, LargeBinary, MetaData, String, func
+from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "keys"
@@ -15,15 +15,24 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
-    """The one live key of an endpoint: only its keyed hash and a display prefix are kept."""
+    """One caller key of an endpoint: only its keyed hash and a display prefix are kept. A revoked key stays,
+    for audit; `revoked_at` in the future is a grace period (a replaced `default` key)."""
 
     __tablename__ = "api_keys"
 
-    endpoint_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(String(64), index=True)
     owner_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(60))
     key_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    spend_cap_cents: Mapped[int | None] = mapped_column(BigInteger)
+    spend_cap_period: Mapped[str] = mapped_column(String(8), server_default="month")
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Secret(Base):

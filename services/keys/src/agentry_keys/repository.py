@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import ApiKey, Secret
@@ -13,21 +15,62 @@ class KeysRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
 
-    async def put_key(self, endpoint_id: str, owner_id: str, key_hash: bytes, prefix: str) -> None:
-        stmt = insert(ApiKey).values(endpoint_id=endpoint_id, owner_id=owner_id, key_hash=key_hash, prefix=prefix)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[ApiKey.endpoint_id],
-            set_={"key_hash": key_hash, "prefix": prefix, "created_at": stmt.excluded.created_at},
-        )
-        await self.session.execute(stmt)
+    async def add_key(self, key: ApiKey) -> None:
+        self.session.add(key)
+        await self.session.flush()
 
     async def find_key(self, key_hash: bytes) -> ApiKey | None:
         result = await self.session.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))
         return result.scalar_one_or_none()
 
-    async def delete_key(self, endpoint_id: str) -> bool:
+    async def keys(self, endpoint_id: str, key_id: str | None = None) -> list[ApiKey]:
+        query = select(ApiKey).where(ApiKey.endpoint_id == endpoint_id)
+        if key_id is not None:
+            query = query.where(ApiKey.id == key_id)
+        return list(await self.session.scalars(query.order_by(ApiKey.created_at, ApiKey.id)))
+
+    async def live_default(self, endpoint_id: str) -> ApiKey | None:
+        """The endpoint's current `default` key (not revoked, nor in a grace period), locked for replacement."""
+        query = (
+            select(ApiKey)
+            .where(ApiKey.endpoint_id == endpoint_id, ApiKey.name == "default", ApiKey.revoked_at.is_(None))
+            .order_by(ApiKey.created_at.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        return (await self.session.scalars(query)).first()
+
+    async def update_key(self, endpoint_id: str, key_id: str, values: dict[str, Any]) -> ApiKey | None:
+        stmt = update(ApiKey).where(ApiKey.endpoint_id == endpoint_id, ApiKey.id == key_id).values(**values)
+        key = (await self.session.scalars(stmt.returning(ApiKey))).first()
+        return key
+
+    async def revoke_key(self, endpoint_id: str, key_id: str, at: datetime) -> bool:
+        """Revoke now (also ending a grace period early); an already revoked key keeps its time."""
+        found = await self.session.scalar(
+            select(ApiKey.id).where(ApiKey.endpoint_id == endpoint_id, ApiKey.id == key_id).with_for_update()
+        )
+        if found is None:
+            return False
+        await self.session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id, (ApiKey.revoked_at.is_(None)) | (ApiKey.revoked_at > at))
+            .values(revoked_at=at)
+        )
+        return True
+
+    async def delete_keys(self, endpoint_id: str) -> bool:
         result = await self.session.execute(delete(ApiKey).where(ApiKey.endpoint_id == endpoint_id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def mark_used(self, used: dict[str, datetime]) -> None:
+        """Move each key's last use forward (never back: gateways report out of order)."""
+        for key_id, at in sorted(used.items()):  # sorted: concurrent batches lock rows in the same order
+            await self.session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < at))
+                .values(last_used_at=at)
+            )
 
     async def put_secret(self, secret: Secret) -> None:
         await self.session.merge(secret)

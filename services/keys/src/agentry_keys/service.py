@@ -7,18 +7,23 @@ import hashlib
 import hmac
 import os
 import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agentry_common.errors import NotFound, Unauthorized
 from agentry_common.events import new_id
-from agentry_common.requests import IssuedKey, VerifiedKey
+from agentry_common.requests import CreatedKey, CreateKey, IssuedKey, KeyInfo, VerifiedKey
 
-from .models import Secret
+from .models import ApiKey, Secret
 from .repository import KeysRepository
 
 KEY_PREFIX = "aek_"
 DISPLAY_CHARS = 12  # "aek_" + 8 random characters: enough to recognise a key, far too few to guess it
+DEFAULT_NAME = "default"
+# What a new `default` key inherits from the one it replaces: the owner set these for that caller.
+_INHERITED = ("rate_limit_per_minute", "spend_cap_cents", "spend_cap_period")
 
 
 class KeyRing:
@@ -56,18 +61,58 @@ class KeysService:
         self.pepper = pepper.encode()
         self.ring = ring
 
-    async def issue(self, repo: KeysRepository, endpoint_id: str, owner_id: str) -> IssuedKey:
+    def _new_key(self, endpoint_id: str, owner_id: str, name: str, **fields: Any) -> tuple[ApiKey, str]:
         raw = KEY_PREFIX + secrets.token_urlsafe(32)  # 256 bits from the OS CSPRNG
-        await repo.put_key(endpoint_id, owner_id, hash_key(self.pepper, raw), raw[:DISPLAY_CHARS])
-        return IssuedKey(api_key=raw, prefix=raw[:DISPLAY_CHARS])
+        key = ApiKey(
+            id=new_id("key"),
+            endpoint_id=endpoint_id,
+            owner_id=owner_id,
+            name=name,
+            key_hash=hash_key(self.pepper, raw),
+            prefix=raw[:DISPLAY_CHARS],
+            created_at=datetime.now(UTC),
+            **fields,
+        )
+        return key, raw
+
+    async def issue(self, repo: KeysRepository, endpoint_id: str, owner_id: str, grace_seconds: int = 0) -> IssuedKey:
+        """A new `default` key; the one it replaces works `grace_seconds` longer, then never again."""
+        old = await repo.live_default(endpoint_id)
+        inherited: dict[str, Any] = {}
+        if old is not None:
+            old.revoked_at = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+            inherited = {name: getattr(old, name) for name in _INHERITED}
+        key, raw = self._new_key(endpoint_id, owner_id, DEFAULT_NAME, **inherited)
+        await repo.add_key(key)
+        return IssuedKey(api_key=raw, prefix=key.prefix)
+
+    async def create(self, repo: KeysRepository, cmd: CreateKey) -> CreatedKey:
+        fields = cmd.model_dump(exclude={"endpoint_id", "owner_id", "name"})
+        key, raw = self._new_key(cmd.endpoint_id, cmd.owner_id, cmd.name, **fields)
+        await repo.add_key(key)
+        return CreatedKey(key=key_info(key), api_key=raw)
+
+    async def update(self, repo: KeysRepository, endpoint_id: str, key_id: str, changes: dict[str, Any]) -> KeyInfo:
+        allowed = {k: v for k, v in changes.items() if k in ("name", "expires_at", *_INHERITED)}
+        key = await repo.update_key(endpoint_id, key_id, allowed) if allowed else None
+        if key is None and not allowed:
+            key = next(iter(await repo.keys(endpoint_id, key_id)), None)
+        if key is None:
+            raise NotFound("key not found", code="key_not_found")
+        return key_info(key)
+
+    async def revoke(self, repo: KeysRepository, endpoint_id: str, key_id: str) -> None:
+        if not await repo.revoke_key(endpoint_id, key_id, datetime.now(UTC)):
+            raise NotFound("key not found", code="key_not_found")
 
     async def verify(self, repo: KeysRepository, api_key: str) -> VerifiedKey:
         if not api_key.startswith(KEY_PREFIX):
             raise Unauthorized("invalid API key", code="invalid_api_key")
         found = await repo.find_key(hash_key(self.pepper, api_key))
-        if found is None:
-            raise Unauthorized("invalid API key", code="invalid_api_key")
-        return VerifiedKey(endpoint_id=found.endpoint_id, owner_id=found.owner_id)
+        verdict = None if found is None else verdict_of(found)
+        check_verdict(verdict, datetime.now(UTC))
+        assert verdict is not None
+        return verdict
 
     async def store_secret(self, repo: KeysRepository, owner_id: str, value: str, secret_id: str | None) -> str:
         key_id, nonce, ct = self.ring.encrypt(value, owner_id)
@@ -90,3 +135,28 @@ class KeysService:
         if secret is None or secret.owner_id != owner_id:
             raise NotFound("secret not found", code="secret_not_found")
         return self.ring.decrypt(secret)
+
+
+def key_info(key: ApiKey) -> KeyInfo:
+    return KeyInfo.model_validate(key, from_attributes=True)
+
+
+def verdict_of(key: ApiKey) -> VerifiedKey:
+    return VerifiedKey(
+        endpoint_id=key.endpoint_id,
+        owner_id=key.owner_id,
+        key_id=key.id,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        rate_limit_per_minute=key.rate_limit_per_minute,
+        spend_cap_cents=key.spend_cap_cents,
+        spend_cap_period=key.spend_cap_period,
+    )
+
+
+def check_verdict(verdict: VerifiedKey | None, now: datetime) -> None:
+    """The one rule for a key's validity, applied here and by every gateway to its cached verdicts."""
+    if verdict is None or (verdict.revoked_at is not None and verdict.revoked_at <= now):
+        raise Unauthorized("invalid API key", code="invalid_api_key")
+    if verdict.expires_at is not None and verdict.expires_at <= now:
+        raise Unauthorized("this API key has expired", code="api_key_expired")

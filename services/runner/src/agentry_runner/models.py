@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -22,7 +22,10 @@ class Run(Base):
     """A run: its input, outcome, tool calls and usage. A terminal row is never overwritten."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runner_runs_endpoint_page", "endpoint_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_runner_runs_endpoint_page", "endpoint_id", "created_at", "id"),
+        Index("ix_runner_runs_key_page", "key_id", "created_at", "id", postgresql_where=text("key_id IS NOT NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     endpoint_id: Mapped[str] = mapped_column(String(64))
@@ -45,6 +48,7 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the caller's key; null: public, test
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,3 +77,4 @@ class StoredRun:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    key_id: str | None

@@ -38,7 +38,8 @@ _FINISH = (
 )
 _GET = f"SELECT {_SELECT} FROM {_TABLE} WHERE id = %(run_id)s"  # noqa: S608
 _PAGE = f"SELECT {_SELECT} FROM {_TABLE} WHERE endpoint_id = %(endpoint_id)s"  # noqa: S608
-_PAGE_AFTER = f"{_PAGE} AND (created_at, id) < (%(created_at)s, %(id)s)"
+_BY_KEY = " AND key_id = %(key_id)s"
+_AFTER = " AND (created_at, id) < (%(created_at)s, %(id)s)"
 _NEWEST_FIRST = " ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
 _JSONB = {c.name: c.type.none_as_null for c in RUNS.c if isinstance(c.type, JSONB)}
 
@@ -93,10 +94,12 @@ class RunsRepository:
         assert existing is not None
         return existing, False
 
-    async def page(self, endpoint_id: str, limit: int, after: tuple[datetime, str] | None) -> list[StoredRun]:
-        """Runs of an endpoint, newest first, strictly after the keyset position `after`."""
-        params: dict[str, Any] = {"endpoint_id": endpoint_id, "limit": limit}
+    async def page(
+        self, endpoint_id: str, limit: int, after: tuple[datetime, str] | None, key_id: str | None = None
+    ) -> list[StoredRun]:
+        """Runs of an endpoint (made with one key, if given), newest first, strictly after the keyset position."""
+        params: dict[str, Any] = {"endpoint_id": endpoint_id, "limit": limit, "key_id": key_id}
         if after is not None:
             params["created_at"], params["id"] = after
-        sql = (_PAGE_AFTER if after is not None else _PAGE) + _NEWEST_FIRST
+        sql = _PAGE + (_BY_KEY if key_id is not None else "") + (_AFTER if after is not None else "") + _NEWEST_FIRST
         return [_run(row) for row in await self.db.fetch(sql, params)]

@@ -51,6 +51,7 @@ def record(run: StoredRun) -> RunRecord:
         owner_id=run.owner_id,
         status=run.status,
         is_test=run.is_test,
+        key_id=run.key_id,
         output=run.output,
         usage=usage(run),
         tool_calls=[ToolCall.model_validate(c) for c in run.tool_calls],
@@ -73,6 +74,7 @@ def outcome_event(run: StoredRun) -> RunCompleted | RunFailed:
         "price_per_run_cents": run.price_per_run_cents,
         "is_test": run.is_test,
         "usage": usage(run),
+        "key_id": run.key_id,
     }
     if run.status == "succeeded":
         return RunCompleted(**common, tool_errors=run.tool_errors)

@@ -200,12 +200,12 @@ class RunnerService:
             raise NotFound("no such run (yet)", code="run_not_found")
         return schemas.record(run)
 
-    async def page(self, endpoint_id: str, limit: int, cursor: str | None) -> RunPage:
+    async def page(self, endpoint_id: str, limit: int, cursor: str | None, key_id: str | None = None) -> RunPage:
         if not 1 <= limit <= 100:
             raise ValidationFailed("limit must be between 1 and 100", code="validation_error")
         after = schemas.decode_cursor(cursor) if cursor else None
         async with self.unit_of_work() as repo:
-            runs = await repo.page(endpoint_id, limit + 1, after)
+            runs = await repo.page(endpoint_id, limit + 1, after, key_id)
         more = len(runs) > limit
         runs = runs[:limit]
         return RunPage(
@@ -362,6 +362,7 @@ class RunnerService:
             "endpoint_id": event.endpoint.id,
             "owner_id": event.endpoint.owner_id,
             "is_test": event.is_test,
+            "key_id": event.key_id,
             "input": event.input,
             "price_per_run_cents": event.endpoint.price_per_run_cents,
             "attempts": delivery,

@@ -13,10 +13,13 @@ from ..settings import settings
 from . import payments
 from .broker import engine, publisher, router, sessions
 from .consumer import ChargeConsumer
+from .spend import holds
+from .spend import router as spend_router
 
 broker = make_broker(settings, "billing")
 broker.include_router(router)
 broker.include_router(payments.router)
+broker.include_router(spend_router)
 # Auto-recharge needs Stripe: in manual mode the charge batch does not even look for thresholds crossed.
 stripe_mode = settings.payment_mode == "stripe"
 consumer = ChargeConsumer(settings, sessions, publisher, on_recharges=payments.start_recharges if stripe_mode else None)
@@ -27,12 +30,14 @@ _background: list[asyncio.Task[None]] = []
 async def start_charging(_: FastAPI) -> None:
     await publisher.start(broker.connection)
     await consumer.start(broker.connection)
+    await holds.start(broker.connection)
     if stripe_mode:
         _background.append(asyncio.create_task(payments.retry_recharges(_stopping)))
 
 
 async def stop_charging(_: FastAPI) -> None:
     _stopping.set()
+    await holds.stop()
     await consumer.stop()
     await asyncio.gather(*_background, return_exceptions=True)
 

@@ -32,11 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agentry_common import asyncapi, subjects
 from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted
 
-from .. import metrics, service
+from .. import metrics, service, spend
 from ..domain import ChargeOutcome, ChargeRun, UnbillableEvent
 from ..payments_repository import Recharge
 from ..repository import BillingRepository
 from ..settings import Settings
+from ..spend_repository import SpendRepository
 from .jetstream import BatchPublisher, BatchPuller
 from .traces import Carrier, charge_spans
 
@@ -229,6 +230,8 @@ class ChargeConsumer:
                     batch = await service.charge_runs(
                         BillingRepository(session), runs, auto_recharge=self.on_recharges is not None
                     )
+                    # A capped key's hold on these runs' prices becomes spent, with the charges or not at all.
+                    await spend.end_holds(SpendRepository(session), [run.run_id for run in runs], "settled")
             except Exception as err:
                 if attempt == ATTEMPTS or not _retryable(err):
                     raise

@@ -21,6 +21,7 @@ from ..repository import CatalogRepository
 from ..schemas import UNSTORABLE_TEXT, unstorable
 from ..service import Catalog
 from ..settings import Settings
+from ..spend import SpendCaps
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Gateway:
     keys: KeyVerifier
     jwt: JwtVerifier
     limits: Limits
+    spend: SpendCaps
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[CatalogRepository]:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from agentry_common.app import ERROR_RESPONSES
 from agentry_common.errors import ErrorBody, ServiceUnavailable, UpstreamFailed
 
+from ..key_schemas import RegenerateBody
 from ..schemas import (
     ApiKeyOut,
     EndpointCreate,
@@ -158,7 +159,12 @@ async def delete_endpoint(endpoint_id: str, user: CurrentUser, gw: GatewayDep) -
 
 
 @router.post("/agent-endpoints/{endpoint_id}/regenerate-key", tags=["endpoints"])
-async def regenerate_key(endpoint_id: str, user: CurrentUser, gw: GatewayDep) -> ApiKeyOut:
+async def regenerate_key(
+    endpoint_id: str, user: CurrentUser, gw: GatewayDep, body: RegenerateBody | None = None
+) -> ApiKeyOut:
+    """Replace the endpoint's `default` key (recreating it if it was revoked). With `grace_seconds` the old key
+    keeps working that long, then fails on every gateway replica."""
+    grace = body.grace_seconds if body is not None else 0
     async with gw.unit_of_work() as repo:
-        api_key = await gw.catalog.regenerate_key(repo, user.id, endpoint_id)
+        api_key = await gw.catalog.regenerate_key(repo, user.id, endpoint_id, grace)
     return ApiKeyOut(api_key=api_key)

@@ -46,7 +46,7 @@ from ..openai_schemas import (
     OpenAIError,
 )
 from .deps import Gateway, GatewayDep
-from .runs import admit_run, api_key_from
+from .runs import admit_run, api_key_from, started_run
 
 # OpenAI's error `type` for each status (its SDKs pick the exception class by the status alone).
 _TYPES = {
@@ -218,7 +218,8 @@ async def chat_completions(
     key, verdict = await _verified(gw, authorization, x_api_key)
     ep = await _endpoint(gw, body.model, verdict)
     history, text = conversation(body)
-    admission = await admit_run(gw, ep, request, key)
+    admitted = await admit_run(gw, ep, request, key, verdict)
+    admission = admitted.admission
     async with admission.on_errors():
         value = _input(ep, text)
         problem = ep.validate_input(value)
@@ -226,13 +227,14 @@ async def chat_completions(
             raise ValidationFailed(problem, code="invalid_input")
         # The caller's `stream` decides how this run answers; an async endpoint answers here too (OpenAI has no 202).
         snap = ep.snapshot.model_copy(update={"async_mode": False, "enable_streaming": body.stream})
-        if body.stream:
-            run_id, events = await gw.dispatcher.progress(snap, value, False, history)
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
-            frames = chunks(run_id, body.model, events, include_usage)
-            return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
-        result = await gw.dispatcher.run(snap, value, False, history)
+        async with started_run(gw, admitted, snap) as run_id:
+            if body.stream:
+                _, events = await gw.dispatcher.progress(snap, value, False, run_id, admitted.key_id, history)
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
+                frames = chunks(run_id, body.model, events, include_usage)
+                return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+            result = await gw.dispatcher.run(snap, value, False, run_id, admitted.key_id, history)
         headers = {**(await admission.decision()).headers(), "X-Run-Id": result.run_id}
     completion = ChatCompletion(
         id=result.run_id,

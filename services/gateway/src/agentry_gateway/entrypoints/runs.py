@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -10,8 +14,17 @@ from fastapi.responses import StreamingResponse
 
 from agentry_common import rpc, subjects
 from agentry_common.app import ERROR_RESPONSES
-from agentry_common.errors import ErrorBody, Forbidden, NotFound, Unauthorized, ValidationFailed
-from agentry_common.requests import Charges, GetCharges, ListRuns, RunPage, RunRecord
+from agentry_common.errors import (
+    AgentryError,
+    ErrorBody,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+)
+from agentry_common.events import EndpointSnapshot, new_id
+from agentry_common.requests import Charges, GetCharges, ListRuns, RunPage, RunRecord, VerifiedKey
 
 from ..auth import User
 from ..catalog_cache import RunnableEndpoint
@@ -21,11 +34,14 @@ from ..schemas import Charge, RunAccepted, RunBody, RunHistory, RunHistoryItem, 
 from ..service import endpoint_snapshot
 from .deps import CurrentUser, Gateway, GatewayDep
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
 RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
+        401: "`missing_api_key`, `invalid_api_key` (unknown or revoked), `api_key_expired`",
+        402: "`key_spend_cap_reached`: this run would take the API key past its spend cap",
         403: "Endpoint disabled",
         413: "Request body too large",
         429: "Rate limited (see Retry-After)",
@@ -53,12 +69,26 @@ def api_key_from(authorization: str | None, x_api_key: str | None) -> str | None
 NO_SCHEME = "the Authorization header lacks its scheme: send `Authorization: Bearer aek_…` (or `X-API-Key: aek_…`)"
 
 
-async def admit_run(gw: Gateway, ep: RunnableEndpoint, request: Request, key: str | None) -> Admission:
+@dataclass(frozen=True)
+class Admitted:
+    """A caller's run let in: its rate-limit decision (read while the run is dispatched) and its key's verdict."""
+
+    admission: Admission
+    verdict: VerifiedKey | None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.verdict.key_id if self.verdict is not None else None
+
+
+async def admit_run(
+    gw: Gateway, ep: RunnableEndpoint, request: Request, key: str | None, verdict: VerifiedKey | None = None
+) -> Admitted:
     """What every run by a caller passes (`/api/run/{slug}` and `/v1/chat/completions` alike): the endpoint's
-    key, its status, and its rate limits. The limit's headers are read while the run is dispatched; every answer
-    from here on carries them."""
+    key (or the `verdict` already had for it), its status, and the endpoint's and the key's rate limits. The
+    limit's headers are read while the run is dispatched; every answer from here on carries them."""
     snap = ep.snapshot
-    if ep.auth_mode == "api_key":
+    if ep.auth_mode == "api_key" and verdict is None:
         if not key:
             raise Unauthorized("this endpoint needs an API key", code="missing_api_key")
         verdict = await gw.keys.verify(key)
@@ -68,7 +98,29 @@ async def admit_run(gw: Gateway, ep: RunnableEndpoint, request: Request, key: st
         raise Forbidden("this endpoint is disabled", code="endpoint_disabled")
     public = ep.auth_mode == "public"  # only a public run is limited per client address too
     client_ip = client_ip_of(request, gw.settings.trusted_proxies) if public else ""
-    return await gw.limits.start_run(snap.id, public, client_ip)
+    key_id = verdict.key_id if verdict is not None else None
+    rate = verdict.rate_limit_per_minute if verdict is not None else None
+    return Admitted(await gw.limits.start_run(snap.id, public, client_ip, key_id, rate), verdict)
+
+
+@asynccontextmanager
+async def started_run(gw: Gateway, admitted: Admitted, snap: EndpointSnapshot) -> AsyncIterator[str]:
+    """A valid run about to be dispatched: its id, its key marked used, and a capped key's price held before any
+    work (402 past the cap; uncapped keys skip it). A held price goes back when the broker refused the run
+    (nothing started); once the run exists, billing settles or releases the hold when it sees the run end."""
+    if admitted.key_id is not None:
+        gw.keys.used(admitted.key_id)
+    run_id = new_id("run")
+    held = await gw.spend.reserve(run_id, admitted.verdict, snap.price_per_run_cents)
+    try:
+        yield run_id
+    except ServiceUnavailable as err:
+        if held and err.code == "broker_unavailable":
+            try:
+                await gw.spend.release(run_id)
+            except AgentryError:  # billing away too: its sweeper releases the hold after the longest run
+                log.warning("could not release a spend hold", extra={"run_id": run_id})
+        raise
 
 
 @router.post(
@@ -89,20 +141,23 @@ async def run_endpoint(
     ep = await gw.cache.by_slug(slug)
     snap = ep.snapshot
     key = api_key_from(authorization, x_api_key) if ep.auth_mode == "api_key" else None
-    admission = await admit_run(gw, ep, request, key)
+    admitted = await admit_run(gw, ep, request, key)
+    key_id = admitted.key_id
+    admission = admitted.admission
     async with admission.on_errors():
         problem = ep.validate_input(body.input)
         if problem:
             raise ValidationFailed(problem, code="invalid_input")
-        if snap.async_mode:
-            run_id = await gw.dispatcher.submit(snap, body.input, is_test=False)
-            accepted = {"run_id": run_id, "status": "queued", "status_url": f"/api/runs/{run_id}"}
-            return _json(accepted, 202, {**(await admission.decision()).headers(), "X-Run-Id": run_id})
-        if snap.enable_streaming:
-            run_id, frames = await gw.dispatcher.stream(snap, body.input, is_test=False)
-            headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
-            return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
-        result = await gw.dispatcher.run(snap, body.input, is_test=False)
+        async with started_run(gw, admitted, snap) as run_id:
+            if snap.async_mode:
+                await gw.dispatcher.submit(snap, body.input, is_test=False, run_id=run_id, key_id=key_id)
+                accepted = {"run_id": run_id, "status": "queued", "status_url": f"/api/runs/{run_id}"}
+                return _json(accepted, 202, {**(await admission.decision()).headers(), "X-Run-Id": run_id})
+            if snap.enable_streaming:
+                _, frames = await gw.dispatcher.stream(snap, body.input, is_test=False, run_id=run_id, key_id=key_id)
+                headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
+                return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+            result = await gw.dispatcher.run(snap, body.input, is_test=False, run_id=run_id, key_id=key_id)
         headers = (await admission.decision()).headers()
     return _json(result.model_dump(mode="json"), 200, {**headers, "X-Run-Id": result.run_id})
 
@@ -194,12 +249,14 @@ async def run_history(
     gw: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    key_id: Annotated[str | None, Query(max_length=64, description="Only the runs made with this API key.")] = None,
 ) -> RunHistory:
     async with gw.unit_of_work() as repo:
         await gw.catalog.endpoint(repo, user.id, endpoint_id)
     timeout = gw.settings.rpc_timeout_s
+    listing = ListRuns(endpoint_id=endpoint_id, limit=limit, cursor=cursor, key_id=key_id)
     page = await rpc.call(
-        gw.nc, subjects.RUNS_LIST, ListRuns(endpoint_id=endpoint_id, limit=limit, cursor=cursor), RunPage,
+        gw.nc, subjects.RUNS_LIST, listing, RunPage,
         timeout=timeout, unavailable="the runner is unavailable",
     )  # fmt: skip
     charges = await rpc.call(
@@ -219,6 +276,7 @@ async def run_history(
             tool_errors=r.tool_errors,
             charge=_charge(r, charges),
             is_test=r.is_test,
+            key_id=r.key_id,
             error=r.error.model_dump() if r.error else None,
             created_at=r.created_at,
         )

@@ -13,15 +13,22 @@ from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import AgentryError, BadRequest
 from agentry_common.events import KeysRevoked, SecretsChanged
 from agentry_common.requests import (
+    CreatedKey,
+    CreateKey,
     DeleteSecret,
     Done,
     IssuedKey,
     IssueKey,
+    KeyInfo,
+    KeyList,
+    KeysUsed,
+    ListKeys,
     ResolvedSecret,
     ResolveSecret,
     RevokeKey,
     StoredSecret,
     StoreSecret,
+    UpdateKey,
     VerifiedKey,
     VerifyKey,
 )
@@ -30,7 +37,7 @@ from agentry_common.sealed import seal
 
 from .. import metrics
 from ..repository import KeysRepository
-from ..service import KeyRing, KeysService
+from ..service import KeyRing, KeysService, key_info
 from ..settings import settings
 
 QUEUE = "keys"
@@ -40,7 +47,8 @@ keys = KeysService(settings.key_pepper, KeyRing(settings.master_keys))
 router = NatsRouter()
 asyncapi.publishes(
     subjects.KEYS_REVOKED, KeysRevoked, by="keys",
-    description="An endpoint's API key stopped being valid (rotated or revoked); gateways drop cached verdicts.",
+    description="An endpoint's API key stopped being valid (rotated or revoked) or its limits changed; "
+    "gateways drop cached verdicts.",
 )  # fmt: skip
 asyncapi.publishes(
     subjects.SECRETS_CHANGED, SecretsChanged, by="keys",
@@ -55,9 +63,9 @@ async def unit_of_work() -> AsyncIterator[KeysRepository]:
         yield KeysRepository(session)
 
 
-async def announce_revoked(broker: NatsBroker, endpoint_id: str) -> None:
+async def announce_revoked(broker: NatsBroker, endpoint_id: str, key_id: str | None = None) -> None:
     """Tell every gateway to drop cached verdicts for this endpoint (core NATS: all replicas hear it)."""
-    await broker.publish(KeysRevoked(endpoint_id=endpoint_id), subjects.KEYS_REVOKED)
+    await broker.publish(KeysRevoked(endpoint_id=endpoint_id, key_id=key_id), subjects.KEYS_REVOKED)
 
 
 async def announce_changed(broker: NatsBroker, secret_id: str) -> None:
@@ -70,9 +78,41 @@ async def announce_changed(broker: NatsBroker, secret_id: str) -> None:
 @serve
 async def issue_key(cmd: IssueKey, broker: NatsBroker) -> IssuedKey:
     async with unit_of_work() as repo:
-        issued = await keys.issue(repo, cmd.endpoint_id, cmd.owner_id)
+        issued = await keys.issue(repo, cmd.endpoint_id, cmd.owner_id, cmd.grace_seconds)
+    # Cached verdicts of the replaced key are dropped; the next verification caches its grace period's end.
     await announce_revoked(broker, cmd.endpoint_id)
     return issued
+
+
+@router.subscriber(subjects.KEYS_CREATE, queue=QUEUE)
+@serve
+async def create_key(cmd: CreateKey) -> CreatedKey:
+    async with unit_of_work() as repo:
+        return await keys.create(repo, cmd)
+
+
+@router.subscriber(subjects.KEYS_LIST, queue=QUEUE)
+@serve
+async def list_keys(cmd: ListKeys) -> KeyList:
+    async with unit_of_work() as repo:
+        return KeyList(keys=[key_info(k) for k in await repo.keys(cmd.endpoint_id, cmd.key_id)])
+
+
+@router.subscriber(subjects.KEYS_UPDATE, queue=QUEUE)
+@serve
+async def update_key(cmd: UpdateKey, broker: NatsBroker) -> KeyInfo:
+    async with unit_of_work() as repo:
+        info = await keys.update(repo, cmd.endpoint_id, cmd.key_id, cmd.model_dump(include=set(cmd.sent)))
+    await announce_revoked(broker, cmd.endpoint_id, cmd.key_id)  # gateways re-read its expiry and limits
+    return info
+
+
+@router.subscriber(subjects.KEYS_USED, queue=QUEUE)
+@serve
+async def keys_used(cmd: KeysUsed) -> Done:
+    async with unit_of_work() as repo:
+        await repo.mark_used(cmd.used)
+    return Done()
 
 
 @router.subscriber(subjects.KEYS_VERIFY, queue=QUEUE)
@@ -92,8 +132,11 @@ async def verify_key(cmd: VerifyKey) -> VerifiedKey:
 @serve
 async def revoke_key(cmd: RevokeKey, broker: NatsBroker) -> Done:
     async with unit_of_work() as repo:
-        await repo.delete_key(cmd.endpoint_id)
-    await announce_revoked(broker, cmd.endpoint_id)
+        if cmd.key_id is None:
+            await repo.delete_keys(cmd.endpoint_id)
+        else:
+            await keys.revoke(repo, cmd.endpoint_id, cmd.key_id)
+    await announce_revoked(broker, cmd.endpoint_id, cmd.key_id)
     return Done()
 
 

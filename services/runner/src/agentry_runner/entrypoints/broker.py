@@ -71,7 +71,7 @@ async def get_run(cmd: GetRun) -> RunRecord:
 @router.subscriber(subjects.RUNS_LIST, queue=QUEUE)
 @serve
 async def list_runs(cmd: ListRuns) -> RunPage:
-    return await Runtime.current().page(cmd.endpoint_id, cmd.limit, cmd.cursor)
+    return await Runtime.current().page(cmd.endpoint_id, cmd.limit, cmd.cursor, cmd.key_id)
 
 
 @router.subscriber(subjects.TOOLS_LIST, queue=QUEUE)

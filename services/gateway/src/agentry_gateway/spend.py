@@ -1,0 +1,65 @@
+"""Spend caps: a capped key's run holds its price in billing before any work (402 when it would pass the cap).
+
+Billing owns money, so it keeps the per-period counters and decides atomically across every gateway replica.
+Only a run with a cap and a price asks: an uncapped key costs nothing here.
+"""
+
+from __future__ import annotations
+
+from nats.aio.client import Client
+
+from agentry_common import rpc, subjects
+from agentry_common.requests import (
+    Done,
+    GetSpent,
+    KeyInfo,
+    ReleaseSpend,
+    ReserveSpend,
+    SpendReserved,
+    SpendScope,
+    Spent,
+    VerifiedKey,
+)
+
+from .settings import Settings
+
+
+def key_scope(key_id: str) -> str:
+    return f"key:{key_id}"
+
+
+class SpendCaps:
+    def __init__(self, nc: Client, settings: Settings):
+        self.nc = nc
+        self.settings = settings
+
+    async def _call(self, subject: str, request: object, reply: type) -> object:
+        return await rpc.call(
+            self.nc, subject, request, reply,  # type: ignore[arg-type]
+            timeout=self.settings.rpc_timeout_s, unavailable="billing is unavailable; spend caps cannot be checked",
+        )  # fmt: skip
+
+    async def reserve(self, run_id: str, key: VerifiedKey | None, price_cents: int) -> bool:
+        """Hold the run's price against its key's cap (raises 402 `key_spend_cap_reached`); False: nothing to hold."""
+        if key is None or key.key_id is None or key.spend_cap_cents is None or price_cents <= 0:
+            return False
+        request = ReserveSpend(
+            run_id=run_id, scope=key_scope(key.key_id), period=key.spend_cap_period, cap_cents=key.spend_cap_cents,
+            amount_cents=price_cents, code="key_spend_cap_reached", what="this API key's spend cap",
+        )  # fmt: skip
+        await self._call(subjects.SPEND_RESERVE, request, SpendReserved)
+        return True
+
+    async def release(self, run_id: str) -> None:
+        await self._call(subjects.SPEND_RELEASE, ReleaseSpend(run_id=run_id), Done)
+
+    async def spent(self, keys: list[KeyInfo]) -> dict[str, int]:
+        """The current period's spend of each capped key, by key id."""
+        scopes = [
+            SpendScope(scope=key_scope(k.id), period=k.spend_cap_period) for k in keys if k.spend_cap_cents is not None
+        ]
+        if not scopes:
+            return {}
+        found = await self._call(subjects.SPEND_TOTALS, GetSpent(scopes=scopes), Spent)
+        assert isinstance(found, Spent)
+        return {k.id: found.spent_cents.get(key_scope(k.id), 0) for k in keys if k.spend_cap_cents is not None}
