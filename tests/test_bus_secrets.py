@@ -129,7 +129,8 @@ async def test_no_other_account_reads_a_resolved_secret_off_the_bus(
                 await sniffer.client.close()
 
     resolved = [m for m in admin.captured if m.startswith(b"_INBOX_runner.") and b'"sealed":"' in m]
-    assert len(resolved) >= 4, "the secrets crossed the bus (sealed) while the others listened"
+    # each of the two secrets was resolved at least once (runners keep them in memory after that)
+    assert len(resolved) >= 2, "the secrets crossed the bus (sealed) while the others listened"
     assert not admin.saw(llm_key) and not admin.saw(mcp_token), "not even an operator reads them in clear"
     leaks = {account: [s for s in (llm_key, mcp_token) if sniffer.saw(s)] for account, sniffer in sniffers.items()}
     assert leaks == {account: [] for account in OTHER_ACCOUNTS}

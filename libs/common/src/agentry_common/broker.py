@@ -36,6 +36,12 @@ def make_broker(settings: ServiceSettings, name: str) -> NatsBroker:
     )
 
 
+def pull_inbox(settings: ServiceSettings) -> bytes:
+    """The inbox prefix of a FastStream pull subscriber: FastStream sets it per subscriber (default `_INBOX.`,
+    which no service user may read), not from the broker's connection."""
+    return f"{inbox_prefix(settings.nats_user)}.".encode()
+
+
 def jstream(spec: StreamSpec) -> JStream:
     """The FastStream handle of a stream; streams are declared by `ensure_streams`, not by FastStream."""
     return JStream(spec.name, declare=False)

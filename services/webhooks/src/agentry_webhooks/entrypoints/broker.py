@@ -15,7 +15,7 @@ from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
 from agentry_common import asyncapi, rpc, subjects
-from agentry_common.broker import jstream
+from agentry_common.broker import jstream, pull_inbox
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id
 from agentry_common.requests import (
@@ -189,7 +189,7 @@ for subject, event, stream, becomes in (
 # Documented above with their payloads (include_in_schema=False here: these handlers read the raw message).
 @router.subscriber(
     "run.*", stream=jstream(subjects.RUN_EVENTS_STREAM), durable=settings.event_consumer,
-    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
+    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings),
     ack_policy=AckPolicy.MANUAL, include_in_schema=False,
 )  # fmt: skip
 async def on_run_event(msg: NatsMessage) -> None:
@@ -198,7 +198,7 @@ async def on_run_event(msg: NatsMessage) -> None:
 
 @router.subscriber(
     "billing.charge.*", stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=settings.event_consumer,
-    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
+    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings),
     ack_policy=AckPolicy.MANUAL, include_in_schema=False,
 )  # fmt: skip
 async def on_charge_event(msg: NatsMessage) -> None:
