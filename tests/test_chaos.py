@@ -47,4 +47,4 @@ def test_no_accepted_run_is_lost_or_charged_twice_and_the_books_balance_through_
     # Money came in through Stripe: every event more than once, some of them across the billing kill.
     assert result["stripe_deposits_paid"] >= 5 and result["stripe_paid_not_credited"] == 0, where
     assert sum(result["webhook_answers"].values()) > 2 * result["webhook_events"], where
-    assert any("replayed across the billing kill" in e for e in result["chaos"]), where
+    assert result["webhooks_in_flight_at_billing_kills"] and all(result["webhooks_in_flight_at_billing_kills"]), where

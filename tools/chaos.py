@@ -44,8 +44,10 @@ import httpx
 from agentry_common.stack import Service, Stack, dev_token, free_port
 
 from . import chaos_checks
-from .chaos_checks import Books, Expectation
+from .chaos_checks import Books, Expectation, summarize
 from .chaos_payments import PaymentsLoad
+
+__all__ = ["Config", "run_chaos", "summarize"]
 
 # Rate limits would dominate a load test; raise them (a short window keeps the limiter's memory streams small).
 GATEWAY_ENV = {
@@ -120,7 +122,9 @@ class Chaos:
         self.events: list[str] = []
         self.progress = asyncio.Event()  # set whenever a request is answered
         self.stripe_http: httpx.AsyncClient  # set while the load runs
-        self.payments = PaymentsLoad(free_port(), self.books, self.rng, self.events, self.log)
+        # Its own random stream: the payments load draws concurrently with the chaos schedule.
+        payments_rng = random.Random(f"{cfg.seed}-payments")
+        self.payments = PaymentsLoad(free_port(), self.books, payments_rng, self.events, self.log)
 
     # --- the system ---
 
@@ -272,16 +276,18 @@ class Chaos:
         s = self.stack
         if action in ("runner", "billing"):
             svc = self.rng.choice(self.runners if action == "runner" else self.billers)
-            # Before a billing kill, every webhook event so far is sent again: the kill lands mid-handling.
-            burst = (
-                asyncio.create_task(self.payments.replay_everything(self.stripe_http)) if action == "billing" else None
-            )
-            await asyncio.sleep(self.rng.uniform(0.02, 0.2) if burst else 0)
-            await asyncio.to_thread(svc.stop, True)
-            await asyncio.sleep(self.rng.uniform(0.2, 1.0))
-            svc.start()
-            if burst is not None:
-                self.events.append(f"        {await burst} webhook events replayed across the billing kill")
+            pause = self.rng.uniform(0.2, 1.0)
+
+            async def kill() -> None:
+                await asyncio.to_thread(svc.stop, True)
+                await asyncio.sleep(pause)
+                svc.start()
+
+            if action == "runner":
+                await kill()
+            else:  # billing dies while Stripe's webhooks are being handled
+                payer = self.rng.choice(self.payers())
+                self.events.append(await self.payments.across_kill(self.stripe_http, payer, kill))
         elif action == "nats":
             assert s.nats is not None
             await asyncio.to_thread(s.nats.stop, True)
@@ -386,32 +392,13 @@ class Chaos:
             chaos=self.events,
             webhook_answers=dict(sorted(self.payments.hooks.items())),
             webhook_events=len(self.payments.payloads),
+            webhooks_in_flight_at_billing_kills=self.payments.in_flight_at_kills,
             stripe_errors=self.payments.fake.errors,
             load_s=round(load_s, 1),
             quiescent_after_s=round(waited, 1),
             seed=cfg.seed,
         )
         return result
-
-
-def summarize(result: dict[str, Any]) -> str:
-    lines = ["", "chaos events:", *(f"  {e}" for e in result["chaos"]), "responses (kind status: count):"]
-    lines += [f"  {k:<22} {v}" for k, v in result["responses"].items()]
-    if result["client_errors"]:
-        lines.append(f"  client errors: {result['client_errors']}")
-    lines.append(f"runs by status: {result['runs_by_status']}  (redelivered: {result['redelivered_runs']})")
-    hooks = result["webhook_answers"]
-    lines.append(f"stripe: {result['stripe_deposits_paid']} deposits paid, {result['stripe_deposits_abandoned']} "
-                 f"abandoned, {result['stripe_reversals']} refunds/disputes; {result['webhook_events']} webhook "
-                 f"events, posted {sum(hooks.values())} times (answers: {hooks})")  # fmt: skip
-    lines.append(f"reconcile: {result['reconcile']} (exit {result['reconcile_exit']})")
-    lines.append(f"unhandled errors (500s nobody meant) by service: {result['unhandled_errors'] or 'none'}")
-    width = max(len(k) for k in chaos_checks.FAILURE_KEYS)
-    lines.append("invariants (0 = holds):")
-    lines += [f"  {k:<{width}} {result.get(k)}" for k in chaos_checks.FAILURE_KEYS]
-    lines.append(f"accepted {result['accepted']}, uncollected charges {result['uncollected_charges']}, "
-                 f"settled {result['settled_charges']}, quiescent after {result['quiescent_after_s']}s")  # fmt: skip
-    return "\n".join(lines)
 
 
 def run_chaos(cfg: Config) -> dict[str, Any]:

@@ -333,3 +333,23 @@ def violations(result: Mapping[str, Any]) -> list[str]:
     if result.get("quiescent_after_s", 0) < 0:
         broken.append("quiescent_after_s")
     return broken
+
+
+def summarize(result: dict[str, Any]) -> str:
+    lines = ["", "chaos events:", *(f"  {e}" for e in result["chaos"]), "responses (kind status: count):"]
+    lines += [f"  {k:<22} {v}" for k, v in result["responses"].items()]
+    if result["client_errors"]:
+        lines.append(f"  client errors: {result['client_errors']}")
+    lines.append(f"runs by status: {result['runs_by_status']}  (redelivered: {result['redelivered_runs']})")
+    hooks = result["webhook_answers"]
+    lines.append(f"stripe: {result['stripe_deposits_paid']} deposits paid, {result['stripe_deposits_abandoned']} "
+                 f"abandoned, {result['stripe_reversals']} refunds/disputes; {result['webhook_events']} webhook "
+                 f"events, posted {sum(hooks.values())} times (answers: {hooks})")  # fmt: skip
+    lines.append(f"reconcile: {result['reconcile']} (exit {result['reconcile_exit']})")
+    lines.append(f"unhandled errors (500s nobody meant) by service: {result['unhandled_errors'] or 'none'}")
+    width = max(len(k) for k in FAILURE_KEYS)
+    lines.append("invariants (0 = holds):")
+    lines += [f"  {k:<{width}} {result.get(k)}" for k in FAILURE_KEYS]
+    lines.append(f"accepted {result['accepted']}, uncollected charges {result['uncollected_charges']}, "
+                 f"settled {result['settled_charges']}, quiescent after {result['quiescent_after_s']}s")  # fmt: skip
+    return "\n".join(lines)

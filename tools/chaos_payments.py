@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,8 @@ class PaymentsLoad:
         self.abandoned: list[str] = []
         self._stop: fake_stripe.Stop | None = None
         self._pending: set[asyncio.Future[None]] = set()  # late webhook copies still being delivered
+        self.in_flight = 0  # webhook requests sent and not yet answered
+        self.in_flight_at_kills: list[int] = []
 
     def billing_env(self) -> dict[str, str]:
         return {
@@ -75,6 +77,7 @@ class PaymentsLoad:
         each time as Stripe does."""
         for attempt in range(600):
             headers = {"Stripe-Signature": fake_stripe.sign(payload), "Content-Type": "application/json"}
+            self.in_flight += 1
             try:
                 r = await http.post(WEBHOOK, content=payload, headers=headers)
                 self.hooks[str(r.status_code)] += 1
@@ -84,6 +87,8 @@ class PaymentsLoad:
                     raise RuntimeError(f"webhook refused: {r.status_code} {r.text}")
             except httpx.HTTPError:
                 self.hooks["error"] += 1
+            finally:
+                self.in_flight -= 1
             await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
         raise RuntimeError("a webhook was never accepted")
 
@@ -135,12 +140,13 @@ class PaymentsLoad:
         self.rng.shuffle(batch)
         await self.deliver_all(http, batch)
         self.paid.append(paid)
-        if copies > 1:
-            asyncio.get_running_loop().call_later(self.rng.uniform(0.5, 3.0), self._later, http, events)
+        if copies > 1:  # one more copy of each, a little later (awaited by `settle`)
+            self._pending.add(asyncio.ensure_future(self._later(http, events, self.rng.uniform(0.5, 3.0))))
         return paid
 
-    def _later(self, http: httpx.AsyncClient, payloads: list[str]) -> None:
-        self._pending.add(asyncio.ensure_future(self.deliver_all(http, payloads)))
+    async def _later(self, http: httpx.AsyncClient, payloads: list[str], delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self.deliver_all(http, payloads)
 
     async def abandon(self, http: httpx.AsyncClient, auth: dict[str, str], cents: int) -> None:
         """A Checkout page left unpaid: Stripe expires the session; nothing may be credited."""
@@ -152,7 +158,7 @@ class PaymentsLoad:
 
     async def take_back(self, http: httpx.AsyncClient, kind: str) -> str:
         """A refund (partial, then more of it: `amount_refunded` is cumulative) or a dispute of a paid deposit,
-        each event sent twice at once and both refund levels twice more in reverse order."""
+        each event sent twice at once (a refund level also under a second event id), then again out of order."""
         if not self.paid:
             return f"{kind}: no paid deposit yet"
         paid = self.rng.choice(self.paid)
@@ -162,8 +168,9 @@ class PaymentsLoad:
             await self.deliver_all(http, [self._sent("charge.dispute.created", dispute)] * 2)
             return f"dispute of {dispute['amount']} on {paid.deposit_id}"
         first = self._sent("charge.refunded", self.fake.charge(intent, cents // 5))
+        resent = self._sent("charge.refunded", self.fake.charge(intent, cents // 5))  # same level, new event id
         more = self._sent("charge.refunded", self.fake.charge(intent, cents * 2 // 5))
-        await self.deliver_all(http, [first, first, more, more])
+        await self.deliver_all(http, [first, first, resent, more, more])
         await self.deliver_all(http, [more, first])  # late and out of order: each cent is taken back once
         return f"refund of {cents * 2 // 5} on {paid.deposit_id}"
 
@@ -202,6 +209,21 @@ class PaymentsLoad:
         payloads = list(self.payloads)
         await self.deliver_all(http, payloads)
         return len(payloads)
+
+    async def across_kill(self, http: httpx.AsyncClient, owner: tuple[str, dict[str, str]],
+                          kill: Callable[[], Awaitable[None]]) -> str:  # fmt: skip
+        """`kill` lands while webhooks are being handled: every event so far is sent again and a new deposit is
+        paid (its events three times each), and the kill waits until requests are in flight."""
+        answered = sum(self.hooks.values())
+        burst = asyncio.gather(self.replay_everything(http), self.pay(http, *owner, 1000, copies=3))
+        # Polled, not awaited on an event: the point is to catch a moment with requests in flight.
+        while not burst.done() and (self.in_flight == 0 or sum(self.hooks.values()) < answered + 4):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        in_flight = self.in_flight
+        self.in_flight_at_kills.append(in_flight)
+        await kill()
+        replayed, _ = await burst
+        return f"        {replayed} webhook events replayed, a deposit paid across the kill ({in_flight} in flight)"
 
     async def settle(self, http: httpx.AsyncClient) -> None:
         """After the load: the late copies are delivered, every event once more, and the books are told what
