@@ -31,6 +31,14 @@ from .chaos_checks import Books
 WEBHOOK = "/api/payments/stripe/webhook"
 
 
+def _code(r: httpx.Response) -> str:
+    """The error code of an answer (`service_unavailable`, `database_unavailable`, …), for the tally."""
+    try:
+        return str(r.json()["error"]["code"]) if r.status_code >= 400 else ""
+    except (ValueError, KeyError, TypeError):
+        return "(no error body)"
+
+
 @dataclass
 class Paid:
     deposit_id: str
@@ -49,7 +57,7 @@ class PaymentsLoad:
         self.log = log
         self.payloads: list[str] = []  # every webhook event sent so far: replayed after kills and at the end
         self.paid: list[Paid] = []
-        self.hooks: Counter[str] = Counter()  # webhook answers by status ("error" = no answer)
+        self.hooks: Counter[str] = Counter()  # webhook answers by status and error code ("error" = no answer)
         self.abandoned: list[str] = []
         self._stop: fake_stripe.Stop | None = None
         self._pending: set[asyncio.Future[None]] = set()  # late webhook copies still being delivered
@@ -80,7 +88,7 @@ class PaymentsLoad:
             self.in_flight += 1
             try:
                 r = await http.post(WEBHOOK, content=payload, headers=headers)
-                self.hooks[str(r.status_code)] += 1
+                self.hooks[f"{r.status_code} {_code(r)}".strip()] += 1
                 if r.status_code == 200:
                     return
                 if r.status_code < 500:
