@@ -63,7 +63,7 @@ reconcile: install ## check that every wallet's ledger sums to its balance (DATA
 	$(RUN) python -m agentry_billing.reconcile
 
 .PHONY: chaos fuzz
-chaos: install ## kill -9 runners/billing, restart NATS/PostgreSQL under load, check the money invariants (RUNS=3000)
+chaos: install ## kill -9 runners/billing, restart NATS/PostgreSQL under run and Stripe-webhook load, check the money invariants (RUNS=3000)
 	$(RUN) python -m tools.chaos $(if $(RUNS),--runs $(RUNS))
 
 fuzz: install ## schemathesis over the gateway's OpenAPI with valid JWT and API keys (EXAMPLES=300 per route)

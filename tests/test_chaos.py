@@ -1,5 +1,7 @@
 """The smoke version of `make chaos` (tools/chaos.py): a few hundred runs while a runner and a billing process are
-killed -9 and NATS and PostgreSQL restart, then ARCHITECTURE.md §5 checked in the database.
+killed -9 and NATS and PostgreSQL restart, then ARCHITECTURE.md §5 checked in the database. Billing is in
+`stripe` mode against the fake Stripe: every deposit is credited by Stripe's signed webhooks, replayed and
+duplicated, in flight when billing is killed, with abandoned checkouts, a refund and a dispute.
 
 It starts a stack of its own (its own NATS and PostgreSQL in a temporary folder): it kills and restarts servers,
 which the session's shared stack must never see. A failure prints the seed; `python -m tools.chaos --seed N`
@@ -32,7 +34,7 @@ def test_no_accepted_run_is_lost_or_charged_twice_and_the_books_balance_through_
 ) -> None:
     seed = int(os.environ.get("AGENTRY_CHAOS_SEED") or random.randrange(1_000_000))
     result = _chaos(
-        runs=300, concurrency=16, rate=30, owners=4, runner_kills=1, billing_kills=1,
+        runs=300, concurrency=16, rate=30, owners=4, runner_kills=1, billing_kills=1, deposits=10, reversals=2,
         restart_nats=True, restart_pg=True, seed=seed, data_dir=tmp_path / "chaos",
     )  # fmt: skip
     where = f"seed {seed}; data and logs in {tmp_path / 'chaos'}"
@@ -42,3 +44,7 @@ def test_no_accepted_run_is_lost_or_charged_twice_and_the_books_balance_through_
     # The paths under test were taken: failed and unpriced runs, test runs, money that ran out.
     assert result["runs_by_status"].get("failed", 0) > 0 and result["uncollected_charges"] > 0, where
     assert any("runner" in e for e in result["chaos"]) and any("postgres" in e for e in result["chaos"]), where
+    # Money came in through Stripe: every event more than once, some of them across the billing kill.
+    assert result["stripe_deposits_paid"] >= 5 and result["stripe_paid_not_credited"] == 0, where
+    assert sum(result["webhook_answers"].values()) > 2 * result["webhook_events"], where
+    assert result["webhooks_in_flight_at_billing_kills"] and all(result["webhooks_in_flight_at_billing_kills"]), where

@@ -5,13 +5,18 @@ billing processes) and drives runs through the gateway over HTTP on priced `mock
 `async_mode`, some made to fail, some free, some owner test runs — for several owners, some underfunded so
 charges go uncollected and are settled by top-ups later. Meanwhile, at random moments: kill -9 a runner and a
 billing process (then restart it), restart NATS (kill -9) and PostgreSQL (immediate shutdown = crash).
+Billing runs in `stripe` payment mode against a fake Stripe on loopback (tools/fake_stripe.py): every deposit
+is a Checkout payment credited by Stripe's signed webhook, and a payments load (tools/chaos_payments.py) goes on
+alongside the runs — webhooks replayed, duplicated, out of order, in flight when billing is killed, plus
+abandoned checkouts, refunds and disputes.
 
 A 200/202 answer is "accepted"; 429/503/5xx are refusals. After the load it waits for quiescence and checks,
 in PostgreSQL: every accepted run has one terminal record and is in its endpoint's history; every succeeded,
 priced, non-test run has exactly one charge and nothing else has any; no money moved twice; Σ ledger = balance
-for every wallet, never negative; deposits credited once; billing's `reconcile` agrees. The last line printed is
-one JSON object (`accepted`, `lost`, `double_charges`, `ledger_drift_cents`, …); the exit code is 1 on any
-violation.
+for every wallet, never negative; every deposit Stripe saw paid credited exactly once (deposit row, credit and
+ledger entry), nothing unpaid credited, refunds/disputes taken back as Stripe says; `reconcile` agrees.
+The last line printed is one JSON object (`accepted`, `lost`, `double_charges`, `ledger_drift_cents`, …);
+the exit code is 1 on any violation.
 
     python -m tools.chaos --runs 3000 --concurrency 32          # make chaos
     python -m tools.chaos --runs 300 --no-nats --no-pg --seed 7  # smaller, reproducible
@@ -39,7 +44,10 @@ import httpx
 from agentry_common.stack import Service, Stack, dev_token, free_port
 
 from . import chaos_checks
-from .chaos_checks import Books, Expectation
+from .chaos_checks import Books, Expectation, summarize
+from .chaos_payments import PaymentsLoad
+
+__all__ = ["Config", "run_chaos", "summarize"]
 
 # Rate limits would dominate a load test; raise them (a short window keeps the limiter's memory streams small).
 GATEWAY_ENV = {
@@ -65,6 +73,8 @@ class Config:
     owners: int = 6
     runner_kills: int = 3
     billing_kills: int = 3
+    deposits: int | None = None  # Checkout deposits of the payments load (default: one per 20 runs, at least 10)
+    reversals: int = 4  # refunds and disputes among them
     restart_nats: bool = True
     restart_pg: bool = True
     outage_s: float | None = None  # how long NATS / PostgreSQL stay down (default: 0.5-1.5 s at random)
@@ -111,6 +121,10 @@ class Chaos:
         self.tally = Tally()
         self.events: list[str] = []
         self.progress = asyncio.Event()  # set whenever a request is answered
+        self.stripe_http: httpx.AsyncClient  # set while the load runs
+        # Its own random stream: the payments load draws concurrently with the chaos schedule.
+        payments_rng = random.Random(f"{cfg.seed}-payments")
+        self.payments = PaymentsLoad(free_port(), self.books, payments_rng, self.events, self.log)
 
     # --- the system ---
 
@@ -119,7 +133,8 @@ class Chaos:
         s.start_servers()
         s.migrate()
         keys = s.start_service("keys", wait=False)
-        self.billers = [s.start_service("billing", wait=False, **BILLING_ENV) for _ in range(2)]
+        env = {**BILLING_ENV, **self.payments.billing_env()}
+        self.billers = [s.start_service("billing", wait=False, **env) for _ in range(2)]
         self.runners = [s.start_service("runner", wait=False, **RUNNER_ENV) for _ in range(2)]
         self.gateway = s.start_service("gateway", wait=False, **GATEWAY_ENV)
         for svc in (keys, *self.billers, *self.runners, self.gateway):
@@ -161,29 +176,16 @@ class Chaos:
             self.books.prices[user] = price
             self.books.deposits[user] = {}
             need = int(per_owner * price * 1.5) if funded else 500
-            while need > 0:
-                await self.deposit(http, owner, min(max(need, 500), 50000))
+            while need > 0:  # a Stripe Checkout deposit, paid, its webhooks delivered (and credited) before the load
+                await self.payments.pay(http, user, owner.auth, min(max(need, 500), 50000))
                 need -= 50000
 
-    async def deposit(self, http: httpx.AsyncClient, owner: Owner, cents: int, replay: bool = False) -> None:
-        """Credit until answered 201, always with the same key: a retry after a lost answer must not credit twice."""
-        key = str(uuid.uuid4())
-        headers = {**owner.auth, "Idempotency-Key": key}
-        for attempt in range(120):
-            try:
-                r = await http.post("/api/balance/deposit", json={"amount_cents": cents}, headers=headers)
-            except httpx.HTTPError:
-                r = None
-            if r is not None and r.status_code == 201:
-                self.books.deposits[owner.user][key] = cents
-                if replay:  # asked again on purpose: the original answer, not a second credit
-                    again = await http.post("/api/balance/deposit", json={"amount_cents": cents}, headers=headers)
-                    self.events.append(f"deposit replay → {again.status_code} replayed={again.json().get('replayed')}")
-                return
-            if r is not None and r.status_code < 500:
-                raise RuntimeError(f"deposit refused: {r.status_code} {r.text}")
-            await asyncio.sleep(min(0.25 * (attempt + 1), 2.0))
-        raise RuntimeError("deposit never succeeded")
+    def payers(self) -> list[tuple[str, dict[str, str]]]:
+        """Who the payments load tops up: everyone but the last underfunded owner (of two or more), whose charges
+        must stay uncollected."""
+        poor = [o for o in self.owners if not o.funded]
+        keep_poor = poor[-1] if len(poor) >= 2 else None
+        return [(o.user, o.auth) for o in self.owners if o is not keep_poor]
 
     # --- load ---
 
@@ -254,6 +256,10 @@ class Chaos:
         moments = sorted(int(self.rng.uniform(0.08, 0.85) * self.cfg.runs) for _ in actions)
         return list(zip(moments, actions, strict=True))
 
+    @staticmethod
+    async def both(*work: Any) -> None:
+        await asyncio.gather(*work)
+
     async def unleash(self, http: httpx.AsyncClient, t0: float) -> None:
         for at, action in self.schedule():
             while self.tally.done < at:
@@ -270,9 +276,18 @@ class Chaos:
         s = self.stack
         if action in ("runner", "billing"):
             svc = self.rng.choice(self.runners if action == "runner" else self.billers)
-            await asyncio.to_thread(svc.stop, True)
-            await asyncio.sleep(self.rng.uniform(0.2, 1.0))
-            svc.start()
+            pause = self.rng.uniform(0.2, 1.0)
+
+            async def kill() -> None:
+                await asyncio.to_thread(svc.stop, True)
+                await asyncio.sleep(pause)
+                svc.start()
+
+            if action == "runner":
+                await kill()
+            else:  # billing dies while Stripe's webhooks are being handled
+                payer = self.rng.choice(self.payers())
+                self.events.append(await self.payments.across_kill(self.stripe_http, payer, kill))
         elif action == "nats":
             assert s.nats is not None
             await asyncio.to_thread(s.nats.stop, True)
@@ -288,7 +303,9 @@ class Chaos:
             poor = [o for o in self.owners if not o.funded]
             if poor:
                 owner = poor[1] if action == "topup-replay" and len(poor) > 2 else poor[0]
-                await self.deposit(http, owner, 500, replay=action == "topup-replay")
+                await self.payments.pay(
+                    self.stripe_http, owner.user, owner.auth, 500, copies=2, replay=action == "topup-replay"
+                )
 
     def outage(self) -> float:
         return self.cfg.outage_s if self.cfg.outage_s is not None else self.rng.uniform(0.5, 1.5)
@@ -331,16 +348,33 @@ class Chaos:
         # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so no request races a closing socket.
         limits = httpx.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency + 8,
                               keepalive_expiry=2.0)  # fmt: skip
-        async with httpx.AsyncClient(base_url=self.gateway.url, timeout=60, limits=limits) as http:
+        await self.payments.start()
+        try:
+            return await self._run(limits)
+        finally:
+            await self.payments.stop()
+
+    async def _run(self, limits: httpx.Limits) -> dict[str, Any]:
+        cfg = self.cfg
+        assert self.gateway is not None
+        async with (
+            httpx.AsyncClient(base_url=self.gateway.url, timeout=60, limits=limits) as http,
+            # Stripe's deliveries on connections of their own: a burst of webhooks never holds up the runs.
+            httpx.AsyncClient(base_url=self.gateway.url, timeout=60, limits=limits) as self.stripe_http,
+        ):
             await self.provision(http)
             self.log(f"chaos: {cfg.runs} requests at ≤{cfg.rate:g}/s, concurrency {cfg.concurrency}, "
                      f"{len(self.owners)} owners, seed {cfg.seed}")  # fmt: skip
             t0 = time.monotonic()
-            chaos = asyncio.create_task(self.unleash(http, t0))
+            deposits = cfg.deposits if cfg.deposits is not None else max(10, cfg.runs // 20)
+            payments = self.payments.load(self.stripe_http, self.payers(), deposits, cfg.reversals, cfg.runs,
+                                          lambda: self.tally.done, self.progress)  # fmt: skip
+            chaos = asyncio.create_task(self.both(self.unleash(http, t0), payments))
             await self.drive(http, t0, chaos)
             await chaos  # done already: it is what ended the load
             load_s = time.monotonic() - t0
             await asyncio.to_thread(self.ready)
+            await self.payments.settle(self.stripe_http)
             accepted = [run_id for run_id, a in self.tally.answers.items() if a.accepted]
             self.log(f"chaos: load done in {load_s:.1f}s; {len(accepted)} accepted; waiting for quiescence")
             waited = await chaos_checks.wait_for_quiescence(
@@ -356,27 +390,15 @@ class Chaos:
             responses=dict(sorted(self.tally.statuses.items())),
             client_errors=dict(self.tally.errors),
             chaos=self.events,
+            webhook_answers=dict(sorted(self.payments.hooks.items())),
+            webhook_events=len(self.payments.payloads),
+            webhooks_in_flight_at_billing_kills=self.payments.in_flight_at_kills,
+            stripe_errors=self.payments.fake.errors,
             load_s=round(load_s, 1),
             quiescent_after_s=round(waited, 1),
             seed=cfg.seed,
         )
         return result
-
-
-def summarize(result: dict[str, Any]) -> str:
-    lines = ["", "chaos events:", *(f"  {e}" for e in result["chaos"]), "responses (kind status: count):"]
-    lines += [f"  {k:<22} {v}" for k, v in result["responses"].items()]
-    if result["client_errors"]:
-        lines.append(f"  client errors: {result['client_errors']}")
-    lines.append(f"runs by status: {result['runs_by_status']}  (redelivered: {result['redelivered_runs']})")
-    lines.append(f"reconcile: {result['reconcile']} (exit {result['reconcile_exit']})")
-    lines.append(f"unhandled errors (500s nobody meant) by service: {result['unhandled_errors'] or 'none'}")
-    width = max(len(k) for k in chaos_checks.FAILURE_KEYS)
-    lines.append("invariants (0 = holds):")
-    lines += [f"  {k:<{width}} {result.get(k)}" for k in chaos_checks.FAILURE_KEYS]
-    lines.append(f"accepted {result['accepted']}, uncollected charges {result['uncollected_charges']}, "
-                 f"settled {result['settled_charges']}, quiescent after {result['quiescent_after_s']}s")  # fmt: skip
-    return "\n".join(lines)
 
 
 def run_chaos(cfg: Config) -> dict[str, Any]:

@@ -38,10 +38,15 @@ class Expectation:
 
 @dataclass
 class Books:
-    """What the load generator deposited, per owner: idempotency key → cents (each answered 201 in the end)."""
+    """What the load generator deposited, per owner: deposit id → cents (each paid on Stripe, its webhooks
+    accepted), and what the fake Stripe saw: deposits paid, cents taken back per PaymentIntent, checkouts
+    abandoned."""
 
     deposits: dict[str, dict[str, int]] = field(default_factory=dict)
     prices: dict[str, int] = field(default_factory=dict)
+    stripe_paid: dict[str, int] = field(default_factory=dict)
+    stripe_taken_back: dict[str, int] = field(default_factory=dict)
+    abandoned: list[str] = field(default_factory=list)
 
 
 # --- quiescence ---
@@ -128,6 +133,23 @@ SELECT w.owner_id, w.balance_cents, coalesce(sum(e.amount_cents), 0)::bigint AS 
 FROM billing.wallets AS w LEFT JOIN billing.ledger_entries AS e USING (owner_id)
 GROUP BY w.owner_id
 """
+# Per Stripe deposit: its row, the credits keyed by it (Stripe's credits use the deposit id as their key), and
+# the ledger `deposit` entries of those credits.
+_DEPOSITS = """
+SELECT d.id, d.owner_id, d.status, d.amount_cents, d.payment_intent_id,
+       (SELECT count(*) FROM billing.credits AS c WHERE c.idempotency_key = d.id) AS credits,
+       (SELECT count(*) FROM billing.ledger_entries AS e JOIN billing.credits AS c ON c.id = e.credit_id
+        WHERE c.idempotency_key = d.id AND e.kind = 'deposit') AS entries,
+       (SELECT coalesce(sum(e.amount_cents), 0) FROM billing.ledger_entries AS e
+        JOIN billing.credits AS c ON c.id = e.credit_id WHERE c.idempotency_key = d.id AND e.kind = 'deposit') AS cents
+FROM billing.deposits AS d
+"""
+# Money taken back per deposit (refunds and disputes) and per owner: recorded, still owed, and in the ledger.
+_REVERSALS = """
+SELECT r.owner_id, d.payment_intent_id, r.amount_cents, r.owed_cents,
+       (SELECT coalesce(sum(-e.amount_cents), 0) FROM billing.ledger_entries AS e WHERE e.reversal_id = r.id) AS taken
+FROM billing.reversals AS r JOIN billing.deposits AS d ON d.id = r.deposit_id
+"""
 _CHARGE_TOTALS = """
 SELECT owner_id, coalesce(sum(amount_cents) FILTER (WHERE status IN ('collected', 'settled')), 0)::bigint,
        count(*) FILTER (WHERE status = 'uncollected'), count(*) FILTER (WHERE status = 'settled')
@@ -157,6 +179,8 @@ async def check(database_url: str, answers: Mapping[str, Expectation], books: Bo
             wallets = await _rows(conn, _WALLETS)
             totals = {r[0]: r[1:] for r in await _rows(conn, _CHARGE_TOTALS)}
             credits = await _rows(conn, "SELECT owner_id, idempotency_key, amount_cents FROM billing.credits")
+            deposits = await _rows(conn, _DEPOSITS)
+            reversals = await _rows(conn, _REVERSALS)
             extra_charges = await _rows(
                 conn, "SELECT run_id, count(*) FROM billing.charges GROUP BY run_id HAVING count(*) > 1"
             )
@@ -198,9 +222,14 @@ async def check(database_url: str, answers: Mapping[str, Expectation], books: Bo
     out["deposit_amount_mismatch_cents"] = sum(
         abs(deposited.get(o, 0) - sum(keys.values())) for o, keys in books.deposits.items()
     )
+    out.update(_stripe(deposits, reversals, books))
+    # What refunds and disputes took from each balance (the rest is owed, taken from later credits).
+    taken: Counter[str] = Counter()
+    for owner, _, _, _, cents in reversals:
+        taken[owner] += int(cents)
     balances = {w[0]: w[1] for w in wallets}
     out["balance_mismatch_cents"] = sum(
-        abs(balances.get(o, 0) - (sum(keys.values()) - int(totals.get(o, (0, 0, 0))[0])))
+        abs(balances.get(o, 0) - (sum(keys.values()) - int(totals.get(o, (0, 0, 0))[0]) - taken[o]))
         for o, keys in books.deposits.items()
     )
     out["uncollected_charges"] = sum(int(t[1]) for t in totals.values())
@@ -209,6 +238,37 @@ async def check(database_url: str, answers: Mapping[str, Expectation], books: Bo
     out["unsettled_while_funded"] = sum(
         1 for o, price in books.prices.items() if int(totals.get(o, (0, 0, 0))[1]) > 0 and balances.get(o, 0) >= price
     )
+    return out
+
+
+def _stripe(deposits: list[tuple[Any, ...]], reversals: list[tuple[Any, ...]], books: Books) -> dict[str, Any]:
+    """Billing's deposits against what Stripe saw: each paid one credited exactly once, for its amount, and
+    nothing else credited; each cent Stripe took back recorded once, and the ledger took what was not owed."""
+    paid = books.stripe_paid
+    out: dict[str, Any] = {"stripe_deposits_paid": len(paid), "stripe_deposits_abandoned": len(books.abandoned)}
+    rows = {r[0]: r for r in deposits}
+    out["stripe_paid_not_credited"] = sum(
+        1 for dep in paid if dep not in rows or rows[dep][2] != "succeeded" or rows[dep][5] == 0 or rows[dep][6] == 0
+    )
+    out["stripe_credited_twice"] = sum(max(int(r[5]) - 1, 0) + max(int(r[6]) - 1, 0) for r in deposits)
+    out["stripe_credited_unpaid"] = sum(
+        1 for r in deposits if r[0] not in paid and (r[2] == "succeeded" or r[5] or r[6])
+    )
+    out["stripe_credit_amount_mismatch_cents"] = sum(
+        abs(int(rows[dep][7]) - cents) + abs(int(rows[dep][3]) - cents) for dep, cents in paid.items() if dep in rows
+    )
+    amounts = {r[4]: int(r[3]) for r in deposits if r[4]}
+    recorded: Counter[str] = Counter()
+    for _, intent, amount, owed, taken in reversals:
+        recorded[intent] += int(amount)
+        out["stripe_reversal_mismatch_cents"] = out.get("stripe_reversal_mismatch_cents", 0) + abs(
+            int(amount) - int(owed) - int(taken)
+        )
+    out["stripe_reversal_mismatch_cents"] = out.get("stripe_reversal_mismatch_cents", 0) + sum(
+        abs(recorded[intent] - min(cents, amounts.get(intent, 0)))
+        for intent, cents in {**dict.fromkeys(recorded, 0), **books.stripe_taken_back}.items()
+    )
+    out["stripe_reversals"] = len(reversals)
     return out
 
 
@@ -252,6 +312,11 @@ FAILURE_KEYS = (
     "deposit_amount_mismatch_cents",
     "balance_mismatch_cents",
     "unsettled_while_funded",
+    "stripe_paid_not_credited",
+    "stripe_credited_twice",
+    "stripe_credited_unpaid",
+    "stripe_credit_amount_mismatch_cents",
+    "stripe_reversal_mismatch_cents",
     "history_missing",
 )
 
@@ -259,6 +324,8 @@ FAILURE_KEYS = (
 def violations(result: Mapping[str, Any]) -> list[str]:
     """The names of the invariants the result breaks (empty: all hold)."""
     broken = [k for k in FAILURE_KEYS if result.get(k)]
+    if result.get("stripe_errors"):  # billing sent Stripe a request the stripe library's types do not allow
+        broken.append("stripe_errors")
     if result.get("reconcile_exit", 0) != 0:
         broken.append("reconcile_exit")
     if result.get("unhandled_errors"):
@@ -266,3 +333,23 @@ def violations(result: Mapping[str, Any]) -> list[str]:
     if result.get("quiescent_after_s", 0) < 0:
         broken.append("quiescent_after_s")
     return broken
+
+
+def summarize(result: dict[str, Any]) -> str:
+    lines = ["", "chaos events:", *(f"  {e}" for e in result["chaos"]), "responses (kind status: count):"]
+    lines += [f"  {k:<22} {v}" for k, v in result["responses"].items()]
+    if result["client_errors"]:
+        lines.append(f"  client errors: {result['client_errors']}")
+    lines.append(f"runs by status: {result['runs_by_status']}  (redelivered: {result['redelivered_runs']})")
+    hooks = result["webhook_answers"]
+    lines.append(f"stripe: {result['stripe_deposits_paid']} deposits paid, {result['stripe_deposits_abandoned']} "
+                 f"abandoned, {result['stripe_reversals']} refunds/disputes; {result['webhook_events']} webhook "
+                 f"events, posted {sum(hooks.values())} times (answers: {hooks})")  # fmt: skip
+    lines.append(f"reconcile: {result['reconcile']} (exit {result['reconcile_exit']})")
+    lines.append(f"unhandled errors (500s nobody meant) by service: {result['unhandled_errors'] or 'none'}")
+    width = max(len(k) for k in FAILURE_KEYS)
+    lines.append("invariants (0 = holds):")
+    lines += [f"  {k:<{width}} {result.get(k)}" for k in FAILURE_KEYS]
+    lines.append(f"accepted {result['accepted']}, uncollected charges {result['uncollected_charges']}, "
+                 f"settled {result['settled_charges']}, quiescent after {result['quiescent_after_s']}s")  # fmt: skip
+    return "\n".join(lines)
