@@ -47,7 +47,9 @@ async def _go(page: Page, base: str, route: str) -> None:
 
 async def _shoot(page: Page, tmp: Path, name: str) -> None:
     path = tmp / f"console-{name}.png"
-    await page.screenshot(path=str(path))
+    # Even a throwaway stack's secrets stay out of committed pictures: their one showing is masked.
+    secrets = [page.get_by_test_id("api-key-once"), page.get_by_test_id("webhook-secret-once")]
+    await page.screenshot(path=str(path), mask=secrets)
     assert path.stat().st_size > 5_000  # something was drawn
     if os.environ.get("UPDATE_SCREENSHOTS"):
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -105,9 +107,11 @@ async def test_an_owner_runs_the_whole_console_flow_and_no_secret_is_rendered_tw
     await page.get_by_test_id("endpoint-form-price").fill("1000")  # $1000 > the $100 limit
     await page.get_by_test_id("endpoint-form-submit").click()
     price_field = page.locator(".field", has=page.get_by_test_id("endpoint-form-price"))
-    await expect(price_field.get_by_test_id("field-error")).to_contain_text("10000")
+    await expect(price_field.get_by_test_id("field-error")).to_contain_text("$100.00")  # in dollars, as typed
     await expect(page.get_by_test_id("field-error")).to_have_count(1)
     await expect(page.get_by_test_id("endpoint-form-price")).to_have_attribute("aria-invalid", "true")
+    await page.get_by_test_id("endpoint-form-price").scroll_into_view_if_needed()
+    await _shoot(page, tmp_path, "create-error")
     await page.get_by_test_id("endpoint-form-price").fill("0.05")
     await page.get_by_test_id("endpoint-form-submit").click()
 
@@ -118,6 +122,7 @@ async def test_an_owner_runs_the_whole_console_flow_and_no_secret_is_rendered_tw
     assert api_key.startswith("aek_")
     await page.get_by_test_id("api-key-once-copy").click()
     assert await page.evaluate("navigator.clipboard.readText()") == api_key
+    await expect(page.get_by_role("status")).to_have_count(0)  # the "Copied" notice goes away
 
     # A streamed run with the key just shown: thinking, then the output and its usage, as they arrive.
     await page.get_by_test_id("test-run-input").fill("Invoice #42: 3 widgets, $30")
@@ -171,6 +176,18 @@ async def test_an_owner_runs_the_whole_console_flow_and_no_secret_is_rendered_tw
     secret = (await page.get_by_test_id("webhook-secret-once").inner_text()).strip()
     assert secret.startswith("whsec_")
     await expect(page.get_by_role("heading", name="http://127.0.0.1:9/hooks/agentry")).to_be_visible()
+    await _shoot(page, tmp_path, "webhooks")
+    # Its test event to a URL nobody answers: a failed delivery attempt, listed with a retry button.
+    await page.get_by_role("button", name="Send test event").click()
+    deliveries = page.get_by_test_id("deliveries-table")
+    for _ in range(60):
+        if await deliveries.count() and "webhook.test" in await deliveries.inner_text():
+            break
+        await page.get_by_role("button", name="Refresh deliveries").click()
+        await asyncio.sleep(0.5)
+    await expect(deliveries).to_contain_text("webhook.test")
+    await deliveries.get_by_role("button", name="Retry").first.click()
+    await expect(deliveries.get_by_role("button", name="Retry")).to_be_enabled()
 
     # No secret anywhere after its one showing: every page's HTML, and the tab's storage.
     for route in [*ROUTES, endpoint_route]:

@@ -112,7 +112,7 @@ async function runHistory(container, id, cursor = null, rows = []) {
   container.replaceChildren(rows.length
     ? table("runs-table", ["When", "Status", "Kind", { label: "Tokens in/out", num: true }, { label: "Cost", num: true },
       { label: "Latency", num: true }, { label: "LLM calls", num: true }, "Charge", "Details"], rows)
-    : h("p", { class: "notice", testid: "runs-table" }, "No runs yet."), more);
+    : h("p", { class: "notice", testid: "runs-table" }, "No runs yet."), more ?? "");
 }
 
 function runRows(run) {

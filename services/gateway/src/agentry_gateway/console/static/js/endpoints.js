@@ -106,7 +106,9 @@ export function showErrors(form, message, general) {
     const m = part.match(/^([a-z_]+)(?:\.[^:]*)?: (.*)$/);
     const el = m && form.elements[m[1]];
     if (!el || !el.closest) { general.textContent += `${part} `; continue; }
-    const err = h("p", { testid: "field-error", id: `${el.id}-error`, class: "error" }, m[2]);
+    // Money is typed in dollars; the API's limits are in cents: say them in dollars too.
+    const text = MONEY.has(m[1]) ? m[2].replace(/\b\d+\b/g, (c) => dollars(Number(c))) : m[2];
+    const err = h("p", { testid: "field-error", id: `${el.id}-error`, class: "error" }, text);
     el.closest(".field").append(err);
     el.setAttribute("aria-invalid", "true");
     el.setAttribute("aria-describedby", `${el.getAttribute("aria-describedby") ?? ""} ${err.id}`.trim());

@@ -68,7 +68,7 @@ async function transactions(container, cur, cursor = null, rows = []) {
     onclick: () => transactions(container, cur, page.next_cursor, rows) }, "Older transactions") : null;
   container.replaceChildren(rows.length
     ? table("transactions-table", ["When", "Kind", { label: "Amount", num: true }, "Status", "Endpoint", "Run"], rows)
-    : h("p", { class: "notice", testid: "transactions-table" }, "No transactions yet."), more);
+    : h("p", { class: "notice", testid: "transactions-table" }, "No transactions yet."), more ?? "");
 }
 
 /** A small GET/PUT settings object; absent route → a note instead of a form. */
