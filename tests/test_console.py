@@ -152,10 +152,28 @@ async def test_an_owner_runs_the_whole_console_flow_and_no_secret_is_rendered_tw
     await runs.get_by_role("button", name="Details").first.click()
     await expect(runs).to_contain_text("run_")
 
+    # Edit: every field prefilled (the LLM key stays write-only), an error at its field again, then saved.
+    await page.get_by_test_id("endpoint-edit").click()
+    await page.wait_for_selector(f'main[data-ready="{endpoint_route}/edit"]')
+    await expect(page.get_by_test_id("endpoint-form-price")).to_have_value("0.05")
+    await expect(page.get_by_label("LLM API key")).to_have_value("")
+    await page.get_by_label("Temperature").fill("5")
+    await page.get_by_test_id("endpoint-form-price").fill("0.10")
+    await page.get_by_test_id("endpoint-form-submit").click()
+    temperature = page.locator(".field", has=page.get_by_label("Temperature"))
+    await expect(temperature.get_by_test_id("field-error")).to_contain_text("2")
+    await page.get_by_label("Temperature").fill("0.5")
+    await page.get_by_test_id("endpoint-form-submit").click()
+    await page.wait_for_selector(f'main[data-ready="{endpoint_route}"]')
+    await expect(page.get_by_text("price per run $0.10")).to_be_visible()
+
     # Usage: the chart, or its clear "not available" state on a gateway without GET /api/usage.
     await page.get_by_test_id("nav-usage").click()
     await page.wait_for_selector('main[data-ready="#/usage"]')
-    await expect(page.get_by_test_id("usage-chart")).to_be_visible()
+    chart = page.get_by_test_id("usage-chart")
+    await expect(chart).to_be_visible()
+    if await chart.get_attribute("data-state") == "data":  # a gateway with GET /api/usage: today's runs drawn
+        await expect(chart.locator("svg rect")).not_to_have_count(0)
     await _shoot(page, tmp_path, "usage")
 
     # Wallet: deposit $5 (= 500 cents), see the balance and the transaction.
@@ -190,7 +208,7 @@ async def test_an_owner_runs_the_whole_console_flow_and_no_secret_is_rendered_tw
     await expect(deliveries.get_by_role("button", name="Retry")).to_be_enabled()
 
     # No secret anywhere after its one showing: every page's HTML, and the tab's storage.
-    for route in [*ROUTES, endpoint_route]:
+    for route in [*ROUTES, endpoint_route, f"{endpoint_route}/edit"]:
         await _go(page, gateway_url, route)
         html = await page.content()
         for value in (api_key, secret, llm_key):

@@ -1,7 +1,7 @@
 // The console's shell: hash routes (no server-side routing needed), sign-in, navigation.
 import { ApiError, raw, session } from "./api.js";
 import { h, field } from "./dom.js";
-import { endpointsPage, newEndpointPage } from "./endpoints.js";
+import { editEndpointPage, endpointsPage, newEndpointPage } from "./endpoints.js";
 import { endpointPage } from "./endpoint_detail.js";
 import { walletPage } from "./wallet.js";
 import { usagePage } from "./usage.js";
@@ -10,6 +10,7 @@ import { webhooksPage } from "./webhooks.js";
 
 const routes = [
   [/^#\/endpoints\/new$/, newEndpointPage],
+  [/^#\/endpoints\/([\w-]+)\/edit$/, editEndpointPage],
   [/^#\/endpoints\/([\w-]+)$/, endpointPage],
   [/^#\/endpoints$/, endpointsPage],
   [/^#\/wallet$/, walletPage],

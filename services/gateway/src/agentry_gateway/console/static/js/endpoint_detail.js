@@ -21,7 +21,8 @@ export async function endpointPage(view, id) {
 
   view.append(
     h("p", {}, h("a", { href: "#/endpoints" }, "← Endpoints")),
-    h("h1", {}, ep.name),
+    h("div", { class: "row" }, h("h1", {}, ep.name), h("a", { href: `#/endpoints/${ep.id}/edit`, class: "button",
+      testid: "endpoint-edit" }, "Edit")),
     keyBox,
     h("p", {}, "Run URL: ", h("code", {}, `${location.origin}/api/run/${ep.slug}`), " · price per run ",
       dollars(ep.price_per_run_cents)),
@@ -69,9 +70,9 @@ function testPanel(ep, currentKey, afterRun) {
     let text = input.value;
     try { if (/^\s*\{/.test(text)) text = JSON.parse(text); } catch { /* a string input that looks like JSON */ }
     const key = currentKey();
-    if (ep.enable_streaming && stream.checked && key) {
+    if (ep.enable_streaming && stream.checked && (key || ep.auth_mode === "public")) {
       // A streamed run is a real, charged run with the key shown above; the owner's /test answers in one piece.
-      const response = await raw("POST", `/api/run/${ep.slug}`, { body: { input: text }, token: key,
+      const response = await raw("POST", `/api/run/${ep.slug}`, { body: { input: text }, token: key ?? null,
         headers: { Accept: "text/event-stream" } });
       await readSse(response, (name, data) => {
         if (name === "thinking") show(`… thinking (LLM call ${data.iteration ?? ""})`);
@@ -97,7 +98,9 @@ function testPanel(ep, currentKey, afterRun) {
   } },
   h("h2", {}, "Test run"),
   field("Input", input, "Text, or a JSON object. Test runs are never charged the per-run price (10 per minute)."),
-  ep.enable_streaming && currentKey() ? field("Stream it with the key above (a real, priced run)", stream) : null,
+  ep.enable_streaming && (currentKey() || ep.auth_mode === "public")
+    ? field(ep.auth_mode === "public" ? "Stream it (a real, priced run)" : "Stream it with the key above (a real, priced run)",
+      stream) : null,
   h("div", { class: "row" }, submit), output);
   return form;
 }

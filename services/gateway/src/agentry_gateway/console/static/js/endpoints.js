@@ -78,22 +78,47 @@ export function toCents(text) {
   return Number.isFinite(cents) && Math.abs(cents - whole) < 1e-6 ? whole : cents;
 }
 
-/** The body: only what the owner filled in, so the contract's defaults apply to the rest. */
-function bodyOf(form, fields) {
+/** A control's value as the API takes it: undefined when left empty (the contract's default, or unchanged). */
+function valueOf(name, el, local) {
+  if (el.type === "checkbox") return el.checked;
+  const text = el.value.trim();
+  if (text === "" && name !== "name" && name !== "system_prompt") return undefined;
+  if (INTS.has(name) || name === "temperature") return Number(text);
+  if (MONEY.has(name)) return toCents(text);
+  if (JSONS.has(name)) {
+    try { return JSON.parse(text); } catch { local.push(`${name}: not valid JSON`); return undefined; }
+  }
+  return name === "system_prompt" ? el.value : text;
+}
+
+/** Create: only what the owner filled in (defaults apply to the rest). Edit (`initial` given): only what
+ * changed, an emptied optional field as null; the write-only LLM key only when a new one is typed. */
+function bodyOf(form, fields, initial) {
   const body = {};
   const local = [];
   for (const [name] of fields) {
-    const el = form.elements[name];
-    if (el.type === "checkbox") { if (el.checked) body[name] = true; continue; }
-    const text = el.value.trim();
-    if (text === "" && name !== "name" && name !== "system_prompt") continue;
-    if (INTS.has(name) || name === "temperature") body[name] = text === "" ? null : Number(text);
-    else if (MONEY.has(name)) body[name] = toCents(text);
-    else if (JSONS.has(name)) {
-      try { body[name] = JSON.parse(text); } catch { local.push(`${name}: not valid JSON`); }
-    } else body[name] = name === "system_prompt" ? el.value : text;
+    const value = valueOf(name, form.elements[name], local);
+    if (!initial) {
+      if (value !== undefined && value !== false) body[name] = value;
+    } else if (name === "llm_api_key") {
+      if (value !== undefined) body[name] = value;
+    } else if (JSON.stringify(value ?? null) !== JSON.stringify(initial[name] ?? null)) {
+      body[name] = value ?? null;
+    }
   }
   return { body, local };
+}
+
+function fill(form, fields, ep) {
+  for (const [name] of fields) {
+    const el = form.elements[name];
+    const value = ep[name];
+    if (el.type === "checkbox") el.checked = Boolean(value);
+    else if (value === null || value === undefined || name === "llm_api_key") el.value = "";
+    else if (MONEY.has(name)) el.value = (value / 100).toFixed(2);
+    else if (JSONS.has(name)) el.value = JSON.stringify(value, null, 2);
+    else el.value = String(value);
+  }
 }
 
 /** Put each "field: message" part of an API error at its field; what names no field goes to `general`. */
@@ -117,6 +142,31 @@ export function showErrors(form, message, general) {
   (first ?? general).focus?.();
 }
 
+function endpointForm(workspaces, initial, submitLabel, send) {
+  const fields = controls(workspaces);
+  const general = h("p", { class: "error", role: "alert", tabindex: "-1" });
+  const submit = h("button", { type: "submit", testid: "endpoint-form-submit" }, submitLabel);
+  const form = h("form", { class: "grid", novalidate: true },
+    fields.map(([, label, control, hint, wide]) => h("div", { class: wide ? "wide" : null }, field(label, control, hint))),
+    h("div", { class: "wide" }, general), h("div", { class: "wide row" }, submit));
+  if (initial) {
+    fill(form, fields, initial);
+    if (initial.has_llm_api_key) form.elements.llm_api_key.placeholder = "stored — type a new one to replace it";
+  }
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const { body, local } = bodyOf(form, fields, initial);
+    if (local.length) return showErrors(form, local.join("; "), general);
+    busy(submit, send(body).catch((err) => {
+      if (!(err instanceof ApiError)) throw err;
+      const named = err.code === "slug_taken" ? `slug: ${err.message}`
+        : err.code === "workspace_not_found" ? `workspace_id: ${err.message}` : err.message;
+      showErrors(form, named, general);
+    }));
+  });
+  return form;
+}
+
 export async function newEndpointPage(view) {
   document.title = "New endpoint · Agentry";
   view.append(h("h1", {}, "New endpoint"));
@@ -126,25 +176,22 @@ export async function newEndpointPage(view) {
       h("a", { href: "#/workspaces" }, "Create a workspace first"), "."));
     return;
   }
-  const fields = controls(workspaces);
-  const general = h("p", { class: "error", role: "alert", tabindex: "-1" });
-  const submit = h("button", { type: "submit", testid: "endpoint-form-submit" }, "Create endpoint");
-  const form = h("form", { class: "grid", novalidate: true },
-    fields.map(([, label, control, hint, wide]) => h("div", { class: wide ? "wide" : null }, field(label, control, hint))),
-    h("div", { class: "wide" }, general), h("div", { class: "wide row" }, submit));
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const { body, local } = bodyOf(form, fields);
-    if (local.length) return showErrors(form, local.join("; "), general);
-    busy(submit, api("POST", "/api/agent-endpoints", body).then((created) => {
-      keepOnce(created.endpoint.id, created.api_key); // shown once on the detail page, then forgotten
-      location.hash = `#/endpoints/${created.endpoint.id}`;
-    }).catch((err) => {
-      if (!(err instanceof ApiError)) throw err;
-      const named = err.code === "slug_taken" ? `slug: ${err.message}`
-        : err.code === "workspace_not_found" ? `workspace_id: ${err.message}` : err.message;
-      showErrors(form, named, general);
-    }));
+  const form = endpointForm(workspaces, null, "Create endpoint", async (body) => {
+    const created = await api("POST", "/api/agent-endpoints", body);
+    keepOnce(created.endpoint.id, created.api_key); // shown once on the detail page, then forgotten
+    location.hash = `#/endpoints/${created.endpoint.id}`;
+  });
+  view.append(form);
+  form.elements.name.focus();
+}
+
+export async function editEndpointPage(view, id) {
+  const [{ endpoint: ep }, { workspaces }] = await Promise.all([get(`/api/agent-endpoints/${id}`), get("/api/workspaces")]);
+  document.title = `Edit ${ep.name} · Agentry`;
+  view.append(h("p", {}, h("a", { href: `#/endpoints/${id}` }, `← ${ep.name}`)), h("h1", {}, `Edit ${ep.name}`));
+  const form = endpointForm(workspaces, ep, "Save changes", async (body) => {
+    if (Object.keys(body).length) await api("PATCH", `/api/agent-endpoints/${id}`, body);
+    location.hash = `#/endpoints/${id}`;
   });
   view.append(form);
   form.elements.name.focus();
