@@ -7,17 +7,28 @@ runs in history, usage, deposit, a webhook — and no secret ever rendered again
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from agentry_common.stack import Stack
 from agentry_common.testing import dev_token
 
 CHROMIUM = "/usr/bin/chromium"
@@ -223,3 +234,100 @@ async def test_an_owner_runs_the_whole_console_flow_and_no_secret_is_rendered_tw
     await _shoot(page, tmp_path, "endpoint-mobile")
     assert errors == []
     await context.close()
+
+
+class FakeOpenIdProvider:
+    """An OpenID provider on loopback speaking the real wire format: discovery, an authorization endpoint that
+    signs the user in at once, a token endpoint that checks the PKCE verifier against the challenge, and JWKS."""
+
+    def __init__(self, client_id: str, sub: str):
+        self.client_id, self.sub = client_id, sub
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.challenges: dict[str, tuple[str, str]] = {}  # code → (challenge, redirect_uri)
+        self.token_requests: list[dict[str, str]] = []
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(
+                self, status: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+            ) -> None:
+                data = json.dumps(body or {}).encode()
+                self.send_response(status)
+                for k, v in {"content-type": "application/json", "access-control-allow-origin": "*",
+                             **(headers or {})}.items():  # fmt: skip
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                q = dict(parse_qsl(url.query))
+                if url.path == "/.well-known/openid-configuration":
+                    base = provider.issuer
+                    doc = {"issuer": base, "authorization_endpoint": f"{base}/authorize",
+                           "token_endpoint": f"{base}/token", "jwks_uri": provider.jwks_url}  # fmt: skip
+                    return self._send(200, doc)
+                if url.path == "/jwks":
+                    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(provider.key.public_key()))
+                    return self._send(200, {"keys": [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]})
+                if url.path == "/authorize":
+                    ok = q.get("client_id") == provider.client_id and q.get("code_challenge_method") == "S256"
+                    if not ok or q.get("response_type") != "code" or "openid" not in q.get("scope", ""):
+                        return self._send(400, {"error": "invalid_request"})
+                    code = uuid.uuid4().hex
+                    provider.challenges[code] = (q["code_challenge"], q["redirect_uri"])
+                    back = f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q['state']})}"
+                    return self._send(302, headers={"location": back})
+                self._send(404)
+
+            def do_POST(self) -> None:
+                form = dict(parse_qsl(self.rfile.read(int(self.headers["content-length"])).decode()))
+                provider.token_requests.append(form)
+                challenge, redirect_uri = provider.challenges.pop(form.get("code", ""), ("", ""))
+                digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+                verified = base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == challenge
+                if (
+                    not verified
+                    or form.get("redirect_uri") != redirect_uri
+                    or form.get("client_id") != provider.client_id
+                ):
+                    return self._send(400, {"error": "invalid_grant"})
+                claims = {"sub": provider.sub, "iss": provider.issuer, "aud": provider.client_id,
+                          "exp": int(time.time()) + 300, "iat": int(time.time())}  # fmt: skip
+                id_token = jwt.encode(claims, provider.key, algorithm="RS256", headers={"kid": "k1"})
+                self._send(200, {"id_token": id_token, "access_token": uuid.uuid4().hex, "token_type": "Bearer"})
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.jwks_url = f"{self.issuer}/jwks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@needs_chromium
+async def test_single_sign_on_with_an_openid_provider_uses_the_code_flow_with_pkce(
+    browser: Browser, stack: Stack, user: str
+) -> None:
+    idp = FakeOpenIdProvider(client_id="agentry-console", sub=user)
+    gateway = await asyncio.to_thread(
+        stack.start_service, "gateway", OIDC_ISSUER=idp.issuer, OIDC_CLIENT_ID=idp.client_id,
+        JWT_JWKS_URL=idp.jwks_url, JWT_ISSUER=idp.issuer, JWT_AUDIENCE=idp.client_id,
+    )  # fmt: skip
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{gateway.url}/console/")
+        await page.get_by_test_id("signin-oidc").click()  # → the provider → back with a code → its ID token
+        await page.wait_for_selector('main[data-ready="#/endpoints"]')
+        await expect(page.get_by_test_id("nav-endpoints")).to_be_visible()
+        assert "code=" not in page.url  # the one-time code does not stay in the address bar
+        [exchange] = idp.token_requests
+        assert exchange["grant_type"] == "authorization_code" and len(exchange["code_verifier"]) >= 43
+        csp = (await httpx.AsyncClient().get(f"{gateway.url}/console/")).headers["content-security-policy"]
+        assert f"connect-src 'self' {idp.issuer};" in csp
+        await page.close()
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        stack.services.remove(gateway)
+        idp.server.shutdown()

@@ -15,7 +15,7 @@ from agentry_common.errors import PayloadTooLarge
 from ..auth import JwtVerifier, KeyVerifier
 from ..catalog_cache import EndpointCache
 from ..client_ip import TrustedProxies
-from ..console import console_app
+from ..console import install as install_console
 from ..dispatch import Dispatcher
 from ..ratelimit import Limits
 from ..service import Catalog
@@ -110,7 +110,7 @@ async def root() -> RedirectResponse:
     return RedirectResponse("/console/", status_code=302)
 
 
-app.mount("/console", console_app(), name="console")
+install_console(app, settings)
 
 
 for router in (management.router, runs.router, wallet.router, payments.router, webhooks.router, openai_compat.router):

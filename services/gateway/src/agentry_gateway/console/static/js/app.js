@@ -7,6 +7,9 @@ import { walletPage } from "./wallet.js";
 import { usagePage } from "./usage.js";
 import { workspacesPage } from "./workspaces.js";
 import { webhooksPage } from "./webhooks.js";
+import { finishSignIn, startSignIn } from "./oidc.js";
+
+let config = { oidc: null };
 
 const routes = [
   [/^#\/endpoints\/new$/, newEndpointPage],
@@ -21,19 +24,16 @@ const routes = [
 
 const main = () => document.getElementById("main");
 
-function signinPage(view) {
+function signinPage(view, problem) {
   const token = h("input", { type: "password", testid: "signin-token", autocomplete: "off", required: true,
     spellcheck: "false" });
-  const error = h("p", { class: "error", role: "alert" });
+  const error = h("p", { class: "error", role: "alert" }, problem ?? "");
   const submit = h("button", { type: "submit", testid: "signin-submit" }, "Sign in");
   const form = h("form", { class: "grid", onsubmit: async (event) => {
     event.preventDefault();
     error.textContent = "";
-    const value = token.value.trim();
     try {
-      await raw("GET", "/api/workspaces", { token: value }); // proves the token before keeping it
-      session.set(value);
-      location.hash = "#/endpoints";
+      await adopt(token.value.trim());
     } catch (err) {
       error.textContent = err instanceof ApiError ? `Sign-in failed: ${err.message}` : String(err);
     }
@@ -41,8 +41,25 @@ function signinPage(view) {
   h("div", { class: "wide" }, field("Access token (JWT)", token,
     "In development: paste the output of `make token`. It is kept in this tab only and forgotten when the tab closes.")),
   h("div", { class: "wide row" }, submit), h("div", { class: "wide" }, error));
-  view.append(h("h1", {}, "Sign in"), form);
-  token.focus();
+  view.append(h("h1", {}, "Sign in"));
+  if (config.oidc) {
+    view.append(h("p", {}, h("button", { type: "button", testid: "signin-oidc",
+      onclick: () => startSignIn(config.oidc).catch((err) => { error.textContent = String(err); }) },
+    "Sign in with single sign-on")), h("p", { class: "hint" }, "Or, with a token:"));
+  } else if (config.oidc_problem) {
+    view.append(h("p", { class: "error" }, `Single sign-on is unavailable: ${config.oidc_problem}.`));
+  }
+  view.append(form);
+  if (!config.oidc) token.focus();
+}
+
+/** Keep a token only once the API has accepted it. */
+async function adopt(token) {
+  await raw("GET", "/api/workspaces", { token });
+  session.set(token);
+  const before = location.hash;
+  location.hash = "#/endpoints";
+  if (before === "#/endpoints") render(); // no hashchange when already there: draw it now
 }
 
 async function render() {
@@ -54,7 +71,8 @@ async function render() {
   if (!session.token || hash === "#/signin") {
     nav.hidden = true;
     document.title = "Sign in · Agentry";
-    signinPage(view);
+    signinPage(view, render.problem);
+    render.problem = null;
     main().dataset.ready = "#/signin";
     return;
   }
@@ -84,4 +102,18 @@ document.getElementById("signout").addEventListener("click", () => {
   location.hash = "#/signin";
 });
 window.addEventListener("hashchange", render);
-render();
+
+async function start() {
+  config = await fetch("/console/config.json").then((r) => r.json()).catch(() => ({ oidc: null }));
+  if (config.oidc) {
+    try {
+      const token = await finishSignIn(config.oidc);
+      if (token) return await adopt(token);
+    } catch (err) {
+      session.clear();
+      render.problem = err instanceof ApiError ? `Sign-in failed: ${err.message}` : err.message;
+    }
+  }
+  render();
+}
+start();
