@@ -191,6 +191,9 @@ async def test_an_owner_runs_the_whole_console_flow_and_no_secret_is_rendered_tw
     await page.get_by_test_id("nav-wallet").click()
     await page.wait_for_selector('main[data-ready="#/wallet"]')
     await expect(page.get_by_test_id("balance-amount")).to_have_text("$0.00")
+    await page.get_by_test_id("deposit-amount").fill("4")  # under the $5.00 minimum: said in dollars
+    await page.get_by_test_id("deposit-submit").click()
+    await expect(page.get_by_test_id("deposit-error")).to_contain_text("$5.00")
     await page.get_by_test_id("deposit-amount").fill("5")
     await page.get_by_test_id("deposit-submit").click()
     await expect(page.get_by_test_id("transactions-table")).to_contain_text("deposit")
@@ -233,6 +236,11 @@ async def test_an_owner_runs_the_whole_console_flow_and_no_secret_is_rendered_tw
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await _shoot(page, tmp_path, "endpoint-mobile")
     assert errors == []
+
+    # Signing out forgets the token: the console asks for one again.
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_selector('main[data-ready="#/signin"]')
+    assert await page.evaluate("sessionStorage.length") == 0
     await context.close()
 
 

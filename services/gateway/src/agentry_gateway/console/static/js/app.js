@@ -100,6 +100,7 @@ async function render() {
 document.getElementById("signout").addEventListener("click", () => {
   session.clear();
   location.hash = "#/signin";
+  location.reload(); // also drops whatever this tab still holds in memory
 });
 window.addEventListener("hashchange", render);
 

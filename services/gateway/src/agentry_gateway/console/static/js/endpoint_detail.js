@@ -17,7 +17,9 @@ export async function endpointPage(view, id) {
   if (rawKey) showKey("Your endpoint's API key", rawKey);
 
   const runs = h("div");
-  const refreshRuns = () => runHistory(runs, ep.id);
+  // A run reaches the history a moment after it answers: look again shortly after.
+  const refreshRuns = () => runHistory(runs, ep.id).then(() => setTimeout(() => runs.isConnected &&
+    runHistory(runs, ep.id).catch(() => {}), 1500));
 
   view.append(
     h("p", {}, h("a", { href: "#/endpoints" }, "← Endpoints")),

@@ -121,6 +121,9 @@ function fill(form, fields, ep) {
   }
 }
 
+/** An API message about an amount in cents, with its numbers said in dollars (as the owner typed them). */
+export const inDollars = (message) => message.replace(/\b\d+\b/g, (c) => dollars(Number(c)));
+
 /** Put each "field: message" part of an API error at its field; what names no field goes to `general`. */
 export function showErrors(form, message, general) {
   for (const old of form.querySelectorAll("[data-testid=field-error]")) old.remove();
@@ -132,7 +135,7 @@ export function showErrors(form, message, general) {
     const el = m && form.elements[m[1]];
     if (!el || !el.closest) { general.textContent += `${part} `; continue; }
     // Money is typed in dollars; the API's limits are in cents: say them in dollars too.
-    const text = MONEY.has(m[1]) ? m[2].replace(/\b\d+\b/g, (c) => dollars(Number(c))) : m[2];
+    const text = MONEY.has(m[1]) ? inDollars(m[2]) : m[2];
     const err = h("p", { testid: "field-error", id: `${el.id}-error`, class: "error" }, text);
     el.closest(".field").append(err);
     el.setAttribute("aria-invalid", "true");

@@ -2,7 +2,7 @@
 // and the low-balance alert. Amounts are typed and shown in the wallet's currency; the API speaks cents.
 import { ApiError, api, get, optional } from "./api.js";
 import { busy, dollars, field, h, table, uuid, when } from "./dom.js";
-import { toCents } from "./endpoints.js";
+import { inDollars, toCents } from "./endpoints.js";
 
 export async function walletPage(view) {
   document.title = "Wallet · Agentry";
@@ -41,9 +41,10 @@ function depositForm(cur) {
   let key = uuid();
   const amount = h("input", { type: "number", testid: "deposit-amount", name: "amount_cents", min: 5, max: 500,
     step: "0.01", required: true, inputmode: "decimal" });
-  const error = h("p", { class: "error", role: "alert" });
+  const error = h("p", { class: "error", role: "alert", testid: "deposit-error" });
   const submit = h("button", { type: "submit", testid: "deposit-submit" }, "Deposit");
-  return h("form", { class: "card row", onsubmit: (event) => {
+  // novalidate: the API's own message (its limits, in dollars) is shown in the page, not a browser bubble.
+  return h("form", { class: "card row", novalidate: true, onsubmit: (event) => {
     event.preventDefault();
     error.textContent = "";
     busy(submit, api("POST", "/api/balance/deposit", { amount_cents: toCents(amount.value) }, { "Idempotency-Key": key })
@@ -53,7 +54,9 @@ function depositForm(cur) {
         if (url) location.assign(url); // Stripe Checkout; the wallet is credited when Stripe confirms
         else window.dispatchEvent(new HashChangeEvent("hashchange")); // re-render: new balance and transaction
       })
-      .catch((err) => { error.textContent = err instanceof ApiError ? err.message.replace(/^amount_cents: /, "") : err; }));
+      .catch((err) => {
+        error.textContent = err instanceof ApiError ? inDollars(err.message.replace(/^amount_cents: /, "")) : err;
+      }));
   } }, field(`Amount (${cur.toUpperCase()})`, amount, "From 5.00 to 500.00"), submit, error);
 }
 
