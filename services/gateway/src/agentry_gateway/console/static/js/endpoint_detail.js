@@ -1,6 +1,7 @@
 // One endpoint: its settings, the raw key once (right after creation), caller keys, a test-run panel and history.
 import { ApiError, api, get, optional, raw, readSse } from "./api.js";
-import { busy, dollars, field, h, secretOnce, table, when } from "./dom.js";
+import { busy, dollars, field, h, secretOnce, select, table, when } from "./dom.js";
+import { toCents } from "./endpoints.js";
 import { takeOnce } from "./once.js";
 
 const SHOWN = ["slug", "workspace_id", "description", "agent_type", "llm_provider", "llm_model", "llm_base_url",
@@ -156,17 +157,23 @@ async function keysSection(ep) {
     }
     const name = h("input", { name: "name", maxlength: 60, required: true });
     const cap = h("input", { name: "spend_cap_cents", type: "number", step: "any", min: 0 });
+    const period = select({ name: "spend_cap_period" }, [["month"], ["day"], ["total"]], "month");
+    const perMinute = h("input", { name: "rate_limit_per_minute", type: "number", min: 1 });
+    const expires = h("input", { name: "expires_at", type: "date" });
     const error = h("p", { class: "error", role: "alert" });
     const create = h("form", { class: "row", onsubmit: async (event) => {
       event.preventDefault();
       const body = { name: name.value.trim() };
-      if (cap.value) body.spend_cap_cents = Math.round(Number(cap.value) * 100);
+      if (cap.value) Object.assign(body, { spend_cap_cents: toCents(cap.value), spend_cap_period: period.value });
+      if (perMinute.value) body.rate_limit_per_minute = Number(perMinute.value);
+      if (expires.value) body.expires_at = new Date(`${expires.value}T00:00:00`).toISOString();
       try {
         const created = await api("POST", path, body);
         once.replaceChildren(secretOnce("key-once", `Key "${created.key.name}"`, created.api_key));
         await refresh();
       } catch (err) { error.textContent = err.message; }
-    } }, field("New key name", name), field("Monthly spend cap ($, optional)", cap),
+    } }, field("New key name", name), field("Spend cap ($, optional)", cap), field("Cap period", period),
+    field("Runs per minute (optional)", perMinute), field("Expires (optional)", expires),
     h("button", { type: "submit" }, "Create key"), error);
     box.replaceChildren(table("keys-table", ["Name", "Prefix", "Created", "Last used", "Expires", "Spend cap", "Spent", ""],
       listed.keys.map((k) => h("tr", {},

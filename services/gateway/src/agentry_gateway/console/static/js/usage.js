@@ -14,20 +14,22 @@ export async function usagePage(view) {
   const to = h("input", { type: "date", name: "to", value: day(now) });
   const granularity = select({ name: "granularity" }, [["hour"], ["day"], ["month"]], "day");
   const groupBy = select({ name: "group_by" }, [["none", "all"], ["endpoint"], ["key"]], "none");
+  const { endpoints } = await get("/api/agent-endpoints");
+  const only = select({ name: "endpoint_id" }, [["", "all endpoints"], ...endpoints.map((ep) => [ep.id, ep.name])], "");
   const result = h("div");
   const form = h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); load(); } },
     field("From", from), field("To", to), field("Granularity", granularity), field("Group by", groupBy),
+    field("Endpoint", only),
     h("button", { type: "submit" }, "Show"));
   view.append(form, result);
-  const names = new Map();
-  const { endpoints } = await get("/api/agent-endpoints");
-  for (const ep of endpoints) names.set(ep.id, ep.name);
+  const names = new Map(endpoints.map((ep) => [ep.id, ep.name]));
 
   async function load() {
     const end = new Date(`${to.value}T00:00:00Z`);
     end.setUTCDate(end.getUTCDate() + 1);
     const query = new URLSearchParams({ from: `${from.value}T00:00:00Z`, to: end.toISOString(),
       granularity: granularity.value, group_by: groupBy.value });
+    if (only.value) query.set("endpoint_id", only.value);
     let usage;
     try {
       usage = await optional(`/api/usage?${query}`);
