@@ -181,9 +181,9 @@ async def test_a_json_syntax_error_says_what_and_where_in_words(
     }
 
 
-async def test_docs_are_served_without_a_cdn_and_the_root_leads_there(http: httpx.AsyncClient) -> None:
+async def test_docs_are_served_without_a_cdn_and_the_root_leads_to_the_console(http: httpx.AsyncClient) -> None:
     r = await http.get("/")
-    assert r.status_code == 302 and r.headers["location"] == "/docs"
+    assert r.status_code == 302 and r.headers["location"] == "/console/"
     page = await http.get("/docs")
     assert page.status_code == 200
     assert "cdn" not in page.text.lower() and "https://" not in page.text

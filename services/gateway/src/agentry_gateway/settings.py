@@ -11,6 +11,13 @@ class Settings(ServiceSettings):
     jwt_jwks_url: str | None = Field(None, description="JWKS URL (RS256/ES256); used instead of the secret.")
     jwt_issuer: str | None = Field(None, description="Required `iss` claim, when set.")
     jwt_audience: str | None = Field(None, description="Required `aud` claim, when set.")
+    oidc_issuer: str | None = Field(
+        None,
+        description="The console's single sign-on: an OpenID provider (authorization code + PKCE). Set "
+        "JWT_JWKS_URL, JWT_ISSUER and JWT_AUDIENCE (= OIDC_CLIENT_ID) so its ID tokens are accepted.",
+    )
+    oidc_client_id: str | None = Field(None, description="The console's public client id at the OpenID provider.")
+    oidc_scope: str = Field("openid profile email", description="Scopes the console asks the OpenID provider for.")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
     allow_private_urls: bool = Field(
         False, description="Let MCP / custom LLM URLs reach private and loopback addresses (never link-local)."

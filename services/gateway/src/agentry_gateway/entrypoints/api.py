@@ -15,6 +15,7 @@ from agentry_common.errors import PayloadTooLarge
 from ..auth import JwtVerifier, KeyVerifier
 from ..catalog_cache import EndpointCache
 from ..client_ip import TrustedProxies
+from ..console import install as install_console
 from ..dispatch import Dispatcher
 from ..ratelimit import Limits
 from ..service import Catalog
@@ -107,8 +108,11 @@ app = create_service_app(
 
 @app.get("/", include_in_schema=False)
 async def root() -> RedirectResponse:
-    """The API's front page is its documentation (until the console comes)."""
-    return RedirectResponse("/docs", status_code=302)
+    """The front page is the owner console (the API's documentation stays at `/docs`)."""
+    return RedirectResponse("/console/", status_code=302)
+
+
+install_console(app, settings)
 
 
 for router in (
