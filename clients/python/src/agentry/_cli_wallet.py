@@ -10,6 +10,7 @@ import typer
 
 from . import _cli_support as ui
 from ._cli_support import Json, api_errors, app, owner, show
+from .models import Deposited
 
 # --- usage, wallet, webhooks ---
 
@@ -74,7 +75,12 @@ def deposit(
     """Add money to the wallet."""
     with api_errors(), owner() as api:
         done = api.deposit(round(amount * 100), idempotency_key=idempotency_key)
-    ui.print_json(done) if as_json else ui.out.print(f"balance {ui.money(done.balance_cents)}", highlight=False)
+    if as_json:
+        ui.print_json(done)
+    elif isinstance(done, Deposited):
+        ui.out.print(f"balance {ui.money(done.balance_cents)}", highlight=False)
+    else:  # Stripe mode: credited once paid
+        ui.out.print(f"pay at {done.deposit.checkout_url} ({done.deposit.id}, pending)", highlight=False)
 
 
 @app.command()
