@@ -63,6 +63,49 @@ def test_create_run_streamed_list_and_rotate_the_key(env: dict[str, str]) -> Non
     assert ok(env, "run", endpoint["slug"], "hi", "--key", new_key, "--json")["output"] == "mock answer: hi"
 
 
+def refused_run(env: dict[str, str], slug: str, key: str) -> subprocess.CompletedProcess[str]:
+    """A run with a key just revoked: the contract gives every gateway up to a second to refuse it."""
+    deadline = time.monotonic() + 10
+    while (done := agentry(env, "run", slug, "hi", "--key", key)).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return done
+
+
+def test_a_second_key_runs_is_filtered_in_history_and_fails_once_revoked(env: dict[str, str], gateway_url: str) -> None:
+    ws = ok(env, "workspaces", "create", "Acme", "--json")["id"]
+    created = ok(env, "endpoints", "create", "--workspace", ws, "--name", "Bot", "--prompt", "x", "--provider",
+                 "mock", "--json")  # fmt: skip
+    endpoint, slug = created["endpoint"]["id"], created["endpoint"]["slug"]
+    second = ok(env, "keys", "create", endpoint, "--name", "acme app", "--rate-limit", "50", "--json")
+    key_id, raw = second["key"]["id"], second["api_key"]
+    assert key_id.startswith("key_") and raw.startswith(second["key"]["prefix"]) and second["key"]["revoked_at"] is None
+
+    run = ok(env, "run", slug, "from acme", "--key", raw, "--json")
+    assert run["output"] == "mock answer: from acme"
+    ok(env, "run", slug, "from default", "--key", created["api_key"])
+    assert [r["id"] for r in ok(env, "runs", endpoint, "--key-id", key_id, "--json")] == [run["run_id"]]
+    assert ok(env, "runs", endpoint, "--json")[0]["key_id"] != key_id
+
+    updated = ok(env, "keys", "update", endpoint, key_id, "--spend-cap", "500", "--cap-period", "day", "--json")
+    assert (updated["spend_cap_cents"], updated["spend_cap_period"], updated["name"]) == (500, "day", "acme app")
+    table = ok(env, "keys", "list", endpoint)
+    assert "default" in table and "acme app" in table and raw not in table  # the raw key is shown only once
+
+    ok(env, "keys", "revoke", endpoint, key_id)
+    listed = {k["id"]: k for k in ok(env, "keys", "list", endpoint, "--json")}
+    assert listed[key_id]["revoked_at"] is not None  # kept, for audit
+    refused = refused_run(env, slug, raw)
+    expected = httpx.post(
+        f"{gateway_url}/api/run/{slug}", json={"input": "x"}, headers={"Authorization": f"Bearer {raw}"}
+    )
+    assert expected.status_code == 401 and expected.json()["error"]["code"] == "invalid_api_key"
+    assert refused.returncode == 1 and expected.json()["error"]["message"] in refused.stderr
+    assert "invalid_api_key" in refused.stderr and refused.stdout == ""
+    assert ok(env, "run", slug, "still", "--key", created["api_key"]) == "mock answer: still\n"  # the other key works
+    assert agentry(env, "keys", "revoke", endpoint, "key_nope").returncode == 1
+    assert agentry(env, "keys", "update", endpoint, key_id).returncode == 2  # nothing to change
+
+
 def test_follow_prints_new_runs_as_they_come(env: dict[str, str]) -> None:
     ws = ok(env, "workspaces", "create", "Acme", "--json")["id"]
     created = ok(env, "endpoints", "create", "--workspace", ws, "--name", "Bot", "--prompt", "x", "--provider",
