@@ -7,7 +7,10 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +109,62 @@ def test_a_second_key_runs_is_filtered_in_history_and_fails_once_revoked(env: di
     assert agentry(env, "keys", "update", endpoint, key_id).returncode == 2  # nothing to change
 
 
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A webhook receiver on loopback: its URL and the headers of what it received."""
+    received: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            received.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_webhooks_create_list_test_deliveries_and_delete(
+    env: dict[str, str], receiver: tuple[str, list[dict[str, str]]]
+) -> None:
+    url, received = receiver
+    created = ok(env, "webhooks", "create", url, "--event", "run.succeeded", "--event", "balance.low",
+                 "--description", "ops", "--json")  # fmt: skip
+    hook = created["webhook"]
+    assert created["secret"].startswith("whsec_") and hook["events"] == ["run.succeeded", "balance.low"]
+    assert [h["id"] for h in ok(env, "webhooks", "list", "--json")] == [hook["id"]]
+    table = ok(env, "webhooks")
+    assert hook["id"] in table and url in table and created["secret"] not in table  # the secret only once
+
+    sent = ok(env, "webhooks", "test", hook["id"], "--json")
+    assert sent["event_type"] == "webhook.test" and sent["webhook_id"] == hook["id"]
+    deadline = time.monotonic() + 60
+    while (found := ok(env, "webhooks", "deliveries", hook["id"], "--json"))[0]["status"] == "pending":
+        assert time.monotonic() < deadline, found
+        time.sleep(0.3)
+    assert found[0]["status"] == "succeeded" and found[0]["attempts"][0]["response_status"] == 204
+    assert (
+        received and received[0]["webhook-id"] == found[0]["id"] and received[0]["webhook-signature"].startswith("v1,")
+    )
+    assert "succeeded" in ok(env, "webhooks", "deliveries", hook["id"])  # the table
+    retried = ok(env, "webhooks", "retry", hook["id"], found[0]["id"], "--json")
+    assert retried["id"] == found[0]["id"]
+
+    ok(env, "webhooks", "delete", hook["id"])
+    assert ok(env, "webhooks", "list", "--json") == []
+    missing = agentry(env, "webhooks", "deliveries", hook["id"])
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+
+
 def test_follow_prints_new_runs_as_they_come(env: dict[str, str]) -> None:
     ws = ok(env, "workspaces", "create", "Acme", "--json")["id"]
     created = ok(env, "endpoints", "create", "--workspace", ws, "--name", "Bot", "--prompt", "x", "--provider",
@@ -127,13 +186,19 @@ def test_the_wallet_and_usage(env: dict[str, str]) -> None:
     assert ok(env, "balance", "--json")["balance_cents"] == 500
     assert "5.00 USD" in ok(env, "balance")
     assert ok(env, "transactions", "--json")[0]["amount_cents"] == 500
+    [deposit] = ok(env, "deposits", "--json")
+    assert (deposit["amount_cents"], deposit["status"], deposit["source"]) == (500, "succeeded", "manual")
+    assert deposit["id"] in ok(env, "deposits")
     report = agentry(env, "usage", "--json")
     # GET /api/usage is in the contract; until this gateway serves it, the CLI shows the API's 404 and exits 1.
     if report.returncode == 0:
         assert "buckets" in json.loads(report.stdout)
         assert "runs" in ok(env, "usage", "--by", "endpoint")
+        assert "runs" in ok(env, "usage", "--csv").splitlines()[0]  # the server's CSV header
     else:
         assert report.returncode == 1 and "not_found" in report.stderr
+        as_csv = agentry(env, "usage", "--csv")
+        assert as_csv.returncode == 1 and "not_found" in as_csv.stderr
 
 
 def test_a_bad_token_shows_the_apis_message_and_exits_1(env: dict[str, str], gateway_url: str) -> None:
