@@ -167,7 +167,7 @@ def endpoints_test(endpoint_id: str, input: InputArg = None, as_json: Json = Fal
     _print_result(result.model_dump(mode="json"), as_json)
 
 
-keys = typer.Typer(help="An endpoint's caller keys (default: list them).", no_args_is_help=True)
+keys = typer.Typer(help="An endpoint's caller keys: one per customer or app.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 KEY_COLUMNS = ["id", "name", "prefix", "created_at", "expires_at", "last_used_at", "rate_limit_per_minute",
                "spend_cap_cents", "spend_cap_period", "spent_cents", "revoked_at"]  # fmt: skip
