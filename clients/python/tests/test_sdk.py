@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from mcp.server.mcpserver import MCPServer
 
 from agentry import (
     AgentryError,
@@ -22,6 +23,7 @@ from agentry import (
 )
 from agentry.models import Deposited, Key, RunResult
 from agentry_common.stack import dev_token
+from agentry_common.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -166,3 +168,24 @@ async def test_the_async_client_manages_keys_and_webhooks(gateway_url: str, user
         assert disabled.value.code == "webhook_disabled"
         await agentry.delete_webhook(hook.webhook.id)
         assert await agentry.list_webhooks() == []
+
+
+async def test_the_async_client_lists_an_mcp_servers_tools_live(gateway_url: str, user: str) -> None:
+    mcp = MCPServer("calc")
+
+    @mcp.tool(description="Adds two integers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    url, stop = await serve_asgi(mcp.streamable_http_app())
+    try:
+        async with AsyncClient(gateway_url, token=dev_token(user)) as agentry:
+            ws = await agentry.create_workspace("Acme")
+            server = await agentry.create_server(ws.id, "calc", f"{url}/mcp")
+            [tool] = await agentry.list_server_tools(ws.id, server.id)
+            assert (tool.name, tool.description) == ("add", "Adds two integers.")
+            assert tool.llm_name.endswith("add") and set(tool.input_schema["properties"]) == {"a", "b"}
+            with pytest.raises(NotFoundError):
+                await agentry.list_server_tools(ws.id, "srv_nope")
+    finally:
+        await stop()
