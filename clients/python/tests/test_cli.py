@@ -7,7 +7,10 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,105 @@ def test_create_run_streamed_list_and_rotate_the_key(env: dict[str, str]) -> Non
     assert ok(env, "run", endpoint["slug"], "hi", "--key", new_key, "--json")["output"] == "mock answer: hi"
 
 
+def refused_run(env: dict[str, str], slug: str, key: str) -> subprocess.CompletedProcess[str]:
+    """A run with a key just revoked: the contract gives every gateway up to a second to refuse it."""
+    deadline = time.monotonic() + 10
+    while (done := agentry(env, "run", slug, "hi", "--key", key)).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return done
+
+
+def test_a_second_key_runs_is_filtered_in_history_and_fails_once_revoked(env: dict[str, str], gateway_url: str) -> None:
+    ws = ok(env, "workspaces", "create", "Acme", "--json")["id"]
+    created = ok(env, "endpoints", "create", "--workspace", ws, "--name", "Bot", "--prompt", "x", "--provider",
+                 "mock", "--json")  # fmt: skip
+    endpoint, slug = created["endpoint"]["id"], created["endpoint"]["slug"]
+    second = ok(env, "keys", "create", endpoint, "--name", "acme app", "--rate-limit", "50", "--json")
+    key_id, raw = second["key"]["id"], second["api_key"]
+    assert key_id.startswith("key_") and raw.startswith(second["key"]["prefix"]) and second["key"]["revoked_at"] is None
+
+    run = ok(env, "run", slug, "from acme", "--key", raw, "--json")
+    assert run["output"] == "mock answer: from acme"
+    ok(env, "run", slug, "from default", "--key", created["api_key"])
+    assert [r["id"] for r in ok(env, "runs", endpoint, "--key-id", key_id, "--json")] == [run["run_id"]]
+    assert ok(env, "runs", endpoint, "--json")[0]["key_id"] != key_id
+
+    updated = ok(env, "keys", "update", endpoint, key_id, "--spend-cap", "500", "--cap-period", "day", "--json")
+    assert (updated["spend_cap_cents"], updated["spend_cap_period"], updated["name"]) == (500, "day", "acme app")
+    table = ok(env, "keys", "list", endpoint)
+    assert "default" in table and "acme app" in table and raw not in table  # the raw key is shown only once
+
+    ok(env, "keys", "revoke", endpoint, key_id)
+    listed = {k["id"]: k for k in ok(env, "keys", "list", endpoint, "--json")}
+    assert listed[key_id]["revoked_at"] is not None  # kept, for audit
+    refused = refused_run(env, slug, raw)
+    expected = httpx.post(
+        f"{gateway_url}/api/run/{slug}", json={"input": "x"}, headers={"Authorization": f"Bearer {raw}"}
+    )
+    assert expected.status_code == 401 and expected.json()["error"]["code"] == "invalid_api_key"
+    assert refused.returncode == 1 and expected.json()["error"]["message"] in refused.stderr
+    assert "invalid_api_key" in refused.stderr and refused.stdout == ""
+    assert ok(env, "run", slug, "still", "--key", created["api_key"]) == "mock answer: still\n"  # the other key works
+    assert agentry(env, "keys", "revoke", endpoint, "key_nope").returncode == 1
+    assert agentry(env, "keys", "update", endpoint, key_id).returncode == 2  # nothing to change
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A webhook receiver on loopback: its URL and the headers of what it received."""
+    received: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            received.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_webhooks_create_list_test_deliveries_and_delete(
+    env: dict[str, str], receiver: tuple[str, list[dict[str, str]]]
+) -> None:
+    url, received = receiver
+    created = ok(env, "webhooks", "create", url, "--event", "run.succeeded", "--event", "balance.low",
+                 "--description", "ops", "--json")  # fmt: skip
+    hook = created["webhook"]
+    assert created["secret"].startswith("whsec_") and hook["events"] == ["run.succeeded", "balance.low"]
+    assert [h["id"] for h in ok(env, "webhooks", "list", "--json")] == [hook["id"]]
+    table = ok(env, "webhooks")
+    assert hook["id"] in table and url in table and created["secret"] not in table  # the secret only once
+
+    sent = ok(env, "webhooks", "test", hook["id"], "--json")
+    assert sent["event_type"] == "webhook.test" and sent["webhook_id"] == hook["id"]
+    deadline = time.monotonic() + 60
+    while (found := ok(env, "webhooks", "deliveries", hook["id"], "--json"))[0]["status"] == "pending":
+        assert time.monotonic() < deadline, found
+        time.sleep(0.3)
+    assert found[0]["status"] == "succeeded" and found[0]["attempts"][0]["response_status"] == 204
+    assert (
+        received and received[0]["webhook-id"] == found[0]["id"] and received[0]["webhook-signature"].startswith("v1,")
+    )
+    assert "succeeded" in ok(env, "webhooks", "deliveries", hook["id"])  # the table
+    retried = ok(env, "webhooks", "retry", hook["id"], found[0]["id"], "--json")
+    assert retried["id"] == found[0]["id"]
+
+    ok(env, "webhooks", "delete", hook["id"])
+    assert ok(env, "webhooks", "list", "--json") == []
+    missing = agentry(env, "webhooks", "deliveries", hook["id"])
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+
+
 def test_follow_prints_new_runs_as_they_come(env: dict[str, str]) -> None:
     ws = ok(env, "workspaces", "create", "Acme", "--json")["id"]
     created = ok(env, "endpoints", "create", "--workspace", ws, "--name", "Bot", "--prompt", "x", "--provider",
@@ -84,13 +186,19 @@ def test_the_wallet_and_usage(env: dict[str, str]) -> None:
     assert ok(env, "balance", "--json")["balance_cents"] == 500
     assert "5.00 USD" in ok(env, "balance")
     assert ok(env, "transactions", "--json")[0]["amount_cents"] == 500
+    [deposit] = ok(env, "deposits", "--json")
+    assert (deposit["amount_cents"], deposit["status"], deposit["source"]) == (500, "succeeded", "manual")
+    assert deposit["id"] in ok(env, "deposits")
     report = agentry(env, "usage", "--json")
     # GET /api/usage is in the contract; until this gateway serves it, the CLI shows the API's 404 and exits 1.
     if report.returncode == 0:
         assert "buckets" in json.loads(report.stdout)
         assert "runs" in ok(env, "usage", "--by", "endpoint")
+        assert "runs" in ok(env, "usage", "--csv").splitlines()[0]  # the server's CSV header
     else:
         assert report.returncode == 1 and "not_found" in report.stderr
+        as_csv = agentry(env, "usage", "--csv")
+        assert as_csv.returncode == 1 and "not_found" in as_csv.stderr
 
 
 def test_a_bad_token_shows_the_apis_message_and_exits_1(env: dict[str, str], gateway_url: str) -> None:

@@ -12,8 +12,18 @@ from agentry import AsyncClient, Client, models
 from agentry._ops import COVERED
 from agentry_gateway.entrypoints.api import app
 
-# Routes no SDK method serves on purpose: none today. Add (METHOD, path) with a reason when there is one.
-NOT_IN_SDK: dict[tuple[str, str], str] = {}
+# Routes no SDK method serves on purpose, each with its reason.
+NOT_IN_SDK: dict[tuple[str, str], str] = {
+    ("POST", "/api/payments/stripe/webhook"): "Stripe's callback, signed by Stripe: no owner or caller sends it",
+}
+
+# SDK operations for routes in the contract (ARCHITECTURE.md §3) that this gateway may not serve yet; they must
+# not count as gone. Once the gateway serves them, the route check and `ROUTE_MODELS` cover them like any other.
+AHEAD_OF_THE_API: dict[tuple[str, str], str] = {
+    ("GET", "/api/usage"): "Usage and spend controls",
+    ("GET", "/api/balance/alerts"): "Usage and spend controls",
+    ("PUT", "/api/balance/alerts"): "Usage and spend controls",
+}
 
 # SDK model → the OpenAPI schema it reads. A new response object needs a line here and a model in models.py.
 MODELS: dict[type[models.Model], str] = {
@@ -33,6 +43,24 @@ MODELS: dict[type[models.Model], str] = {
     models.Transaction: "Transaction",
     models.TransactionPage: "TransactionPage",
     models.Deposited: "Deposited",
+    models.ToolInfo: "ToolInfo",
+    models.Key: "KeyPublic",
+    models.KeyCreated: "KeyCreated",
+    models.Webhook: "WebhookInfo",
+    models.WebhookCreated: "CreatedWebhook",
+    models.Delivery: "Delivery",
+    models.DeliveryAttempt: "DeliveryAttempt",
+    models.DeliveryPage: "DeliveryPage",
+    models.DepositRecord: "DepositRecord",
+    models.DepositStarted: "DepositStarted",
+    models.AutoRecharge: "AutoRecharge",
+}
+
+# Models of routes named by the contract before the gateway serves them: checked against the schema of the route's
+# 200 answer (whatever its name) once the route exists, skipped until then.
+ROUTE_MODELS: dict[type[models.Model], tuple[str, str]] = {
+    models.UsageReport: ("GET", "/api/usage"),
+    models.BalanceAlerts: ("GET", "/api/balance/alerts"),
 }
 
 
@@ -47,7 +75,7 @@ def test_every_route_of_the_api_has_an_sdk_method(openapi: dict[str, Any]) -> No
     routes = {(method.upper(), path) for path, ops in public.items() for method in ops}
     missing = routes - set(COVERED) - set(NOT_IN_SDK)
     assert not missing, f"routes without an SDK operation (add one to agentry/_ops.py): {sorted(missing)}"
-    gone = set(COVERED) - routes
+    gone = set(COVERED) - routes - set(AHEAD_OF_THE_API)
     assert not gone, f"SDK operations for routes the API no longer has: {sorted(gone)}"
 
 
@@ -65,3 +93,17 @@ def test_every_field_the_api_answers_is_declared_on_the_sdk_model(
     schema = openapi["components"]["schemas"][MODELS[model]]
     missing = set(schema.get("properties", {})) - set(model.model_fields)
     assert not missing, f"{MODELS[model]} has fields {sorted(missing)} that agentry.models.{model.__name__} lacks"
+
+
+@pytest.mark.parametrize("model", list(ROUTE_MODELS), ids=lambda m: m.__name__)
+def test_models_of_routes_ahead_of_the_api_declare_what_it_answers_once_served(
+    openapi: dict[str, Any], model: type[models.Model]
+) -> None:
+    method, path = ROUTE_MODELS[model]
+    operation = openapi["paths"].get(path, {}).get(method.lower())
+    if operation is None:
+        pytest.skip(f"{method} {path} is not served by this gateway yet")
+    ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    schema = openapi["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    missing = set(schema.get("properties", {})) - set(model.model_fields)
+    assert not missing, f"{method} {path} answers fields {sorted(missing)} that agentry.models.{model.__name__} lacks"

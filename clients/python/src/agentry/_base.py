@@ -43,6 +43,8 @@ def read(call: Call[T], response: httpx.Response) -> T:
         raise error_for(response.status_code, _json(response), dict(response.headers))
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         raise AgentryError("this endpoint streams its runs: use stream() or run()", code="streaming_endpoint")
+    if call.text:
+        return call.parse(response.text)
     return call.parse(_json(response) if response.content else None)
 
 

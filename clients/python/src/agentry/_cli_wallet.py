@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from . import _cli_support as ui
 from ._cli_support import Json, api_errors, app, owner, show
+from .models import Delivery, Deposited
 
 # --- usage, wallet, webhooks ---
 
@@ -29,16 +29,15 @@ def usage(
     """Runs, tokens and money over time (`GET /api/usage`), with a chart of runs."""
     if by not in (None, "endpoint", "key"):
         raise ui.usage_error("--by takes endpoint or key")
-    params = {"granularity": granularity, "group_by": by or "none", "from": since, "to": until}
+    query = {"granularity": granularity, "group_by": by or "none", "since": since, "until": until}
     with api_errors(), owner() as api:
-        report = api.request("GET", "/api/usage", params={k: v for k, v in params.items() if v is not None})
-    buckets = report.get("buckets", [])
+        if as_csv:  # the server's own CSV (`format=csv`), byte for byte
+            sys.stdout.write(api.usage_csv(**query))
+            return
+        report = api.usage(**query)
+    buckets = [b.model_dump(mode="json") for b in report.buckets]
     if as_json:
         ui.print_json(report)
-    elif as_csv:
-        writer = csv.DictWriter(sys.stdout, USAGE_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(buckets)
     else:
         columns = [c for c in USAGE_FIELDS if c not in ("endpoint_id", "key_id") or c == f"{by}_id"]
         ui.table(buckets, columns[:9], title="usage")
@@ -74,7 +73,12 @@ def deposit(
     """Add money to the wallet."""
     with api_errors(), owner() as api:
         done = api.deposit(round(amount * 100), idempotency_key=idempotency_key)
-    ui.print_json(done) if as_json else ui.out.print(f"balance {ui.money(done.balance_cents)}", highlight=False)
+    if as_json:
+        ui.print_json(done)
+    elif isinstance(done, Deposited):
+        ui.out.print(f"balance {ui.money(done.balance_cents)}", highlight=False)
+    else:  # Stripe mode: credited once paid
+        ui.out.print(f"pay at {done.deposit.checkout_url} ({done.deposit.id}, pending)", highlight=False)
 
 
 @app.command()
@@ -85,41 +89,89 @@ def transactions(limit: Annotated[int, typer.Option("--limit", min=1, max=100)] 
     show(page.transactions, as_json, ["id", "kind", "amount_cents", "run_id", "status", "created_at"])
 
 
-webhooks = typer.Typer(help="Webhooks (`/api/webhooks` per the contract; default: list them).")
+webhooks = typer.Typer(help="Webhooks: events POSTed to your URL, signed (default: list them).")
 app.add_typer(webhooks, name="webhooks")
-HOOK_COLUMNS = ["id", "url", "events", "enabled", "created_at"]
+HOOK_COLUMNS = ["id", "url", "events", "enabled", "description", "created_at"]
+DELIVERY_COLUMNS = ["id", "event_type", "status", "attempts", "last_status", "next_attempt_at", "created_at"]
+
+
+def _hooks_list(as_json: bool) -> None:
+    with api_errors(), owner() as api:
+        show(api.list_webhooks(), as_json, HOOK_COLUMNS)
 
 
 @webhooks.callback(invoke_without_command=True)
-def webhooks_list(ctx: typer.Context, as_json: Json = False) -> None:
+def webhooks_default(ctx: typer.Context, as_json: Json = False) -> None:
     if ctx.invoked_subcommand is None:
-        with api_errors(), owner() as api:
-            show(api.request("GET", "/api/webhooks")["webhooks"], as_json, HOOK_COLUMNS)
+        _hooks_list(as_json)
+
+
+@webhooks.command("list")
+def webhooks_list(as_json: Json = False) -> None:
+    """Your webhooks."""
+    _hooks_list(as_json)
 
 
 @webhooks.command("create")
 def webhooks_create(
     url: str,
-    event: Annotated[list[str], typer.Option("--event", help="An event type; repeat for more.")],
+    event: Annotated[list[str], typer.Option("--event", help="An event type (run.succeeded, …); repeat for more.")],
+    description: Annotated[str | None, typer.Option("--description")] = None,
     as_json: Json = False,
 ) -> None:
+    """Subscribe a URL to event types; its signing secret is shown once."""
     with api_errors(), owner() as api:
-        created = api.request("POST", "/api/webhooks", json={"url": url, "events": event})
+        created = api.create_webhook(url, event, description)
     if as_json:
         ui.print_json(created)
         return
-    show([created["webhook"]], False, HOOK_COLUMNS)
-    ui.out.print(f"signing secret (shown only now): [bold]{created['secret']}[/bold]", highlight=False)
+    show([created.webhook], False, HOOK_COLUMNS)
+    ui.out.print(f"signing secret (shown only now): [bold]{created.secret}[/bold]", highlight=False)
 
 
 @webhooks.command("delete")
 def webhooks_delete(webhook_id: str) -> None:
     with api_errors(), owner() as api:
-        api.request("DELETE", f"/api/webhooks/{webhook_id}")
+        api.delete_webhook(webhook_id)
+
+
+def _delivery_row(delivery: Delivery) -> dict[str, Any]:
+    row = delivery.model_dump(mode="json")
+    last = delivery.attempts[-1] if delivery.attempts else None
+    row["last_status"] = (last.response_status or last.error) if last else None
+    row["attempts"] = len(delivery.attempts)
+    return row
 
 
 @webhooks.command("deliveries")
-def webhooks_deliveries(webhook_id: str, as_json: Json = False) -> None:
+def webhooks_deliveries(
+    webhook_id: str, limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 20, as_json: Json = False
+) -> None:
+    """A webhook's deliveries with their attempts, newest first."""
     with api_errors(), owner() as api:
-        found = api.request("GET", f"/api/webhooks/{webhook_id}/deliveries")["deliveries"]
-    show(found, as_json, ["id", "event_type", "status", "next_attempt_at", "created_at"])
+        page = api.list_deliveries(webhook_id, limit)
+    show(page.deliveries if as_json else [_delivery_row(d) for d in page.deliveries], as_json, DELIVERY_COLUMNS)
+
+
+@webhooks.command("retry")
+def webhooks_retry(webhook_id: str, delivery_id: str, as_json: Json = False) -> None:
+    """Send a delivery again now."""
+    with api_errors(), owner() as api:
+        delivery = api.retry_delivery(webhook_id, delivery_id)
+    show(delivery if as_json else _delivery_row(delivery), as_json, DELIVERY_COLUMNS)
+
+
+@webhooks.command("test")
+def webhooks_test(webhook_id: str, as_json: Json = False) -> None:
+    """Send a `webhook.test` event to the webhook."""
+    with api_errors(), owner() as api:
+        delivery = api.test_webhook(webhook_id)
+    show(delivery if as_json else _delivery_row(delivery), as_json, DELIVERY_COLUMNS)
+
+
+@app.command()
+def deposits(as_json: Json = False) -> None:
+    """Deposits through the payment provider, with their status."""
+    with api_errors(), owner() as api:
+        found = api.deposits()
+    show(found, as_json, ["id", "status", "amount_cents", "currency", "source", "checkout_url", "created_at"])

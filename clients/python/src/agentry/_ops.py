@@ -41,6 +41,7 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     auth: Auth = "token"
     api_key: str | None = None  # this call's key, else the client's
+    text: bool = False  # the answer is read as text (CSV), not JSON
 
 
 def _q(value: str) -> str:
@@ -107,6 +108,12 @@ def delete_server(workspace_id: str, server_id: str) -> Call[None]:
     return Call("DELETE", f"/api/workspaces/{_q(workspace_id)}/servers/{_q(server_id)}", _nothing)
 
 
+@route("GET", "/api/workspaces/{workspace_id}/servers/{server_id}/tools")
+def list_server_tools(workspace_id: str, server_id: str) -> Call[list[m.ToolInfo]]:
+    path = f"/api/workspaces/{_q(workspace_id)}/servers/{_q(server_id)}/tools"
+    return Call("GET", path, lambda b: [m.ToolInfo.model_validate(t) for t in b["tools"]])
+
+
 # --- endpoints ---
 
 
@@ -140,8 +147,11 @@ def delete_endpoint(endpoint_id: str) -> Call[None]:
 
 
 @route("POST", "/api/agent-endpoints/{endpoint_id}/regenerate-key")
-def regenerate_key(endpoint_id: str) -> Call[str]:
-    return Call("POST", f"/api/agent-endpoints/{_q(endpoint_id)}/regenerate-key", lambda b: str(b["api_key"]))
+def regenerate_key(endpoint_id: str, grace_seconds: int | None = None) -> Call[str]:
+    # Without grace the old default key fails at once; with it, it keeps working that long.
+    body = None if grace_seconds is None else {"grace_seconds": grace_seconds}
+    path = f"/api/agent-endpoints/{_q(endpoint_id)}/regenerate-key"
+    return Call("POST", path, lambda b: str(b["api_key"]), json=body)
 
 
 @route("POST", "/api/agent-endpoints/{endpoint_id}/test")
@@ -151,9 +161,50 @@ def test_endpoint(endpoint_id: str, input: str | dict[str, Any]) -> Call[m.RunRe
 
 
 @route("GET", "/api/agent-endpoints/{endpoint_id}/runs")
-def list_runs(endpoint_id: str, limit: int = 20, cursor: str | None = None) -> Call[m.RunPage]:
-    params = _fields({"limit": limit, "cursor": cursor})
+def list_runs(
+    endpoint_id: str, limit: int = 20, cursor: str | None = None, key_id: str | None = None
+) -> Call[m.RunPage]:
+    params = _fields({"limit": limit, "cursor": cursor, "key_id": key_id})
     return Call("GET", f"/api/agent-endpoints/{_q(endpoint_id)}/runs", m.RunPage.model_validate, params=params)
+
+
+# --- caller keys ---
+
+
+def _keys(endpoint_id: str, key_id: str | None = None) -> str:
+    path = f"/api/agent-endpoints/{_q(endpoint_id)}/keys"
+    return path if key_id is None else f"{path}/{_q(key_id)}"
+
+
+def _key(body: Any) -> m.Key:
+    return m.Key.model_validate(body["key"])
+
+
+@route("POST", "/api/agent-endpoints/{endpoint_id}/keys")
+def create_key(endpoint_id: str, name: str, **fields: Any) -> Call[m.KeyCreated]:
+    """`fields`: expires_at, rate_limit_per_minute, spend_cap_cents, spend_cap_period."""
+    return Call("POST", _keys(endpoint_id), m.KeyCreated.model_validate, json={"name": name, **_fields(fields)})
+
+
+@route("GET", "/api/agent-endpoints/{endpoint_id}/keys")
+def list_keys(endpoint_id: str) -> Call[list[m.Key]]:
+    return Call("GET", _keys(endpoint_id), lambda b: [m.Key.model_validate(k) for k in b["keys"]])
+
+
+@route("GET", "/api/agent-endpoints/{endpoint_id}/keys/{key_id}")
+def get_key(endpoint_id: str, key_id: str) -> Call[m.Key]:
+    return Call("GET", _keys(endpoint_id, key_id), _key)
+
+
+@route("PATCH", "/api/agent-endpoints/{endpoint_id}/keys/{key_id}")
+def update_key(endpoint_id: str, key_id: str, **fields: Any) -> Call[m.Key]:
+    """Partial: only the given fields change; a None value clears that field (e.g. no expiry)."""
+    return Call("PATCH", _keys(endpoint_id, key_id), _key, json=fields)
+
+
+@route("DELETE", "/api/agent-endpoints/{endpoint_id}/keys/{key_id}")
+def revoke_key(endpoint_id: str, key_id: str) -> Call[None]:
+    return Call("DELETE", _keys(endpoint_id, key_id), _nothing)
 
 
 # --- runs (with the endpoint's API key) ---
@@ -181,12 +232,17 @@ def balance() -> Call[m.Balance]:
     return Call("GET", "/api/balance", m.Balance.model_validate)
 
 
+def _deposit_answer(body: Any) -> m.Deposited | m.DepositStarted:
+    # Stripe mode answers a pending deposit to pay at its checkout URL; manual mode credits at once.
+    return m.DepositStarted.model_validate(body) if "deposit" in body else m.Deposited.model_validate(body)
+
+
 @route("POST", "/api/balance/deposit")
-def deposit(amount_cents: int, idempotency_key: str | None = None) -> Call[m.Deposited]:
+def deposit(amount_cents: int, idempotency_key: str | None = None) -> Call[m.Deposited | m.DepositStarted]:
     # A fresh key per call unless the caller retries with its own: a retry with the same key never pays twice.
     headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
     body = {"amount_cents": amount_cents}
-    return Call("POST", "/api/balance/deposit", m.Deposited.model_validate, json=body, headers=headers)
+    return Call("POST", "/api/balance/deposit", _deposit_answer, json=body, headers=headers)
 
 
 @route("GET", "/api/balance/transactions")
@@ -201,6 +257,113 @@ def admin_credit(user_id: str, amount_cents: int, reason: str, idempotency_key: 
     body = {"amount_cents": amount_cents, "reason": reason}
     path = f"/api/admin/wallets/{_q(user_id)}/credits"
     return Call("POST", path, m.Deposited.model_validate, json=body, headers=headers)
+
+
+@route("GET", "/api/balance/deposits")
+def deposits() -> Call[list[m.DepositRecord]]:
+    return Call("GET", "/api/balance/deposits", lambda b: [m.DepositRecord.model_validate(d) for d in b["deposits"]])
+
+
+@route("GET", "/api/balance/auto-recharge")
+def auto_recharge() -> Call[m.AutoRecharge]:
+    return Call("GET", "/api/balance/auto-recharge", m.AutoRecharge.model_validate)
+
+
+@route("PUT", "/api/balance/auto-recharge")
+def set_auto_recharge(enabled: bool, threshold_cents: int, amount_cents: int) -> Call[m.AutoRecharge]:
+    body = {"enabled": enabled, "threshold_cents": threshold_cents, "amount_cents": amount_cents}
+    return Call("PUT", "/api/balance/auto-recharge", m.AutoRecharge.model_validate, json=body)
+
+
+@route("GET", "/api/balance/alerts")
+def balance_alerts() -> Call[m.BalanceAlerts]:
+    return Call("GET", "/api/balance/alerts", m.BalanceAlerts.model_validate)
+
+
+@route("PUT", "/api/balance/alerts")
+def set_balance_alerts(low_balance_cents: int | None) -> Call[m.BalanceAlerts]:
+    body = {"low_balance_cents": low_balance_cents}
+    return Call("PUT", "/api/balance/alerts", m.BalanceAlerts.model_validate, json=body)
+
+
+# --- usage ---
+
+
+def _usage_params(query: dict[str, Any]) -> dict[str, Any]:
+    # `since`/`until` because `from` is a Python keyword; the API's names are `from`/`to`.
+    renamed = {"from": query.pop("since", None), "to": query.pop("until", None), **query}
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in _fields(renamed).items()}
+
+
+@route("GET", "/api/usage")
+def usage(**query: Any) -> Call[m.UsageReport]:
+    """`query`: since, until (ISO 8601 or datetime), granularity (hour|day|month), group_by (none|endpoint|key),
+    endpoint_id, key_id."""
+    return Call("GET", "/api/usage", m.UsageReport.model_validate, params=_usage_params(query))
+
+
+def usage_csv(**query: Any) -> Call[str]:
+    """The same rows as CSV, formatted by the server (`format=csv`); the same route as `usage`."""
+    params = {**_usage_params(query), "format": "csv"}
+    return Call("GET", "/api/usage", str, params=params, headers={"Accept": "text/csv"}, text=True)
+
+
+# --- webhooks ---
+
+
+def _hooks(webhook_id: str | None = None) -> str:
+    return "/api/webhooks" if webhook_id is None else f"/api/webhooks/{_q(webhook_id)}"
+
+
+def _hook(body: Any) -> m.Webhook:
+    return m.Webhook.model_validate(body["webhook"])
+
+
+def _delivery(body: Any) -> m.Delivery:
+    return m.Delivery.model_validate(body["delivery"])
+
+
+@route("POST", "/api/webhooks")
+def create_webhook(url: str, events: list[str], description: str | None = None) -> Call[m.WebhookCreated]:
+    body = _fields({"url": url, "events": events, "description": description})
+    return Call("POST", "/api/webhooks", m.WebhookCreated.model_validate, json=body)
+
+
+@route("GET", "/api/webhooks")
+def list_webhooks() -> Call[list[m.Webhook]]:
+    return Call("GET", "/api/webhooks", lambda b: [m.Webhook.model_validate(w) for w in b["webhooks"]])
+
+
+@route("GET", "/api/webhooks/{webhook_id}")
+def get_webhook(webhook_id: str) -> Call[m.Webhook]:
+    return Call("GET", _hooks(webhook_id), _hook)
+
+
+@route("PATCH", "/api/webhooks/{webhook_id}")
+def update_webhook(webhook_id: str, **fields: Any) -> Call[m.Webhook]:
+    """`fields`: url, events, description, enabled."""
+    return Call("PATCH", _hooks(webhook_id), _hook, json=fields)
+
+
+@route("DELETE", "/api/webhooks/{webhook_id}")
+def delete_webhook(webhook_id: str) -> Call[None]:
+    return Call("DELETE", _hooks(webhook_id), _nothing)
+
+
+@route("POST", "/api/webhooks/{webhook_id}/test")
+def test_webhook(webhook_id: str) -> Call[m.Delivery]:
+    return Call("POST", f"{_hooks(webhook_id)}/test", _delivery)
+
+
+@route("GET", "/api/webhooks/{webhook_id}/deliveries")
+def list_deliveries(webhook_id: str, limit: int = 20, cursor: str | None = None) -> Call[m.DeliveryPage]:
+    params = _fields({"limit": limit, "cursor": cursor})
+    return Call("GET", f"{_hooks(webhook_id)}/deliveries", m.DeliveryPage.model_validate, params=params)
+
+
+@route("POST", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
+def retry_delivery(webhook_id: str, delivery_id: str) -> Call[m.Delivery]:
+    return Call("POST", f"{_hooks(webhook_id)}/deliveries/{_q(delivery_id)}/retry", _delivery)
 
 
 # --- the OpenAI-compatible face (the official `openai` SDK is the full client for it) ---

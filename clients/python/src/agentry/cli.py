@@ -81,6 +81,13 @@ def servers_add(
         show(api.create_server(workspace_id, name, url, headers), as_json, SRV_COLUMNS)
 
 
+@servers.command("tools")
+def servers_tools(workspace_id: str, server_id: str, as_json: Json = False) -> None:
+    """The tools the server offers now (asked live)."""
+    with api_errors(), owner() as api:
+        show(api.list_server_tools(workspace_id, server_id), as_json, ["llm_name", "description"])
+
+
 @servers.command("delete")
 def servers_delete(workspace_id: str, server_id: str) -> None:
     with api_errors(), owner() as api:
@@ -160,31 +167,90 @@ def endpoints_test(endpoint_id: str, input: InputArg = None, as_json: Json = Fal
     _print_result(result.model_dump(mode="json"), as_json)
 
 
-keys = typer.Typer(help="An endpoint's API keys.", no_args_is_help=True)
+keys = typer.Typer(help="An endpoint's caller keys: one per customer or app.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
-KEY_COLUMNS = ["id", "name", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
+KEY_COLUMNS = ["id", "name", "prefix", "created_at", "expires_at", "last_used_at", "rate_limit_per_minute",
+               "spend_cap_cents", "spend_cap_period", "spent_cents", "revoked_at"]  # fmt: skip
+Expires = Annotated[str | None, typer.Option("--expires", help="ISO 8601; the key fails after it.")]
+RateLimit = Annotated[int | None, typer.Option("--rate-limit", min=1, help="Runs per minute for this key.")]
+SpendCap = Annotated[int | None, typer.Option("--spend-cap", min=0, help="Cents of run prices per period.")]
+CapPeriod = Annotated[str | None, typer.Option("--cap-period", help="day, month (default) or total.")]
 
 
-@keys.command("regenerate")
-def keys_regenerate(endpoint_id: str, as_json: Json = False) -> None:
-    """Replace the endpoint's default key; the old one stops working at once."""
-    with api_errors(), owner() as api:
-        key = api.regenerate_key(endpoint_id)
-    ui.print_json({"api_key": key}) if as_json else ui.out.print(key, highlight=False)
+def _key_fields(expires: str | None, rate_limit: int | None, cap: int | None, period: str | None) -> dict[str, Any]:
+    if period not in (None, "day", "month", "total"):
+        raise ui.usage_error("--cap-period takes day, month or total")
+    given = {"expires_at": expires, "rate_limit_per_minute": rate_limit, "spend_cap_cents": cap,
+             "spend_cap_period": period}  # fmt: skip
+    return {k: v for k, v in given.items() if v is not None}
 
 
 @keys.command("list")
 def keys_list(endpoint_id: str, as_json: Json = False) -> None:
-    """(Caller keys: `GET …/keys` per the contract; gateways without it answer 404.)"""
+    """The endpoint's keys, revoked ones included (with `revoked_at`)."""
     with api_errors(), owner() as api:
-        show(api.request("GET", f"/api/agent-endpoints/{endpoint_id}/keys")["keys"], as_json, KEY_COLUMNS)
+        show(api.list_keys(endpoint_id), as_json, KEY_COLUMNS)
+
+
+@keys.command("create")
+def keys_create(
+    endpoint_id: str,
+    name: Annotated[str, typer.Option("--name", help="Who the key is for.")],
+    expires: Expires = None,
+    rate_limit: RateLimit = None,
+    spend_cap: SpendCap = None,
+    cap_period: CapPeriod = None,
+    as_json: Json = False,
+) -> None:
+    """Issue a new caller key; the key is shown once."""
+    fields = _key_fields(expires, rate_limit, spend_cap, cap_period)
+    with api_errors(), owner() as api:
+        created = api.create_key(endpoint_id, name, **fields)
+    if as_json:
+        ui.print_json(created)
+        return
+    show(created.key, False, KEY_COLUMNS)
+    ui.out.print(f"API key (shown only now): [bold]{created.api_key}[/bold]", highlight=False)
+
+
+@keys.command("update")
+def keys_update(
+    endpoint_id: str,
+    key_id: str,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    expires: Expires = None,
+    rate_limit: RateLimit = None,
+    spend_cap: SpendCap = None,
+    cap_period: CapPeriod = None,
+    as_json: Json = False,
+) -> None:
+    """Change a key's name, expiry, rate limit or spend cap (only what is given)."""
+    fields = _key_fields(expires, rate_limit, spend_cap, cap_period) | ({"name": name} if name else {})
+    if not fields:
+        raise ui.usage_error("nothing to change: give --name, --expires, --rate-limit, --spend-cap or --cap-period")
+    with api_errors(), owner() as api:
+        show(api.update_key(endpoint_id, key_id, **fields), as_json, KEY_COLUMNS)
 
 
 @keys.command("revoke")
 def keys_revoke(endpoint_id: str, key_id: str) -> None:
-    """(Caller keys: `DELETE …/keys/{key_id}` per the contract; gateways without it answer 404.)"""
+    """Revoke a key: it fails everywhere within a second, and stays listed."""
     with api_errors(), owner() as api:
-        api.request("DELETE", f"/api/agent-endpoints/{endpoint_id}/keys/{key_id}")
+        api.revoke_key(endpoint_id, key_id)
+
+
+@keys.command("regenerate")
+def keys_regenerate(
+    endpoint_id: str,
+    grace: Annotated[
+        int | None, typer.Option("--grace", min=0, max=86400, help="Seconds the old key still works.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Replace the endpoint's `default` key; the old one stops working at once (or after --grace seconds)."""
+    with api_errors(), owner() as api:
+        key = api.regenerate_key(endpoint_id, grace_seconds=grace)
+    ui.print_json({"api_key": key}) if as_json else ui.out.print(key, highlight=False)
 
 
 # --- runs ---
@@ -228,7 +294,17 @@ def run(
                 ui.err.print(f"[cyan]{event.event}[/cyan] {detail}", highlight=False)
 
 
-RUN_COLUMNS = ["id", "status", "tokens_input", "tokens_output", "latency_ms", "iterations", "charge", "created_at"]
+RUN_COLUMNS = [
+    "id",
+    "status",
+    "key_id",
+    "tokens_input",
+    "tokens_output",
+    "latency_ms",
+    "iterations",
+    "charge",
+    "created_at",
+]
 
 
 @app.command()
@@ -238,11 +314,12 @@ def runs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new runs.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between polls.")] = 2.0,
     for_s: Annotated[float, typer.Option("--for", min=0, help="Stop following after this long (0: never).")] = 0,
+    key_id: Annotated[str | None, typer.Option("--key-id", help="Only the runs made with this key (key_…).")] = None,
     as_json: Json = False,
 ) -> None:
     """An endpoint's run history, newest first; `--follow` prints new runs as they come (one line each)."""
     with api_errors(), owner() as api:
-        page = api.list_runs(endpoint_id, limit)
+        page = api.list_runs(endpoint_id, limit, key_id=key_id)
         if not follow:
             show(page.runs, as_json, RUN_COLUMNS)
             return
@@ -260,7 +337,7 @@ def runs(
                 if ends is not None and time.monotonic() >= ends:
                     return
                 time.sleep(interval)
-                page = api.list_runs(endpoint_id, 100)
+                page = api.list_runs(endpoint_id, 100, key_id=key_id)
         except KeyboardInterrupt:
             return
 

@@ -13,13 +13,14 @@ from . import _ops as ops
 from . import models as m
 from ._base import Settings, SseParser, connection_error, finished, read, stream_event
 from ._ops import Call
+from ._owner import AsyncOwnerMethods, OwnerMethods
 from .errors import AgentryError
 
 T = TypeVar("T")
 Input = str | dict[str, Any]
 
 
-class Client:
+class Client(OwnerMethods):
     """`Client(base_url, token=…, api_key=…)`; use as a context manager or call `close()`."""
 
     def __init__(
@@ -98,14 +99,16 @@ class Client:
     def delete_endpoint(self, endpoint_id: str) -> None:
         return self._do(ops.delete_endpoint(endpoint_id))
 
-    def regenerate_key(self, endpoint_id: str) -> str:
-        return self._do(ops.regenerate_key(endpoint_id))
+    def regenerate_key(self, endpoint_id: str, *, grace_seconds: int | None = None) -> str:
+        return self._do(ops.regenerate_key(endpoint_id, grace_seconds))
 
     def test_endpoint(self, endpoint_id: str, input: Input) -> m.RunResult:
         return self._do(ops.test_endpoint(endpoint_id, input))
 
-    def list_runs(self, endpoint_id: str, limit: int = 20, cursor: str | None = None) -> m.RunPage:
-        return self._do(ops.list_runs(endpoint_id, limit, cursor))
+    def list_runs(
+        self, endpoint_id: str, limit: int = 20, cursor: str | None = None, *, key_id: str | None = None
+    ) -> m.RunPage:
+        return self._do(ops.list_runs(endpoint_id, limit, cursor, key_id))
 
     # runs
     def submit(self, slug: str, input: Input, *, api_key: str | None = None) -> m.RunResult | m.RunAccepted:
@@ -152,7 +155,7 @@ class Client:
     def balance(self) -> m.Balance:
         return self._do(ops.balance())
 
-    def deposit(self, amount_cents: int, *, idempotency_key: str | None = None) -> m.Deposited:
+    def deposit(self, amount_cents: int, *, idempotency_key: str | None = None) -> m.Deposited | m.DepositStarted:
         return self._do(ops.deposit(amount_cents, idempotency_key))
 
     def transactions(self, limit: int = 20, cursor: str | None = None) -> m.TransactionPage:
@@ -174,7 +177,7 @@ class Client:
         return self._do(ops.get_model(model, api_key))
 
 
-class AsyncClient:
+class AsyncClient(AsyncOwnerMethods):
     """The same methods as `Client`, awaited; `stream` is an async iterator."""
 
     def __init__(
@@ -255,14 +258,16 @@ class AsyncClient:
     async def delete_endpoint(self, endpoint_id: str) -> None:
         return await self._do(ops.delete_endpoint(endpoint_id))
 
-    async def regenerate_key(self, endpoint_id: str) -> str:
-        return await self._do(ops.regenerate_key(endpoint_id))
+    async def regenerate_key(self, endpoint_id: str, *, grace_seconds: int | None = None) -> str:
+        return await self._do(ops.regenerate_key(endpoint_id, grace_seconds))
 
     async def test_endpoint(self, endpoint_id: str, input: Input) -> m.RunResult:
         return await self._do(ops.test_endpoint(endpoint_id, input))
 
-    async def list_runs(self, endpoint_id: str, limit: int = 20, cursor: str | None = None) -> m.RunPage:
-        return await self._do(ops.list_runs(endpoint_id, limit, cursor))
+    async def list_runs(
+        self, endpoint_id: str, limit: int = 20, cursor: str | None = None, *, key_id: str | None = None
+    ) -> m.RunPage:
+        return await self._do(ops.list_runs(endpoint_id, limit, cursor, key_id))
 
     # runs
     async def submit(self, slug: str, input: Input, *, api_key: str | None = None) -> m.RunResult | m.RunAccepted:
@@ -307,7 +312,7 @@ class AsyncClient:
     async def balance(self) -> m.Balance:
         return await self._do(ops.balance())
 
-    async def deposit(self, amount_cents: int, *, idempotency_key: str | None = None) -> m.Deposited:
+    async def deposit(self, amount_cents: int, *, idempotency_key: str | None = None) -> m.Deposited | m.DepositStarted:
         return await self._do(ops.deposit(amount_cents, idempotency_key))
 
     async def transactions(self, limit: int = 20, cursor: str | None = None) -> m.TransactionPage:

@@ -74,10 +74,19 @@ class Usage(Model):
     iterations: int = 0
 
 
+class ToolCall(Model):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    latency_ms: int = 0
+
+
 class RunResult(Model):
     run_id: str
     output: Any = None
     usage: Usage
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class RunAccepted(Model):
@@ -97,14 +106,6 @@ class RunStatus(Model):
     error: dict[str, str] | None = None
 
 
-class ToolCall(Model):
-    name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    result: Any = None
-    error: str | None = None
-    latency_ms: int = 0
-
-
 class Charge(Model):
     amount_cents: int
     status: str
@@ -121,8 +122,10 @@ class Run(Model):
     latency_ms: int
     iterations: int
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_errors: int = 0
     charge: Charge
     is_test: bool
+    key_id: str | None = None
     error: dict[str, str] | None = None
     created_at: datetime
 
@@ -172,3 +175,131 @@ class StreamEvent(Model):
     def result(self) -> RunResult | None:
         """The run's result, on the `done` event."""
         return RunResult.model_validate(self.data) if self.event == "done" else None
+
+
+class ToolInfo(Model):
+    """A tool an MCP server offers, as the runner lists it."""
+
+    name: str
+    llm_name: str = Field(description="The name the LLM sees (`<server slug>__<tool>`).")
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- caller keys ---
+
+SpendCapPeriod = Literal["day", "month", "total"]
+
+
+class Key(Model):
+    """One of an endpoint's caller keys; never the key itself (only `KeyCreated.api_key`, once)."""
+
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    rate_limit_per_minute: int | None = None
+    spend_cap_cents: int | None = None
+    spend_cap_period: SpendCapPeriod = "month"
+    spent_cents: int | None = None
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(Model):
+    key: Key
+    api_key: str = Field(description="The raw key: shown only here.")
+
+
+# --- webhooks ---
+
+
+class Webhook(Model):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None = None
+    enabled: bool
+    created_at: datetime
+
+
+class WebhookCreated(Model):
+    webhook: Webhook
+    secret: str = Field(description="The signing secret (`whsec_…`): shown only here.")
+
+
+class DeliveryAttempt(Model):
+    at: datetime
+    response_status: int | None = None
+    latency_ms: int
+    error: str | None = None
+
+
+class Delivery(Model):
+    id: str
+    webhook_id: str
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: list[DeliveryAttempt] = Field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+
+
+class DeliveryPage(Model):
+    deliveries: list[Delivery]
+    next_cursor: str | None = None
+
+
+# --- payments, alerts and usage ---
+
+
+class DepositRecord(Model):
+    """A deposit through the payment provider: `pending` until it is paid (then `succeeded`)."""
+
+    id: str
+    status: Literal["pending", "succeeded", "failed", "expired"]
+    amount_cents: int
+    currency: str = "USD"
+    source: str
+    checkout_url: str | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class DepositStarted(Model):
+    """`deposit()`'s answer in Stripe mode: pay at `deposit.checkout_url`; the wallet is credited once paid."""
+
+    deposit: DepositRecord
+
+
+class AutoRecharge(Model):
+    enabled: bool
+    threshold_cents: int
+    amount_cents: int
+    has_payment_method: bool
+
+
+class BalanceAlerts(Model):
+    low_balance_cents: int | None = None
+
+
+class UsageBucket(Model):
+    start: datetime | None = None  # None in `totals`
+    endpoint_id: str | None = None
+    key_id: str | None = None
+    runs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    tokens_input: int = 0
+    tokens_output: int = 0
+    cost_cents: float = 0.0
+    charged_cents: int = 0
+    uncollected_cents: int = 0
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+
+
+class UsageReport(Model):
+    buckets: list[UsageBucket]
+    totals: UsageBucket = Field(default_factory=UsageBucket)
