@@ -169,3 +169,31 @@ async def test_a_ttl_of_zero_lists_every_run_and_a_catalog_change_drops_the_work
         await asyncio.sleep(0.01)
     await service.execute(probe.event(endpoint, "hi"), 1)
     assert counting.methods["tools/list"] == 4
+
+
+async def test_runs_that_miss_the_same_entry_together_share_one_listing(counting):
+    cache = ToolCache(ttl_s=60, max_entries=10)
+    ref = McpServerRef(slug="clock", url=counting.url)
+    boxes = [Toolbox(transport(), tool_timeout_s=5, cache=cache) for _ in range(RUNS)]
+    await asyncio.gather(*(box.open([ref], {}) for box in boxes))
+    assert counting.methods["tools/list"] == 1 and counting.handshakes == 1
+    calls = await asyncio.gather(*(box.call("clock__now", {"zone": "UTC"}) for box in boxes))
+    for box in boxes:
+        box.close()
+    assert all(box.specs and box.specs[0].name == "clock__now" for box in boxes)
+    assert all(call.error is None for call in calls)
+    assert counting.handshakes == RUNS  # the listing run's session, and one per other run that calls a tool
+    assert counting.methods["tools/call"] == RUNS
+
+
+async def test_runs_waiting_for_a_listing_that_fails_list_on_their_own(counting):
+    cache = ToolCache(ttl_s=60, max_entries=10)
+    ref = McpServerRef(slug="clock", url=counting.url)
+    # The first run's listing is refused by its SSRF guard; the runs that waited for it then list themselves.
+    refused = Toolbox(guard_transport(httpx2.AsyncHTTPTransport(), allow_private=False), tool_timeout_s=5, cache=cache)
+    others = [Toolbox(transport(), tool_timeout_s=5, cache=cache) for _ in range(2)]
+    await asyncio.gather(refused.open([ref], {}), *(box.open([ref], {}) for box in others))
+    for box in (refused, *others):
+        box.close()
+    assert refused.specs == [] and all(box.specs for box in others)
+    assert counting.methods["tools/list"] == 2

@@ -9,10 +9,12 @@ its URL, its headers secret id and a digest of the headers' resolved values. A c
 secret or another owner is therefore a new key at once, whatever the TTL; `catalog.changed` for a workspace drops
 that workspace's entries too (a backstop: the TTL bounds how long a server's own change of its tools takes).
 A failed listing is never kept: a server that is down is tried again by the next run, as without the cache.
+Runs that miss the same entry together share one listing (`pending`); should it fail, each lists on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -58,6 +60,7 @@ class ToolCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._entries: OrderedDict[Key, tuple[float, Listing]] = OrderedDict()
+        self._pending: dict[Key, asyncio.Future[Listing | None]] = {}
 
     def get(self, key: Key) -> Listing | None:
         found = self._entries.get(key)
@@ -77,6 +80,31 @@ class ToolCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def pending(self, key: Key) -> asyncio.Future[Listing | None] | None:
+        """The listing another run is making of this entry right now, if any (`None` result: it failed)."""
+        return self._pending.get(key)
+
+    def listing(self, key: Key) -> asyncio.Future[Listing | None] | None:
+        """This run lists the entry now: runs missing it meanwhile wait for its `listed` (with the cache on)."""
+        if self.ttl_s <= 0 or key in self._pending:
+            return None
+        claim = self._pending[key] = asyncio.get_running_loop().create_future()
+        return claim
+
+    def listed(self, key: Key, listing: Listing) -> None:
+        """What the listing gave, kept and handed to the runs that waited for it."""
+        self.put(key, listing)
+        waiting = self._pending.pop(key, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(listing)
+
+    def abandoned(self, key: Key, claim: asyncio.Future[Listing | None]) -> None:
+        """The listing of `claim` ended (failed, cancelled or done): whoever still waits lists on their own."""
+        if self._pending.get(key) is claim:
+            del self._pending[key]
+        if not claim.done():
+            claim.set_result(None)
 
     def forget(self, key: Key) -> None:
         self._entries.pop(key, None)

@@ -110,7 +110,7 @@ class Toolbox:
     ) -> None:
         """Every server's tools: from the cache, or listed (all in parallel, each session then kept for the run).
         `headers[slug]` is a dict or an error; `fresh` lists every server again (and caches what it got)."""
-        waits = []
+        waits: list[asyncio.Future[None]] = []
         for ref in servers:
             server = self._servers[ref.slug] = _Server(ref)
             given = headers.get(ref.slug, {})
@@ -124,6 +124,13 @@ class Toolbox:
                 if listing is not None:
                     server.tools, server.specs = listing.tools, list(listing.specs)
                     continue
+                pending = None if fresh else self.cache.pending(server.key)
+                if pending is not None:
+                    waits.append(asyncio.ensure_future(self._follow(server, pending, workspace_id)))
+                    continue
+                claim = self.cache.listing(server.key)
+                waits.append(self._connect(server, listing=True, workspace_id=workspace_id, claim=claim))
+                continue
             waits.append(self._connect(server, listing=True, workspace_id=workspace_id))
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
@@ -134,11 +141,30 @@ class Toolbox:
                     self._by_tool[spec.name] = server
                     self.specs.append(spec)
 
-    def _connect(self, server: _Server, *, listing: bool, workspace_id: str | None = None) -> asyncio.Future[None]:
+    async def _follow(self, server: _Server, pending: asyncio.Future[Listing | None], workspace_id: str | None) -> None:
+        """Another run is listing this server right now: take its answer, or list it ourselves if it failed."""
+        listing = await asyncio.shield(pending)
+        if listing is not None:
+            server.tools, server.specs = listing.tools, list(listing.specs)
+        else:
+            await self._connect(server, listing=True, workspace_id=workspace_id)
+
+    def _connect(
+        self,
+        server: _Server,
+        *,
+        listing: bool,
+        workspace_id: str | None = None,
+        claim: asyncio.Future[Listing | None] | None = None,
+    ) -> asyncio.Future[None]:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         server.opening = ready
         task = asyncio.create_task(self._hold(server, ready, listing, workspace_id), name=f"mcp:{server.ref.slug}")
         self._tasks[task] = ready
+        if claim is not None and self.cache is not None and server.key is not None:
+            # However the task ends (even cancelled before it ran), runs waiting for this listing are released.
+            cache, key = self.cache, server.key
+            task.add_done_callback(lambda _: cache.abandoned(key, claim))
         return ready
 
     async def _hold(
@@ -174,7 +200,7 @@ class Toolbox:
 
     def _remember(self, server: _Server, workspace_id: str | None) -> None:
         if self.cache is not None and server.key is not None:
-            self.cache.put(server.key, Listing(dict(server.tools), tuple(server.specs), workspace_id))
+            self.cache.listed(server.key, Listing(dict(server.tools), tuple(server.specs), workspace_id))
 
     async def _list(self, server: _Server, client: Client) -> None:
         cursor: str | None = None
