@@ -63,7 +63,7 @@ SERVICE_PERMISSIONS: dict[str, Grants] = {
             s.SECRETS_RESOLVE,  # the runner and webhooks (signing secrets) may resolve a secret
             "$JS.ACK.RUNS.>",
         ],
-        "subscribe": [s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST, s.SECRETS_CHANGED],
+        "subscribe": [s.RUNS_LIST, s.RUNS_GET, s.TOOLS_LIST, s.SECRETS_CHANGED, s.CATALOG_CHANGED],
     },
     "billing": {
         "publish": ["billing.>", "$JS.ACK.RUN_EVENTS.>"],  # only billing announces charges

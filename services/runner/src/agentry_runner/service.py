@@ -48,6 +48,7 @@ from .providers import PROVIDERS, Connection, ProviderFailed
 from .providers.http import guarded_session, platform_session
 from .repository import RunsRepository
 from .settings import Settings
+from .tool_cache import ToolCache
 from .tools import Toolbox
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class RunnerService:
             max_entries=settings.secret_cache_size,
             on_lookup=lambda source: metrics.SECRET_LOOKUPS.labels(source).inc(),
         )  # fmt: skip
+        self.tool_cache = ToolCache(settings.mcp_tools_cache_ttl_s, settings.mcp_tools_cache_size)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[RunsRepository]:
@@ -248,12 +250,14 @@ class RunnerService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + remaining
         state = RunState()
-        toolbox = Toolbox(self.clients.mcp, tool_timeout_s=self.settings.tool_timeout_s)
+        toolbox = Toolbox(self.clients.mcp, tool_timeout_s=self.settings.tool_timeout_s, cache=self.tool_cache)
         metrics.IN_FLIGHT.inc()
         try:
             async with asyncio.timeout_at(deadline) as budget:
                 api_key, headers = await self._secrets(endpoint)
-                await toolbox.open(endpoint.servers, headers)
+                await toolbox.open(
+                    endpoint.servers, headers, owner_id=endpoint.owner_id, workspace_id=endpoint.workspace_id
+                )
                 conn = self._connection(endpoint, api_key)
                 agent = Agent(PROVIDERS[endpoint.llm_provider], conn, toolbox, deadline, state, self._emitter(event))
                 output = await agent.run(endpoint, event.input, event.history)

@@ -55,6 +55,14 @@ class Settings(ServiceSettings):
 
     # --- tools, cost, safety ---
     tool_timeout_s: float = Field(60.0, gt=0, description="One MCP tool call may take this long.")
+    mcp_tools_cache_ttl_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long an MCP server's tool definitions are reused by later runs without asking it again "
+        "(0: list every server for every run). A changed URL, headers secret or header value is a new entry at "
+        "once; a workspace's `catalog.changed` drops its entries.",
+    )
+    mcp_tools_cache_size: int = Field(1_000, ge=1, description="At most this many servers' tool lists in memory.")
     platform_markup: float = Field(1.0, ge=0, description="Multiplier applied to provider token prices.")
     allow_private_urls: bool = Field(
         False, description="Let MCP and `custom` URLs reach private/loopback addresses (development, tests)."

@@ -17,6 +17,7 @@ from agentry_common.requests import ListTools, ToolInfo, ToolList
 from agentry_common.secrets import SecretCache
 
 from .service import HttpClients
+from .tool_cache import ToolCache
 from .tools import Toolbox
 
 UNAVAILABLE = "tool_server_unavailable"
@@ -24,12 +25,15 @@ REDACTED = "[redacted]"
 MIN_SECRET_WORD = 8
 
 
-async def list_tools(cmd: ListTools, secrets: SecretCache, clients: HttpClients) -> ToolList:
+async def list_tools(
+    cmd: ListTools, secrets: SecretCache, clients: HttpClients, cache: ToolCache | None = None
+) -> ToolList:
+    """Always asks the server (its owner looks at what it offers now); what it answers is what runs use next."""
     headers = await _headers(cmd, secrets)
-    toolbox = Toolbox(clients.mcp, tool_timeout_s=cmd.timeout_s)
+    toolbox = Toolbox(clients.mcp, tool_timeout_s=cmd.timeout_s, cache=cache)
     try:
         async with asyncio.timeout(cmd.timeout_s):
-            await toolbox.open([cmd.server], {cmd.server.slug: headers})
+            await toolbox.open([cmd.server], {cmd.server.slug: headers}, owner_id=cmd.owner_id, fresh=True)
     except TimeoutError:
         raise UpstreamFailed("the tool server did not answer in time", code=UNAVAILABLE) from None
     finally:

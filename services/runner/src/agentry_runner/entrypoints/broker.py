@@ -47,6 +47,7 @@ class Runtime:
         cls.db = Database(settings.database_url, size=settings.db_pool_size)
         cls.service = RunnerService(settings, nc, cls.db, cls.clients)
         await cls.service.secrets.start()
+        await cls.service.tool_cache.start(nc)
         cls.consumer = RunConsumer(cls.service, nc, settings)
         await cls.consumer.start()
 
@@ -78,4 +79,4 @@ async def list_runs(cmd: ListRuns) -> RunPage:
 @serve
 async def list_tools(cmd: ListTools) -> ToolList:
     service = Runtime.current()
-    return await list_server_tools(cmd, service.secrets, service.clients)
+    return await list_server_tools(cmd, service.secrets, service.clients, service.tool_cache)
