@@ -14,6 +14,8 @@ RUN_COMPLETED = "run.completed"
 RUN_FAILED = "run.failed"
 CHARGE_COLLECTED = "billing.charge.collected"
 CHARGE_UNCOLLECTED = "billing.charge.uncollected"
+BALANCE_LOW = "billing.balance.low"
+DEPOSIT_SUCCEEDED = "billing.deposit.succeeded"
 
 # --- ephemeral broadcasts (core NATS) ---
 RUN_PROGRESS = "run.progress.{run_id}"
@@ -44,6 +46,9 @@ WALLET_DEPOSITS = "wallet.deposits"
 WALLET_AUTO_RECHARGE_GET = "wallet.auto_recharge.get"
 WALLET_AUTO_RECHARGE_SET = "wallet.auto_recharge.set"
 PAYMENTS_STRIPE_WEBHOOK = "payments.stripe.webhook"  # gateway → billing: a Stripe webhook, body untouched
+WALLET_USAGE = "wallet.usage"
+WALLET_ALERTS_GET = "wallet.alerts.get"
+WALLET_ALERTS_SET = "wallet.alerts.set"
 RUNS_LIST = "runs.list"
 RUNS_GET = "runs.get"
 TOOLS_LIST = "tools.list"  # a live tools/list of one MCP server, asked by the gateway, done by a runner
@@ -85,8 +90,8 @@ RUN_EVENTS_STREAM = StreamSpec(
 )
 BILLING_EVENTS_STREAM = StreamSpec(
     name="BILLING_EVENTS",
-    subjects=["billing.charge.>"],
-    description="Charge outcomes published by billing.",
+    subjects=["billing.charge.>", "billing.balance.>", "billing.deposit.>"],
+    description="Charge outcomes, low-balance crossings and credited deposits, published by billing.",
     atomic_publish=True,  # billing stores a batch's outcomes at once
 )
 STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]

@@ -24,10 +24,11 @@ from agentry_common.requests import (
     TransactionPage,
 )
 
-from . import payments_ledger
+from . import payments_ledger, usage
 from .domain import MAX_AMOUNT_CENTS, ChargeOutcome, ChargeRun, ChargeState, settle_oldest_first
 from .payments_repository import Recharge
 from .repository import BillingRepository, NewCharge, NewEntry
+from .usage_repository import UsageRepository
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ async def credit_wallet(repo: BillingRepository, cmd: Deposit) -> Credited:
     await payments_ledger.rearm_auto_recharge(repo, book)
     if settlements and await repo.mark_settled([d.charge_id for d, _ in settlements], credit_id) != len(settlements):
         raise RuntimeError("an uncollected charge changed while its wallet was locked")
+    await usage.after_credit(UsageRepository(repo.session), book, [(d.run_id, d.amount_cents) for d, _ in settlements])
     transaction = Transaction(
         id=entry_id, kind=cmd.kind, amount_cents=cmd.amount_cents, status="completed", created_at=created_at
     )

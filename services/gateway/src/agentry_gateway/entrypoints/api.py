@@ -19,7 +19,7 @@ from ..dispatch import Dispatcher
 from ..ratelimit import Limits
 from ..service import Catalog
 from ..settings import settings
-from . import management, openai_compat, payments, runs, wallet, webhooks
+from . import management, openai_compat, payments, runs, usage, wallet, webhooks
 from .deps import Gateway, storable_params
 from .fastpath import RunFastPath
 
@@ -109,7 +109,15 @@ async def root() -> RedirectResponse:
     return RedirectResponse("/docs", status_code=302)
 
 
-for router in (management.router, runs.router, wallet.router, payments.router, webhooks.router, openai_compat.router):
+for router in (
+    management.router,
+    runs.router,
+    wallet.router,
+    payments.router,
+    usage.router,
+    webhooks.router,
+    openai_compat.router,
+):
     app.include_router(router, dependencies=[Depends(storable_params)])
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 # Outermost of ours: a well-formed run request skips routing, dependencies and the two middlewares above
