@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from agentry_common import subjects
+from agentry_common.stack import Stack
 from agentry_common.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -46,7 +47,7 @@ async def _endpoint(http: httpx.AsyncClient, auth: dict[str, str], ws: str, pric
             "price_per_run_cents": price}  # fmt: skip
     r = await http.post("/api/agent-endpoints", json=body, headers=auth)
     assert r.status_code == 201, r.text
-    return dict(r.json())
+    return {**r.json(), "id": r.json()["endpoint"]["id"]}
 
 
 async def _workspace(http: httpx.AsyncClient, auth: dict[str, str]) -> str:
@@ -117,18 +118,19 @@ async def _redeliver_run_events(nc: Client, owner_id: str) -> int:
     """Publish every run event of this owner again, each under a fresh `Nats-Msg-Id` (past the broker's
     de-duplication, as a replay after its window would be): only billing's per-run marker can stop them."""
     js = nc.jetstream()
-    last = (await js.stream_info(subjects.RUN_EVENTS_STREAM.name)).state.last_seq
-    sub = await js.subscribe("run.*", ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
     again = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=10)
-            if json.loads(msg.data).get("owner_id") == owner_id:
-                again.append((msg.subject, msg.data))
-            if msg.metadata.sequence.stream >= last:
-                break
-    finally:
-        await sub.unsubscribe()
+    for subject in (subjects.RUN_COMPLETED, subjects.RUN_FAILED):
+        info = await js.stream_info(subjects.RUN_EVENTS_STREAM.name, subjects_filter=subject)
+        if not (info.state.subjects or {}).get(subject):
+            continue
+        sub = await js.subscribe(subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+        try:
+            for _ in range(info.state.subjects[subject]):
+                msg = await sub.next_msg(timeout=10)
+                if json.loads(msg.data).get("owner_id") == owner_id:
+                    again.append((msg.subject, msg.data))
+        finally:
+            await sub.unsubscribe()
     for subject, data in again:
         await js.publish(subject, data, headers={"Nats-Msg-Id": f"redelivery:{uuid.uuid4().hex}"})
     return len(again)
@@ -139,9 +141,27 @@ async def _billing_idle(nc: Client) -> bool:
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
+@pytest.fixture
+async def roomy_http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway of its own whose per-endpoint rate limit lets a few hundred runs through in a minute."""
+    gateway = stack.start_service("gateway", RATE_LIMIT_PER_ENDPOINT="10000")
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+            yield client
+    finally:
+        gateway.stop()
+        if gateway in stack.services:
+            stack.services.remove(gateway)
+
+
 async def test_usage_agrees_with_run_history_and_the_ledger_also_after_redelivery(
-    http: httpx.AsyncClient, auth: dict[str, str], user: str, make_auth: Callable[..., dict[str, str]], nc: Client
+    roomy_http: httpx.AsyncClient,
+    auth: dict[str, str],
+    user: str,
+    make_auth: Callable[..., dict[str, str]],
+    nc: Client,
 ) -> None:
+    http = roomy_http
     ws = await _workspace(http, auth)
     cheap, dear = await _endpoint(http, auth, ws, 3), await _endpoint(http, auth, ws, 7)
     await _deposit(http, auth, 500)  # covers part of the runs: the rest stays uncollected until the next deposit
@@ -149,11 +169,14 @@ async def test_usage_agrees_with_run_history_and_the_ledger_also_after_redeliver
     plan += [(cheap, {"mock": {"fail": "llm_provider_error"}})] * 20 + [(dear, {"mock": {"fail": "llm_timeout"}})] * 15
     gate = asyncio.Semaphore(12)
 
-    async def run(endpoint: dict[str, Any], run_input: Any) -> None:
+    async def run(endpoint: dict[str, Any], run_input: Any) -> int:
         async with gate:
-            await http.post(endpoint["run_url"], json={"input": run_input}, headers={"X-API-Key": endpoint["api_key"]})
+            r = await http.post(endpoint["run_url"], json={"input": run_input},
+                                headers={"X-API-Key": endpoint["api_key"]})  # fmt: skip
+            return r.status_code
 
-    await asyncio.gather(*(run(e, i) for e, i in plan))
+    statuses = await asyncio.gather(*(run(e, i) for e, i in plan))
+    assert 429 not in statuses
     since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     until = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     period = {"from": since, "to": until}
@@ -162,7 +185,7 @@ async def test_usage_agrees_with_run_history_and_the_ledger_also_after_redeliver
         report = await _usage(http, auth, **period)
         return report if report["totals"]["runs"] == len(plan) else None
 
-    assert await _eventually(counted), "every run is counted"
+    assert await _eventually(counted), (await _usage(http, auth, **period))["totals"]
     assert await _eventually(lambda: _billing_idle(nc))
 
     async def check() -> dict[str, Any]:
@@ -282,14 +305,14 @@ async def test_balance_low_reaches_the_owners_webhook_once_per_crossing(
     assert r.status_code == 201, r.text
     secret = r.json()["secret"]
     assert (await http.get("/api/balance/alerts", headers=auth)).json() == {"low_balance_cents": None}
-    r = await http.put("/api/balance/alerts", json={"low_balance_cents": 50}, headers=auth)
-    assert r.status_code == 200 and r.json() == {"low_balance_cents": 50}
-    assert (await http.get("/api/balance/alerts", headers=auth)).json() == {"low_balance_cents": 50}
+    r = await http.put("/api/balance/alerts", json={"low_balance_cents": 250}, headers=auth)
+    assert r.status_code == 200 and r.json() == {"low_balance_cents": 250}
+    assert (await http.get("/api/balance/alerts", headers=auth)).json() == {"low_balance_cents": 250}
     r = await http.put("/api/balance/alerts", json={"low_balance_cents": -1}, headers=auth)
     assert r.status_code == 422
 
     ws = await _workspace(http, auth)
-    endpoint = await _endpoint(http, auth, ws, 20)
+    endpoint = await _endpoint(http, auth, ws, 100)
     key = {"X-API-Key": endpoint["api_key"]}
 
     async def runs_then_balance(count: int, balance: int) -> None:
@@ -301,10 +324,10 @@ async def test_balance_low_reaches_the_owners_webhook_once_per_crossing(
 
         assert await _eventually(reached)
 
-    await _deposit(http, auth, 100)
-    await runs_then_balance(5, 0)  # 80, 60, 40 (below 50: one alert), 20, 0
-    await _deposit(http, auth, 100)  # back above the threshold: armed again
-    await runs_then_balance(3, 40)  # 80, 60, 40: the second crossing
+    await _deposit(http, auth, 500)
+    await runs_then_balance(5, 0)  # 400, 300, 200 (below 250: one alert), 100, 0
+    await _deposit(http, auth, 500)  # back above the threshold: armed again
+    await runs_then_balance(3, 200)  # 400, 300, 200: the second crossing
 
     def bodies() -> list[dict[str, Any]]:
         return [StandardWebhook(secret).verify(body, headers) for headers, body in receiver.got]
@@ -312,14 +335,14 @@ async def test_balance_low_reaches_the_owners_webhook_once_per_crossing(
     async def four() -> bool:
         return len(receiver.got) >= 4
 
-    assert await _eventually(four)
+    assert await _eventually(four), [b["type"] for b in bodies()]
     await asyncio.sleep(2)  # time for a wrong extra alert to arrive
     got = bodies()
     low = [b for b in got if b["type"] == "balance.low"]
     deposits = [b for b in got if b["type"] == "deposit.succeeded"]
     assert len(low) == 2, "one alert per crossing"
     # The balance right after the charge batch that crossed (runs may be charged several per batch).
-    assert all(b["data"]["threshold_cents"] == 50 and 0 <= b["data"]["balance_cents"] < 50 for b in low)
-    assert sorted(b["data"]["amount_cents"] for b in deposits) == [100, 100]
+    assert all(b["data"]["threshold_cents"] == 250 and 0 <= b["data"]["balance_cents"] < 250 for b in low)
+    assert sorted(b["data"]["amount_cents"] for b in deposits) == [500, 500]
     assert all(b["data"]["deposit_id"].startswith("txn_") for b in deposits)
     assert len(got) == 4

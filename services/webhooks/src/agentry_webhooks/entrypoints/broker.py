@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from agentry_common import asyncapi, rpc, subjects
 from agentry_common.broker import jstream
+from agentry_common.bus_permissions import inbox_prefix
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import (
     BalanceLow,
@@ -180,6 +181,9 @@ async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice
         scheduler.wake()
 
 
+# Pull requests are answered on inboxes; the account may subscribe only to its own (bus_permissions).
+_INBOX = f"{inbox_prefix(settings.nats_user)}.".encode()
+
 # Wallet events have durables of their own: a durable keeps the filter it was created with (nats-py does not
 # update it), so widening the charge consumer's filter would not reach deployments that already have it.
 _WALLET_DURABLES = {
@@ -211,7 +215,7 @@ for subject, event, stream, becomes in (
 # Documented above with their payloads (include_in_schema=False here: these handlers read the raw message).
 @router.subscriber(
     "run.*", stream=jstream(subjects.RUN_EVENTS_STREAM), durable=settings.event_consumer,
-    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
+    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=_INBOX,
     ack_policy=AckPolicy.MANUAL, include_in_schema=False,
 )  # fmt: skip
 async def on_run_event(msg: NatsMessage) -> None:
@@ -220,7 +224,7 @@ async def on_run_event(msg: NatsMessage) -> None:
 
 @router.subscriber(
     "billing.charge.*", stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=settings.event_consumer,
-    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
+    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=_INBOX,
     ack_policy=AckPolicy.MANUAL, include_in_schema=False,
 )  # fmt: skip
 async def on_charge_event(msg: NatsMessage) -> None:
@@ -229,7 +233,7 @@ async def on_charge_event(msg: NatsMessage) -> None:
 
 @router.subscriber(
     subjects.BALANCE_LOW, stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=_durable(subjects.BALANCE_LOW),
-    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
+    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=_INBOX,
     ack_policy=AckPolicy.MANUAL, include_in_schema=False,
 )  # fmt: skip
 async def on_balance_low(msg: NatsMessage) -> None:
@@ -239,7 +243,8 @@ async def on_balance_low(msg: NatsMessage) -> None:
 @router.subscriber(
     subjects.DEPOSIT_SUCCEEDED, stream=jstream(subjects.BILLING_EVENTS_STREAM),
     durable=_durable(subjects.DEPOSIT_SUCCEEDED), deliver_policy=DeliverPolicy.NEW,
-    pull_sub=PullSub(batch_size=32, timeout=5.0), ack_policy=AckPolicy.MANUAL, include_in_schema=False,
+    pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=_INBOX, ack_policy=AckPolicy.MANUAL,
+    include_in_schema=False,
 )  # fmt: skip
 async def on_deposit_succeeded(msg: NatsMessage) -> None:
     await _fan_out(msg, service.deposit_notice)
