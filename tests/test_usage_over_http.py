@@ -123,7 +123,9 @@ async def _redeliver_run_events(nc: Client, owner_id: str) -> int:
         info = await js.stream_info(subjects.RUN_EVENTS_STREAM.name, subjects_filter=subject)
         if not (info.state.subjects or {}).get(subject):
             continue
-        sub = await js.subscribe(subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+        sub = await js.subscribe(
+            subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        )
         try:
             for _ in range(info.state.subjects[subject]):
                 msg = await sub.next_msg(timeout=10)

@@ -78,8 +78,8 @@ async def test_replayed_runs_are_counted_once_and_usage_agrees_with_the_ledger(
     assert totals.tokens_output == sum(r.usage.tokens_output for r in completed)
     cost = sum(Decimal(str(r.usage.cost_cents)).quantize(Decimal("0.000001")) for r in completed)
     assert Decimal(str(totals.cost_cents)).quantize(Decimal("0.0001")) == cost.quantize(Decimal("0.0001"))
-    collected = sum(c.status != "uncollected" and c.amount_cents or 0 for c in charges.values())
-    uncollected = sum(c.status == "uncollected" and c.amount_cents or 0 for c in charges.values())
+    collected = sum(c.amount_cents for c in charges.values() if c.status != "uncollected")
+    uncollected = sum(c.amount_cents for c in charges.values() if c.status == "uncollected")
     assert (totals.charged_cents, totals.uncollected_cents) == (collected, uncollected)
     assert uncollected > 0, "the wallet ran dry on the way"
     debits = [e for e in await ledger.entries(owner) if e.kind in ("run_charge", "settlement")]

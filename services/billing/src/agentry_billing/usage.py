@@ -22,12 +22,11 @@ from agentry_common.events import BalanceLow, RunCompleted, RunFailed
 from agentry_common.usage_requests import GetUsage, UsageBucket, UsageCounters, UsageReport
 
 from .domain import Book, ChargeOutcome, UnbillableEvent, _cost
-from .usage_repository import UsageRepository, UsageRow
+from .usage_repository import HIST_BUCKETS, UsageRepository, UsageRow
 
 # Bucket i holds latencies in (BOUNDS[i-1], BOUNDS[i]] ms; the last one everything above BOUNDS[-2].
 FIRST_BOUND_MS = 10.0
 GROWTH = 1.25
-HIST_BUCKETS = 48
 BOUNDS = [FIRST_BOUND_MS * GROWTH**i for i in range(HIST_BUCKETS)]
 
 

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentry_common.errors import ValidationFailed
 from agentry_common.usage_requests import MAX_BUCKETS, GetUsage
 
+HIST_BUCKETS = 48  # the latency histogram's length (`usage.BOUNDS`)
+
 if TYPE_CHECKING:
     from .usage import UsageRun
 
@@ -52,27 +54,20 @@ class UsageRow:
         )  # fmt: skip
 
 
-_QUERY = """
-WITH r AS (
-    SELECT date_trunc(:granularity, hour, 'UTC') AS start, {endpoint} AS endpoint_id, {key} AS key_id,
-           runs, succeeded, failed, tokens_input, tokens_output, cost_cents, charged_cents, uncollected_cents,
-           latency_hist
-    FROM billing.usage_hourly
-    WHERE owner_id = :owner_id AND hour >= :start AND hour < :end {filters}
-), c AS (
-    SELECT start, endpoint_id, key_id, sum(runs) AS runs, sum(succeeded) AS succeeded, sum(failed) AS failed,
-           sum(tokens_input) AS tokens_input, sum(tokens_output) AS tokens_output, sum(cost_cents) AS cost_cents,
-           sum(charged_cents) AS charged_cents, sum(uncollected_cents) AS uncollected_cents
-    FROM r GROUP BY 1, 2, 3
-), h AS (
-    SELECT start, endpoint_id, key_id, array_agg(n ORDER BY i) AS hist FROM (
-        SELECT start, endpoint_id, key_id, u.i, sum(u.v) AS n
-        FROM r, unnest(r.latency_hist) WITH ORDINALITY AS u(v, i) GROUP BY 1, 2, 3, 4
-    ) AS x GROUP BY 1, 2, 3
-)
-SELECT c.*, h.hist FROM c JOIN h USING (start, endpoint_id, key_id)
-ORDER BY start, endpoint_id, key_id LIMIT :limit
-"""
+# One pass over the hours: the histogram is summed element by element (`latency_hist[i]` is O(1) on a short
+# fixed-width array), several times faster than unnesting it.
+_HIST_SUM = ", ".join(f"sum(latency_hist[{i}])" for i in range(1, HIST_BUCKETS + 1))
+# Only constants and the column names chosen in `query` are formatted in; every value is a bound parameter.
+_QUERY = f"""
+SELECT date_trunc(:granularity, hour, 'UTC') AS start, {{endpoint}} AS endpoint_id, {{key}} AS key_id,
+       sum(runs) AS runs, sum(succeeded) AS succeeded, sum(failed) AS failed,
+       sum(tokens_input) AS tokens_input, sum(tokens_output) AS tokens_output, sum(cost_cents) AS cost_cents,
+       sum(charged_cents) AS charged_cents, sum(uncollected_cents) AS uncollected_cents,
+       ARRAY[{_HIST_SUM}] AS hist
+FROM billing.usage_hourly
+WHERE owner_id = :owner_id AND hour >= :start AND hour < :end {{filters}}
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 LIMIT :limit
+"""  # noqa: S608
 
 
 def _json(rows: list[dict[str, Any]]) -> str:
