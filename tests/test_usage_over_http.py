@@ -346,5 +346,6 @@ async def test_balance_low_reaches_the_owners_webhook_once_per_crossing(
     # The balance right after the charge batch that crossed (runs may be charged several per batch).
     assert all(b["data"]["threshold_cents"] == 250 and 0 <= b["data"]["balance_cents"] < 250 for b in low)
     assert sorted(b["data"]["amount_cents"] for b in deposits) == [500, 500]
-    assert all(b["data"]["deposit_id"].startswith("txn_") for b in deposits)
+    listed = (await http.get("/api/balance/deposits", headers=auth)).json()["deposits"]
+    assert sorted(b["data"]["deposit_id"] for b in deposits) == sorted(d["id"] for d in listed)
     assert len(got) == 4

@@ -198,8 +198,8 @@ class DepositSucceeded(Event):
     type: Literal["billing.deposit.succeeded"] = "billing.deposit.succeeded"
     owner_id: str = Field(description="The wallet's owner.")
     deposit_id: str = Field(
-        description="`dep_…` for a Stripe deposit; in manual mode the deposit's transaction id (`txn_…`), as "
-        "`POST /api/balance/deposit` answered it."
+        description="The deposit as `GET /api/balance/deposits` lists it: `dep_…` for a Stripe deposit, the "
+        "credit's `crd_…` for a manual-mode one."
     )
     amount_cents: int = Field(gt=0, description="The amount credited, in cents.")
 

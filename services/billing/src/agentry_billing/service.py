@@ -123,6 +123,7 @@ async def charge_runs(repo: BillingRepository, runs: Sequence[ChargeRun], auto_r
 class Credited:
     deposited: Deposited
     settled: list[ChargeOutcome]
+    credit_id: str | None = None  # `crd_…`: how `GET /api/balance/deposits` lists a manual-mode deposit
 
 
 def _fingerprint(cmd: Deposit) -> str:
@@ -175,7 +176,7 @@ async def credit_wallet(repo: BillingRepository, cmd: Deposit) -> Credited:
             created_at=existing.created_at,
         )
         deposited = Deposited(transaction=transaction, balance_cents=existing.balance_after_cents, replayed=True)
-        return Credited(deposited, await repo.settled_by(existing.id))
+        return Credited(deposited, await repo.settled_by(existing.id), existing.id)
 
     credit_id, entry_id = new_id("crd"), new_id("txn")
     credit_posting = book.credit(cmd.amount_cents)
@@ -214,7 +215,7 @@ async def credit_wallet(repo: BillingRepository, cmd: Deposit) -> Credited:
         id=entry_id, kind=cmd.kind, amount_cents=cmd.amount_cents, status="completed", created_at=created_at
     )
     deposited = Deposited(transaction=transaction, balance_cents=book.balance_cents, replayed=False)
-    return Credited(deposited, await repo.settled_by(credit_id) if settlements else [])
+    return Credited(deposited, await repo.settled_by(credit_id) if settlements else [], credit_id)
 
 
 async def balance(repo: BillingRepository, owner_id: str) -> Balance:

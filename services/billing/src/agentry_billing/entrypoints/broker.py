@@ -61,13 +61,13 @@ asyncapi.publishes(
 )  # fmt: skip
 
 
-def _deposit_event(cmd: Deposit, deposited: Deposited) -> list[DepositSucceeded]:
-    """A manual-mode deposit (admin credits are not deposits); its id is the transaction the API answered,
-    so a retry with the same Idempotency-Key announces the same deposit."""
-    if cmd.kind != "deposit":
+def _deposit_event(cmd: Deposit, credited: service.Credited) -> list[DepositSucceeded]:
+    """A manual-mode deposit (admin credits are not deposits), by the id `GET /api/balance/deposits` lists it
+    under (its credit's), so a retry with the same Idempotency-Key announces the same deposit."""
+    if cmd.kind != "deposit" or credited.credit_id is None:
         return []
-    txn = deposited.transaction
-    return [DepositSucceeded(owner_id=cmd.owner_id, deposit_id=txn.id, amount_cents=txn.amount_cents,
+    txn = credited.deposited.transaction
+    return [DepositSucceeded(owner_id=cmd.owner_id, deposit_id=credited.credit_id, amount_cents=txn.amount_cents,
                              occurred_at=txn.created_at)]  # fmt: skip
 
 
@@ -90,7 +90,7 @@ async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited | DepositStarte
     # After commit. Should this fail, the caller's retry with the same key replays and publishes again.
     try:
         await publisher.start(broker.connection)  # requests may arrive before the startup hook ran
-        await publish_outcomes(publisher, credited.settled, extra=_deposit_event(cmd, credited.deposited))
+        await publish_outcomes(publisher, credited.settled, extra=_deposit_event(cmd, credited))
     except PublishFailed as err:
         raise ServiceUnavailable(
             "the credit is recorded but the settled charges could not be announced; retry with the same "
