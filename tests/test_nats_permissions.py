@@ -139,4 +139,5 @@ async def test_the_subscriber_user_manages_its_own_consumers_and_cannot_touch_bi
     admin = stack.nats.url
     async with await nats.connect(admin) as nc:  # billing's consumer is untouched
         info = await nc.jetstream().consumer_info(stream, subjects.BILLING_CONSUMER)
-        assert info.config.filter_subject == subjects.RUN_COMPLETED
+        assert info.config.filter_subject is None  # as billing set it: run.completed and run.failed
+        assert info.config.filter_subjects == [subjects.RUN_COMPLETED, subjects.RUN_FAILED]

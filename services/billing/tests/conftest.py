@@ -141,7 +141,7 @@ class RunEvents:
         if last < from_seq:
             return found
         sub = await self.js.subscribe(
-            "billing.charge.>",
+            "billing.>",  # every event, so the stream's last one (maybe a deposit's) is seen and ends the read
             ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq),
         )
@@ -149,7 +149,7 @@ class RunEvents:
             while True:
                 msg = await sub.next_msg(timeout=5)
                 body = orjson.loads(msg.data)
-                if body["charge_id"] in wanted:
+                if body.get("charge_id") in wanted:
                     found.setdefault(body["charge_id"], []).append(body)
                 if msg.metadata.sequence.stream >= last:
                     break

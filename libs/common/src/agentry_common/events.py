@@ -179,6 +179,36 @@ class ChargeUncollected(_ChargeOutcome):
     status: Literal["uncollected"] = "uncollected"
 
 
+class BalanceLow(Event):
+    """A charge took the owner's balance below their low-balance threshold: once per crossing (re-armed when a
+    credit lifts the balance back to the threshold or above)."""
+
+    type: Literal["billing.balance.low"] = "billing.balance.low"
+    owner_id: str = Field(description="The wallet's owner.")
+    balance_cents: int = Field(description="The balance right after the charge, in cents.")
+    threshold_cents: int = Field(description="The owner's `low_balance_cents` at that moment.")
+    crossing: int = Field(ge=1, description="How many times this wallet has crossed its threshold (1, 2, …).")
+
+    def msg_id(self) -> str:
+        return f"{self.type}:{self.owner_id}:{self.crossing}"
+
+
+class DepositSucceeded(Event):
+    """Money reached the owner's wallet: a manual-mode deposit or a Stripe payment (checkout or auto-recharge).
+    Admin credits are not deposits and are not announced."""
+
+    type: Literal["billing.deposit.succeeded"] = "billing.deposit.succeeded"
+    owner_id: str = Field(description="The wallet's owner.")
+    deposit_id: str = Field(
+        description="The deposit as `GET /api/balance/deposits` lists it: `dep_…` for a Stripe deposit, the "
+        "credit's `crd_…` for a manual-mode one."
+    )
+    amount_cents: int = Field(gt=0, description="The amount credited, in cents.")
+
+    def msg_id(self) -> str:
+        return f"{self.type}:{self.deposit_id}"
+
+
 class KeysRevoked(Event):
     """Broadcast by the keys service when an endpoint's key stops being valid; gateways drop cached verdicts."""
 
@@ -223,7 +253,15 @@ class RunProgress(Event):
 
 
 AnyEvent = Annotated[
-    RunRequested | RunCompleted | RunFailed | ChargeCollected | ChargeUncollected | KeysRevoked | RunProgress,
+    RunRequested
+    | RunCompleted
+    | RunFailed
+    | ChargeCollected
+    | ChargeUncollected
+    | BalanceLow
+    | DepositSucceeded
+    | KeysRevoked
+    | RunProgress,
     Field(discriminator="type"),
 ]
 any_event: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

@@ -14,6 +14,8 @@ RUN_COMPLETED = "run.completed"
 RUN_FAILED = "run.failed"
 CHARGE_COLLECTED = "billing.charge.collected"
 CHARGE_UNCOLLECTED = "billing.charge.uncollected"
+BALANCE_LOW = "billing.balance.low"
+DEPOSIT_SUCCEEDED = "billing.deposit.succeeded"
 
 # --- ephemeral broadcasts (core NATS) ---
 RUN_PROGRESS = "run.progress.{run_id}"
@@ -51,6 +53,9 @@ PAYMENTS_STRIPE_WEBHOOK = "payments.stripe.webhook"  # gateway → billing: a St
 SPEND_RESERVE = "spend.reserve"  # gateway → billing: hold a capped run's price before it starts
 SPEND_RELEASE = "spend.release"
 SPEND_TOTALS = "spend.totals"
+WALLET_USAGE = "wallet.usage"
+WALLET_ALERTS_GET = "wallet.alerts.get"
+WALLET_ALERTS_SET = "wallet.alerts.set"
 RUNS_LIST = "runs.list"
 RUNS_GET = "runs.get"
 TOOLS_LIST = "tools.list"  # a live tools/list of one MCP server, asked by the gateway, done by a runner
@@ -92,8 +97,8 @@ RUN_EVENTS_STREAM = StreamSpec(
 )
 BILLING_EVENTS_STREAM = StreamSpec(
     name="BILLING_EVENTS",
-    subjects=["billing.charge.>"],
-    description="Charge outcomes published by billing.",
+    subjects=["billing.charge.>", "billing.balance.>", "billing.deposit.>"],
+    description="Charge outcomes, low-balance crossings and credited deposits, published by billing.",
     atomic_publish=True,  # billing stores a batch's outcomes at once
 )
 STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentry_common.errors import Conflict, ValidationFailed
+from agentry_common.events import DepositSucceeded
 from agentry_common.payment_requests import (
     AutoRecharge,
     DepositRecord,
@@ -83,6 +84,7 @@ class Handled:
 
     duplicate: bool = False
     settled: list[ChargeOutcome] = field(default_factory=list)
+    deposits: list[DepositSucceeded] = field(default_factory=list)  # credited by this event (usage alerts)
 
 
 async def handle_event(repo: BillingRepository, event_id: str, event_type: str, obj: dict[str, Any]) -> Handled:
@@ -130,6 +132,10 @@ async def _credit(repo: BillingRepository, prepo: PaymentsRepository, deposit: D
     return credited.settled
 
 
+def _succeeded(deposit: DepositRow) -> DepositSucceeded:
+    return DepositSucceeded(owner_id=deposit.owner_id, deposit_id=deposit.id, amount_cents=deposit.amount_cents)
+
+
 async def _checkout_paid(repo: BillingRepository, prepo: PaymentsRepository, obj: dict[str, Any]) -> Handled:
     if obj.get("payment_status") != "paid":
         return Handled()  # a delayed payment method: `async_payment_succeeded` follows
@@ -143,7 +149,7 @@ async def _checkout_paid(repo: BillingRepository, prepo: PaymentsRepository, obj
         log.warning("a Checkout Session was paid another amount than asked", extra={"deposit_id": deposit.id})
     if deposit.status == "succeeded":
         return Handled()
-    return Handled(settled=await _credit(repo, prepo, deposit))
+    return Handled(settled=await _credit(repo, prepo, deposit), deposits=[_succeeded(deposit)])
 
 
 async def _payment_intent_succeeded(repo: BillingRepository, prepo: PaymentsRepository, obj: dict[str, Any]) -> Handled:
@@ -157,7 +163,7 @@ async def _payment_intent_succeeded(repo: BillingRepository, prepo: PaymentsRepo
         await prepo.set_payment_intent(deposit.id, str(obj["id"]))
     if deposit.source != "auto_recharge" or deposit.status == "succeeded":
         return Handled()  # a Checkout payment is credited by `checkout.session.completed`
-    return Handled(settled=await _credit(repo, prepo, deposit))
+    return Handled(settled=await _credit(repo, prepo, deposit), deposits=[_succeeded(deposit)])
 
 
 async def _already_settled(repo: BillingRepository, prepo: PaymentsRepository, event_type: str,

@@ -24,10 +24,11 @@ from agentry_common.requests import (
     TransactionPage,
 )
 
-from . import payments_ledger
+from . import payments_ledger, usage
 from .domain import MAX_AMOUNT_CENTS, ChargeOutcome, ChargeRun, ChargeState, settle_oldest_first
 from .payments_repository import Recharge
 from .repository import BillingRepository, NewCharge, NewEntry
+from .usage_repository import UsageRepository
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ async def charge_runs(repo: BillingRepository, runs: Sequence[ChargeRun], auto_r
 class Credited:
     deposited: Deposited
     settled: list[ChargeOutcome]
+    credit_id: str | None = None  # `crd_…`: how `GET /api/balance/deposits` lists a manual-mode deposit
 
 
 def _fingerprint(cmd: Deposit) -> str:
@@ -174,7 +176,7 @@ async def credit_wallet(repo: BillingRepository, cmd: Deposit) -> Credited:
             created_at=existing.created_at,
         )
         deposited = Deposited(transaction=transaction, balance_cents=existing.balance_after_cents, replayed=True)
-        return Credited(deposited, await repo.settled_by(existing.id))
+        return Credited(deposited, await repo.settled_by(existing.id), existing.id)
 
     credit_id, entry_id = new_id("crd"), new_id("txn")
     credit_posting = book.credit(cmd.amount_cents)
@@ -208,11 +210,12 @@ async def credit_wallet(repo: BillingRepository, cmd: Deposit) -> Credited:
     await payments_ledger.rearm_auto_recharge(repo, book)
     if settlements and await repo.mark_settled([d.charge_id for d, _ in settlements], credit_id) != len(settlements):
         raise RuntimeError("an uncollected charge changed while its wallet was locked")
+    await usage.after_credit(UsageRepository(repo.session), book, [(d.run_id, d.amount_cents) for d, _ in settlements])
     transaction = Transaction(
         id=entry_id, kind=cmd.kind, amount_cents=cmd.amount_cents, status="completed", created_at=created_at
     )
     deposited = Deposited(transaction=transaction, balance_cents=book.balance_cents, replayed=False)
-    return Credited(deposited, await repo.settled_by(credit_id) if settlements else [])
+    return Credited(deposited, await repo.settled_by(credit_id) if settlements else [], credit_id)
 
 
 async def balance(repo: BillingRepository, owner_id: str) -> Balance:

@@ -28,9 +28,6 @@ class Settings(ServiceSettings):
         2.0, ge=0, description="Delay before an event that could not be charged is delivered again."
     )
     consumer_lag_sample_s: float = Field(5.0, gt=0, description="How often the consumer's backlog is sampled.")
-    spend_consumer: str = Field(
-        "billing-spend", description="Durable consumer of run outcomes that settles or releases spend-cap holds."
-    )
     spend_hold_max_s: float = Field(
         900.0,
         gt=0,

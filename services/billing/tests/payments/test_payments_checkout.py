@@ -7,6 +7,10 @@ import asyncio
 import time
 
 import httpx
+import orjson
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from agentry_common import subjects
 
 
 async def _balance(http: httpx.AsyncClient, payments, owner: str) -> dict:
@@ -15,8 +19,22 @@ async def _balance(http: httpx.AsyncClient, payments, owner: str) -> dict:
     return answer.json()
 
 
+async def _deposit_events(nc, deposit_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The `billing.deposit.succeeded` events stored for this deposit."""
+    js = nc.jetstream()
+    info = await js.stream_info(subjects.BILLING_EVENTS_STREAM.name, subjects_filter=subjects.DEPOSIT_SUCCEEDED)
+    count = (info.state.subjects or {}).get(subjects.DEPOSIT_SUCCEEDED, 0)
+    sub = await js.subscribe(subjects.DEPOSIT_SUCCEEDED, ordered_consumer=True,
+                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))  # fmt: skip
+    try:
+        bodies = [orjson.loads((await sub.next_msg(timeout=10)).data) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
+    return [b for b in bodies if b["deposit_id"] == deposit_id]
+
+
 async def test_a_deposit_opens_checkout_and_the_signed_webhook_credits_it_once_whatever_the_replays(
-    payments, owner, ledger
+    payments, owner, ledger, nc
 ) -> None:
     async with httpx.AsyncClient(timeout=60) as http:
         answer = await payments.deposit(http, owner, 2500, key="top-up-1")
@@ -67,6 +85,9 @@ async def test_a_deposit_opens_checkout_and_the_signed_webhook_credits_it_once_w
         txns = await http.get(f"{payments.gateway}/api/balance/transactions", headers=payments.auth(owner))
         assert [(t["kind"], t["amount_cents"]) for t in txns.json()["transactions"]] == [("deposit", 2500)]
         assert await ledger.drift([owner]) == []
+        # Announced once (owners' `deposit.succeeded` webhooks), whatever the replays.
+        [announced] = await _deposit_events(nc, deposit["id"])
+        assert (announced["owner_id"], announced["amount_cents"]) == (owner, 2500)
 
 
 async def test_a_tampered_or_stale_signature_is_refused_and_nothing_is_written(payments, owner, ledger) -> None:

@@ -13,7 +13,16 @@ import orjson
 from pydantic import TypeAdapter
 
 from agentry_common.errors import Conflict, NotFound, ValidationFailed
-from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id, utcnow
+from agentry_common.events import (
+    BalanceLow,
+    ChargeCollected,
+    ChargeUncollected,
+    DepositSucceeded,
+    RunCompleted,
+    RunFailed,
+    new_id,
+    utcnow,
+)
 from agentry_common.netguard import check_url
 from agentry_common.requests import (
     CreateWebhook,
@@ -153,6 +162,21 @@ def charge_notice(raw: bytes) -> Notice:
         "charge_id": event.charge_id,
     }
     return Notice(event.owner_id, kind, f"{kind}:{event.charge_id}", event.occurred_at, data)
+
+
+def balance_low_notice(raw: bytes) -> Notice:
+    """`billing.balance.low` → `balance.low`, once per crossing (the key names the crossing)."""
+    event = BalanceLow.model_validate_json(raw)
+    data = {"balance_cents": event.balance_cents, "threshold_cents": event.threshold_cents}
+    return Notice(event.owner_id, "balance.low", f"balance.low:{event.crossing}", event.occurred_at, data)
+
+
+def deposit_notice(raw: bytes) -> Notice:
+    """`billing.deposit.succeeded` → `deposit.succeeded`, once per deposit."""
+    event = DepositSucceeded.model_validate_json(raw)
+    data = {"deposit_id": event.deposit_id, "amount_cents": event.amount_cents}
+    return Notice(event.owner_id, "deposit.succeeded", f"deposit.succeeded:{event.deposit_id}", event.occurred_at,
+                  data)  # fmt: skip
 
 
 def _delivery_row(webhook_id: str, notice: Notice, give_up_at: datetime) -> dict[str, object]:

@@ -10,7 +10,7 @@ from agentry_common.app import create_service_app
 from agentry_common.broker import make_broker
 
 from ..settings import settings
-from . import payments
+from . import payments, usage
 from .broker import engine, publisher, router, sessions
 from .consumer import ChargeConsumer
 from .spend import holds
@@ -20,6 +20,7 @@ broker = make_broker(settings, "billing")
 broker.include_router(router)
 broker.include_router(payments.router)
 broker.include_router(spend_router)
+broker.include_router(usage.router)
 # Auto-recharge needs Stripe: in manual mode the charge batch does not even look for thresholds crossed.
 stripe_mode = settings.payment_mode == "stripe"
 consumer = ChargeConsumer(settings, sessions, publisher, on_recharges=payments.start_recharges if stripe_mode else None)

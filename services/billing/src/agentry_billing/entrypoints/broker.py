@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
 
-from agentry_common import subjects
+from agentry_common import asyncapi, subjects
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import ServiceUnavailable
+from agentry_common.events import DepositSucceeded
 from agentry_common.payment_requests import DepositStarted
 from agentry_common.requests import (
     Balance,
@@ -53,6 +54,23 @@ async def get_balance(cmd: GetBalance) -> Balance:
         return await service.balance(repo, cmd.owner_id)
 
 
+asyncapi.publishes(
+    subjects.DEPOSIT_SUCCEEDED, DepositSucceeded, by="billing", stream=subjects.BILLING_EVENTS_STREAM,
+    description="A deposit was credited to its owner's wallet (manual mode at once; Stripe when paid). "
+    "`Nats-Msg-Id` is the deposit's id, so a retried deposit is announced once.",
+)  # fmt: skip
+
+
+def _deposit_event(cmd: Deposit, credited: service.Credited) -> list[DepositSucceeded]:
+    """A manual-mode deposit (admin credits are not deposits), by the id `GET /api/balance/deposits` lists it
+    under (its credit's), so a retry with the same Idempotency-Key announces the same deposit."""
+    if cmd.kind != "deposit" or credited.credit_id is None:
+        return []
+    txn = credited.deposited.transaction
+    return [DepositSucceeded(owner_id=cmd.owner_id, deposit_id=credited.credit_id, amount_cents=txn.amount_cents,
+                             occurred_at=txn.created_at)]  # fmt: skip
+
+
 @router.subscriber(subjects.WALLET_DEPOSIT, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
 async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited | DepositStarted:
@@ -72,7 +90,7 @@ async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited | DepositStarte
     # After commit. Should this fail, the caller's retry with the same key replays and publishes again.
     try:
         await publisher.start(broker.connection)  # requests may arrive before the startup hook ran
-        await publish_outcomes(publisher, credited.settled)
+        await publish_outcomes(publisher, credited.settled, extra=_deposit_event(cmd, credited))
     except PublishFailed as err:
         raise ServiceUnavailable(
             "the credit is recorded but the settled charges could not be announced; retry with the same "

@@ -1,7 +1,8 @@
-"""The charge consumer: `run.completed` from a durable JetStream pull consumer, in batches.
+"""The charge consumer: `run.completed` and `run.failed` from a durable JetStream pull consumer, in batches.
 
-For each batch: one transaction charges every billable run (idempotent per run), then the outcome events
-are published, then — only then — the batch is acknowledged. A crash at any point leaves the events
+For each batch: one transaction charges every billable run (idempotent per run) and counts every run in the
+usage projection (idempotent per run, `usage.py`), then the outcome events (and low-balance crossings) are
+published, then — only then — the batch is acknowledged. A crash at any point leaves the events
 unacknowledged; their redelivery finds the charges already made and publishes the same outcomes again.
 While one batch's outcomes are being stored by JetStream, the next batch is already being charged.
 
@@ -30,14 +31,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentry_common import asyncapi, subjects
-from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted
+from agentry_common.events import BalanceLow, ChargeCollected, ChargeUncollected, Event, RunCompleted, RunFailed
 
-from .. import metrics, service, spend
+from .. import metrics, service, spend, usage
 from ..domain import ChargeOutcome, ChargeRun, UnbillableEvent
 from ..payments_repository import Recharge
 from ..repository import BillingRepository
 from ..settings import Settings
 from ..spend_repository import SpendRepository
+from ..usage_repository import UsageRepository
 from .jetstream import BatchPublisher, BatchPuller
 from .traces import Carrier, charge_spans
 
@@ -53,6 +55,17 @@ asyncapi.consumes(
     durable=subjects.BILLING_CONSUMER,
     description="Billing charges each succeeded, priced, non-test run once, in batches; an event is "
     "acknowledged once its charge is committed and its outcome stored.",
+)  # fmt: skip
+asyncapi.consumes(
+    subjects.RUN_FAILED, RunFailed, by="billing", stream=subjects.RUN_EVENTS_STREAM,
+    durable=subjects.BILLING_CONSUMER,
+    description="Billing counts each failed run once in the owner's usage (never charged) and releases its "
+    "spend-cap hold, in one transaction.",
+)  # fmt: skip
+asyncapi.publishes(
+    subjects.BALANCE_LOW, BalanceLow, by="billing", stream=subjects.BILLING_EVENTS_STREAM,
+    description="A charge took the owner's balance below their low-balance threshold; once per crossing "
+    "(`Nats-Msg-Id` names the owner and the crossing number).",
 )  # fmt: skip
 asyncapi.publishes(
     subjects.CHARGE_COLLECTED, ChargeCollected, by="billing", stream=subjects.BILLING_EVENTS_STREAM,
@@ -77,15 +90,20 @@ def outcome_subject(outcome: ChargeOutcome) -> str:
 
 
 async def publish_outcomes(
-    publisher: BatchPublisher, outcomes: Sequence[ChargeOutcome], traces: Mapping[str, Carrier] | None = None
+    publisher: BatchPublisher,
+    outcomes: Sequence[ChargeOutcome],
+    traces: Mapping[str, Carrier] | None = None,
+    extra: Sequence[Event] = (),
 ) -> None:
-    """Publish outcome events (carrying their run's trace, by run_id) and wait until JetStream stored them all."""
+    """Publish outcome events (carrying their run's trace, by run_id), then `extra` events (low-balance
+    crossings, deposits), and wait until JetStream stored them all."""
     messages = []
     for outcome in outcomes:
         event = outcome.event()
         if traces:
             event.trace = traces.get(outcome.run_id, {})
         messages.append((outcome_subject(outcome), event.model_dump_json().encode(), event.msg_id()))
+    messages += [(event.type, event.model_dump_json().encode(), event.msg_id()) for event in extra]
     await publisher.publish(messages, timeout=PUBLISH_TIMEOUT_S)
 
 
@@ -113,8 +131,8 @@ class ChargeConsumer:
         s = self.settings
         return ConsumerConfig(
             durable_name=s.charge_consumer,
-            description="billing: charges each succeeded priced run once",
-            filter_subject=subjects.RUN_COMPLETED,
+            description="billing: charges each succeeded priced run once, counts every ended run once",
+            filter_subjects=[subjects.RUN_COMPLETED, subjects.RUN_FAILED],
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=s.charge_ack_wait_s,
@@ -172,46 +190,55 @@ class ChargeConsumer:
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
         started, started_ns = time.monotonic(), time.time_ns()
-        billable: list[tuple[Msg, ChargeRun]] = []
+        items: list[tuple[Msg, ChargeRun | None, usage.UsageRun]] = []
         traces: dict[str, Carrier] = {}  # run_id → the trace its run.completed carries on
-        to_ack: list[Msg] = []  # charged, or nothing to charge: acknowledged once the outcomes are stored
         for msg in msgs:
             try:
-                event = RunCompleted.model_validate_json(msg.data)
-                run = ChargeRun.from_event(event)
+                event: RunCompleted | RunFailed
+                if msg.subject == subjects.RUN_FAILED:
+                    event = RunFailed.model_validate_json(msg.data)
+                    run = None
+                else:
+                    event = RunCompleted.model_validate_json(msg.data)
+                    run = ChargeRun.from_event(event)
+                counted = usage.UsageRun.from_event(event)
             except (ValidationError, UnbillableEvent) as err:
                 metrics.SKIPPED.labels("invalid").inc()
                 log.error(
-                    "run.completed cannot be charged and is dropped",
+                    "run event cannot be charged or counted and is dropped",
                     extra={"stream_seq": msg.metadata.sequence.stream, "reason": str(err)[:300]},
                 )
                 await msg.term()
                 continue
-            if run is None:
+            if run is None and isinstance(event, RunCompleted):
                 metrics.SKIPPED.labels("test" if event.is_test else "free").inc()
-                to_ack.append(msg)
-            else:
-                billable.append((msg, run))
-                if event.trace:
-                    traces[run.run_id] = event.trace
+            elif run is not None and event.trace:
+                traces[run.run_id] = event.trace
+            items.append((msg, run, counted))
 
         outcomes: list[ChargeOutcome] = []
+        alerts: list[BalanceLow] = []
         failed: list[Msg] = []
-        if billable:
+        to_ack: list[Msg] = []  # charged and counted: acknowledged once the outcomes are stored
+        if items:
             try:
-                outcomes = await self._charge([run for _, run in billable])
-                to_ack += [msg for msg, _ in billable]
+                outcomes, alerts = await self._charge(
+                    [run for _, run, _ in items if run is not None], [c for _, _, c in items]
+                )
+                to_ack += [msg for msg, _, _ in items]
             except Exception:
                 metrics.BATCH_FAILURES.labels("batch").inc()
-                log.exception("a batch of %d could not be charged; charging its events one by one", len(billable))
-                for msg, run in billable:
+                log.exception("a batch of %d could not be charged; charging its events one by one", len(items))
+                for msg, run, counted in items:
                     try:
-                        outcomes += await self._charge([run])
+                        done, fired = await self._charge([run] if run is not None else [], [counted])
+                        outcomes += done
+                        alerts += fired
                         to_ack.append(msg)
                     except Exception:
                         metrics.BATCH_FAILURES.labels("single").inc()
-                        log.exception("run.completed could not be charged; redelivering later",
-                                      extra={"run_id": run.run_id})  # fmt: skip
+                        log.exception("run event could not be charged; redelivering later",
+                                      extra={"run_id": counted.run_id})  # fmt: skip
                         failed.append(msg)
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         metrics.BATCH_EVENTS.observe(len(msgs))
@@ -219,11 +246,15 @@ class ChargeConsumer:
             await msg.nak(delay=self.settings.charge_retry_delay_s)
         carried = charge_spans(outcomes, traces, started_ns)
         await self._inflight.acquire()
-        task = asyncio.create_task(self._finish(outcomes, to_ack, carried))
+        task = asyncio.create_task(self._finish(outcomes, alerts, to_ack, carried))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
-    async def _charge(self, runs: list[ChargeRun]) -> list[ChargeOutcome]:
+    async def _charge(
+        self, runs: list[ChargeRun], counted: list[usage.UsageRun]
+    ) -> tuple[list[ChargeOutcome], list[BalanceLow]]:
+        """Charge the billable runs and count every run, in one transaction; the outcomes and the low-balance
+        crossings it caused."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with self.sessions() as session, session.begin():
@@ -231,7 +262,17 @@ class ChargeConsumer:
                         BillingRepository(session), runs, auto_recharge=self.on_recharges is not None
                     )
                     # A capped key's hold on these runs' prices becomes spent, with the charges or not at all.
-                    await spend.end_holds(SpendRepository(session), [run.run_id for run in runs], "settled")
+                    holds = SpendRepository(session)
+                    await spend.end_holds(holds, [run.run_id for run in runs], "settled")
+                    # A failed run's hold goes back (ending a hold that does not exist changes nothing).
+                    await spend.end_holds(holds, [c.run_id for c in counted if not c.succeeded], "released")
+                    urepo = UsageRepository(session)
+                    await usage.record(urepo, counted, batch.outcomes)
+                    new = {o.charge_id for o in batch.new}
+                    alerts = await usage.low_balance_crossings(
+                        urepo, [o.owner_id for o in batch.new],
+                        [o.owner_id for o in batch.outcomes if o.charge_id not in new],
+                    )  # fmt: skip
             except Exception as err:
                 if attempt == ATTEMPTS or not _retryable(err):
                     raise
@@ -240,7 +281,7 @@ class ChargeConsumer:
             self._count(batch)
             if batch.recharges and self.on_recharges is not None:
                 self.on_recharges(batch.recharges)
-            return batch.outcomes
+            return batch.outcomes, alerts
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -254,9 +295,11 @@ class ChargeConsumer:
         if batch.duplicates:
             metrics.DUPLICATES.inc(batch.duplicates)
 
-    async def _finish(self, outcomes: list[ChargeOutcome], msgs: list[Msg], traces: dict[str, Carrier]) -> None:
+    async def _finish(
+        self, outcomes: list[ChargeOutcome], alerts: list[BalanceLow], msgs: list[Msg], traces: dict[str, Carrier]
+    ) -> None:
         try:
-            await publish_outcomes(self.publisher, outcomes, traces)
+            await publish_outcomes(self.publisher, outcomes, traces, alerts)
         except Exception as err:
             # Committed but not announced: redelivery finds the charges and publishes their outcomes then.
             metrics.BATCH_FAILURES.labels("publish").inc()

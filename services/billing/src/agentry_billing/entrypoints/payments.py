@@ -113,7 +113,7 @@ async def stripe_webhook(cmd: StripeWebhook, broker: NatsBroker) -> WebhookRecei
         log.info("stripe event already processed", extra={"event_id": event.id, "type": event.type})
     try:
         await publisher.start(broker.connection)
-        await publish_outcomes(publisher, handled.settled)
+        await publish_outcomes(publisher, handled.settled, extra=handled.deposits)
     except Exception as err:
         # Committed, not announced: Stripe retries a failed delivery, and a redelivery announces them again.
         raise ServiceUnavailable("the payment is recorded; its settled charges could not be announced yet") from err

@@ -1,29 +1,21 @@
-"""Spend caps over NATS: reservation requests from gateways, and the consumer that releases failed runs' holds.
+"""Spend caps over NATS: reservation requests from gateways, and the sweeper of holds left behind.
 
-A completed run's hold is settled by the charge consumer, in the transaction that charges it (it reads every
-`run.completed` anyway). Failed runs are read here, through a durable of their own (`run.failed` only, a small
-share of runs): a batch costs one indexed read, and only holds are written. A sweeper releases holds whose run
-never came (the gateway crashed between holding and publishing) once they are older than any run can be.
+A run's hold ends in the charge consumer, in the transaction that charges (settled) or counts (released, for a
+failed run) it: that consumer reads every `run.completed` and `run.failed` anyway. The sweeper releases holds
+whose run never came (the gateway crashed between holding and publishing) once they are older than any run can be.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Literal
 
-import orjson
 from faststream.nats import NatsRouter
 from nats.aio.client import Client
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError
 
-from agentry_common import asyncapi, subjects
-from agentry_common.events import RunFailed
+from agentry_common import subjects
 from agentry_common.requests import Done, GetSpent, ReleaseSpend, ReserveSpend, SpendReserved, Spent
 from agentry_common.rpc import serve
 
@@ -34,12 +26,6 @@ from .broker import QUEUE, sessions
 
 log = logging.getLogger(__name__)
 router = NatsRouter()
-STREAM = subjects.RUN_EVENTS_STREAM.name
-asyncapi.consumes(
-    subjects.RUN_FAILED, RunFailed, by="billing", stream=subjects.RUN_EVENTS_STREAM, durable="billing-spend",
-    description="Billing releases a failed run's spend-cap hold (a completed run's hold is settled as it is "
-    "charged).",
-)  # fmt: skip
 
 
 @router.subscriber(subjects.SPEND_RESERVE, queue=QUEUE, max_workers=settings.rpc_workers)
@@ -70,59 +56,18 @@ async def end_hold(run_id: str, to: Literal["settled", "released"]) -> None:
 
 
 class HoldEnder:
-    """Settles or releases holds as runs end; sweeps holds left behind."""
+    """Sweeps holds left behind."""
 
     def __init__(self) -> None:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, nc: Client) -> None:
-        js = nc.jetstream()
-        config = ConsumerConfig(
-            durable_name=settings.spend_consumer,
-            description="billing: releases the spend-cap holds of failed runs",
-            filter_subject=subjects.RUN_FAILED,
-            deliver_policy=DeliverPolicy.NEW,  # holds exist only from this feature on; older outcomes have none
-            ack_policy=AckPolicy.ALL,  # one ack for a whole batch: ending a hold twice changes nothing
-            ack_wait=30,
-            max_deliver=-1,
-        )
-        with contextlib.suppress(APIError):  # exists already (another replica, or an earlier start)
-            await js.add_consumer(STREAM, config)
-        sub = await js.pull_subscribe_bind(durable=settings.spend_consumer, stream=STREAM)
-        self._tasks = [asyncio.create_task(self._consume(sub)), asyncio.create_task(self._sweep())]
+        self._tasks = [asyncio.create_task(self._sweep())]
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
-        while True:
-            try:
-                msgs = await sub.fetch(500, timeout=1)
-            except NatsTimeout:
-                continue
-            except Exception as err:
-                log.warning("cannot fetch run outcomes for spend holds: %s", type(err).__name__)
-                await asyncio.sleep(1)
-                continue
-            try:
-                await self._handle([(msg.subject, msg.data) for msg in msgs])
-            except Exception:
-                log.exception("ending spend holds failed; the batch comes back after the ack wait")
-                await asyncio.sleep(1)
-                continue
-            with contextlib.suppress(Exception):
-                await msgs[-1].ack()  # AckPolicy.ALL: the whole batch
-
-    async def _handle(self, batch: list[tuple[str, bytes]]) -> None:
-        run_ids = []
-        for _subject, data in batch:
-            event = orjson.loads(data)
-            if not event.get("is_test") and event.get("price_per_run_cents"):  # only a priced live run holds
-                run_ids.append(str(event["run_id"]))
-        async with sessions() as session, session.begin():
-            await spend.end_holds(SpendRepository(session), run_ids, "released")
 
     async def _sweep(self) -> None:
         interval = min(60.0, settings.spend_hold_max_s / 4)

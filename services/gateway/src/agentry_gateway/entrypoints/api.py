@@ -21,7 +21,7 @@ from ..ratelimit import Limits
 from ..service import Catalog
 from ..settings import settings
 from ..spend import SpendCaps
-from . import keys, management, openai_compat, payments, runs, wallet, webhooks
+from . import keys, management, openai_compat, payments, runs, usage, wallet, webhooks
 from .deps import Gateway, storable_params
 from .fastpath import RunFastPath
 
@@ -121,6 +121,7 @@ for router in (
     runs.router,
     wallet.router,
     payments.router,
+    usage.router,
     webhooks.router,
     openai_compat.router,
 ):

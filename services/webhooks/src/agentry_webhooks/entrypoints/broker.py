@@ -17,7 +17,15 @@ from pydantic import ValidationError
 from agentry_common import asyncapi, rpc, subjects
 from agentry_common.broker import jstream, pull_inbox
 from agentry_common.db import make_engine, make_sessionmaker
-from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id
+from agentry_common.events import (
+    BalanceLow,
+    ChargeCollected,
+    ChargeUncollected,
+    DepositSucceeded,
+    RunCompleted,
+    RunFailed,
+    new_id,
+)
 from agentry_common.requests import (
     CreatedWebhook,
     CreateWebhook,
@@ -172,14 +180,30 @@ async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice
         scheduler.wake()
 
 
+# Pull requests are answered on inboxes; the account may subscribe only to its own (bus_permissions).
+
+# Wallet events have durables of their own: a durable keeps the filter it was created with (nats-py does not
+# update it), so widening the charge consumer's filter would not reach deployments that already have it.
+_WALLET_DURABLES = {
+    subjects.BALANCE_LOW: f"{settings.event_consumer}-balance-low",
+    subjects.DEPOSIT_SUCCEEDED: f"{settings.event_consumer}-deposit-succeeded",
+}
+
+
+def _durable(subject: str) -> str:
+    return _WALLET_DURABLES.get(subject, settings.event_consumer)
+
+
 for subject, event, stream, becomes in (
     (subjects.RUN_COMPLETED, RunCompleted, subjects.RUN_EVENTS_STREAM, "`run.succeeded`"),
     (subjects.RUN_FAILED, RunFailed, subjects.RUN_EVENTS_STREAM, "`run.failed`"),
     (subjects.CHARGE_COLLECTED, ChargeCollected, subjects.BILLING_EVENTS_STREAM, "`charge.collected`"),
     (subjects.CHARGE_UNCOLLECTED, ChargeUncollected, subjects.BILLING_EVENTS_STREAM, "`charge.uncollected`"),
+    (subjects.BALANCE_LOW, BalanceLow, subjects.BILLING_EVENTS_STREAM, "`balance.low`"),
+    (subjects.DEPOSIT_SUCCEEDED, DepositSucceeded, subjects.BILLING_EVENTS_STREAM, "`deposit.succeeded`"),
 ):
     asyncapi.consumes(
-        subject, event, by="webhooks", stream=stream, durable=settings.event_consumer,
+        subject, event, by="webhooks", stream=stream, durable=_durable(subject),
         description=f"Becomes a {becomes} delivery to each of its owner's webhooks subscribed to it "
         "(one per webhook and event, whatever the redeliveries).",
     )  # fmt: skip
@@ -203,3 +227,22 @@ async def on_run_event(msg: NatsMessage) -> None:
 )  # fmt: skip
 async def on_charge_event(msg: NatsMessage) -> None:
     await _fan_out(msg, service.charge_notice)
+
+
+@router.subscriber(
+    subjects.BALANCE_LOW, stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=_durable(subjects.BALANCE_LOW),
+    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings),
+    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
+)  # fmt: skip
+async def on_balance_low(msg: NatsMessage) -> None:
+    await _fan_out(msg, service.balance_low_notice)
+
+
+@router.subscriber(
+    subjects.DEPOSIT_SUCCEEDED, stream=jstream(subjects.BILLING_EVENTS_STREAM),
+    durable=_durable(subjects.DEPOSIT_SUCCEEDED), deliver_policy=DeliverPolicy.NEW,
+    pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings), ack_policy=AckPolicy.MANUAL,
+    include_in_schema=False,
+)  # fmt: skip
+async def on_deposit_succeeded(msg: NatsMessage) -> None:
+    await _fan_out(msg, service.deposit_notice)

@@ -1,0 +1,38 @@
+"""NATS request handlers of usage analytics and low-balance alerts, in the `billing` queue group."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsRouter
+
+from agentry_common import subjects
+from agentry_common.rpc import serve
+from agentry_common.usage_requests import BalanceAlerts, GetBalanceAlerts, GetUsage, SetBalanceAlerts, UsageReport
+
+from .. import usage
+from ..settings import settings
+from ..usage_repository import UsageRepository
+from .broker import QUEUE, sessions
+
+router = NatsRouter()
+
+
+@router.subscriber(subjects.WALLET_USAGE, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def get_usage(cmd: GetUsage) -> UsageReport:
+    async with sessions() as session, session.begin():
+        return await usage.report(UsageRepository(session), cmd)
+
+
+@router.subscriber(subjects.WALLET_ALERTS_GET, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def get_alerts(cmd: GetBalanceAlerts) -> BalanceAlerts:
+    async with sessions() as session, session.begin():
+        return BalanceAlerts(low_balance_cents=await UsageRepository(session).get_alert(cmd.owner_id))
+
+
+@router.subscriber(subjects.WALLET_ALERTS_SET, queue=QUEUE, max_workers=settings.rpc_workers)
+@serve
+async def set_alerts(cmd: SetBalanceAlerts) -> BalanceAlerts:
+    async with sessions() as session, session.begin():
+        await UsageRepository(session).set_alert(cmd.owner_id, cmd.low_balance_cents)
+    return BalanceAlerts(low_balance_cents=cmd.low_balance_cents)
