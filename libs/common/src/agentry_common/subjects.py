@@ -14,6 +14,7 @@ RUN_COMPLETED = "run.completed"
 RUN_FAILED = "run.failed"
 CHARGE_COLLECTED = "billing.charge.collected"
 CHARGE_UNCOLLECTED = "billing.charge.uncollected"
+BUDGET_REACHED = "billing.budget.reached"
 
 # --- ephemeral broadcasts (core NATS) ---
 RUN_PROGRESS = "run.progress.{run_id}"
@@ -92,8 +93,8 @@ RUN_EVENTS_STREAM = StreamSpec(
 )
 BILLING_EVENTS_STREAM = StreamSpec(
     name="BILLING_EVENTS",
-    subjects=["billing.charge.>"],
-    description="Charge outcomes published by billing.",
+    subjects=["billing.charge.>", "billing.budget.>"],
+    description="Charge outcomes and reached endpoint budgets, published by billing.",
     atomic_publish=True,  # billing stores a batch's outcomes at once
 )
 STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]

@@ -12,8 +12,17 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
+from agentry_common import subjects
 from agentry_common.errors import Conflict, NotFound, ValidationFailed
-from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id, utcnow
+from agentry_common.events import (
+    BudgetReached,
+    ChargeCollected,
+    ChargeUncollected,
+    RunCompleted,
+    RunFailed,
+    new_id,
+    utcnow,
+)
 from agentry_common.netguard import check_url
 from agentry_common.requests import (
     CreateWebhook,
@@ -153,6 +162,18 @@ def charge_notice(raw: bytes) -> Notice:
         "charge_id": event.charge_id,
     }
     return Notice(event.owner_id, kind, f"{kind}:{event.charge_id}", event.occurred_at, data)
+
+
+def budget_notice(raw: bytes) -> Notice:
+    """`billing.budget.reached` → `budget.reached`, once per endpoint, period and budget amount."""
+    event = BudgetReached.model_validate_json(raw)
+    data = {"endpoint_id": event.endpoint_id, "budget_cents": event.budget_cents, "budget_period": event.budget_period}
+    key = f"budget.reached:{event.endpoint_id}:{event.period_start.isoformat()}:{event.budget_cents}"
+    return Notice(event.owner_id, "budget.reached", key, event.occurred_at, data)
+
+
+def billing_notice(raw: bytes, subject: str) -> Notice:
+    return budget_notice(raw) if subject == subjects.BUDGET_REACHED else charge_notice(raw)
 
 
 def _delivery_row(webhook_id: str, notice: Notice, give_up_at: datetime) -> dict[str, object]:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from agentry_common import asyncapi, rpc, subjects
 from agentry_common.broker import jstream
 from agentry_common.db import make_engine, make_sessionmaker
-from agentry_common.events import ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id
+from agentry_common.events import BudgetReached, ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id
 from agentry_common.requests import (
     CreatedWebhook,
     CreateWebhook,
@@ -177,6 +177,7 @@ for subject, event, stream, becomes in (
     (subjects.RUN_FAILED, RunFailed, subjects.RUN_EVENTS_STREAM, "`run.failed`"),
     (subjects.CHARGE_COLLECTED, ChargeCollected, subjects.BILLING_EVENTS_STREAM, "`charge.collected`"),
     (subjects.CHARGE_UNCOLLECTED, ChargeUncollected, subjects.BILLING_EVENTS_STREAM, "`charge.uncollected`"),
+    (subjects.BUDGET_REACHED, BudgetReached, subjects.BILLING_EVENTS_STREAM, "`budget.reached`"),
 ):
     asyncapi.consumes(
         subject, event, by="webhooks", stream=stream, durable=settings.event_consumer,
@@ -197,9 +198,10 @@ async def on_run_event(msg: NatsMessage) -> None:
 
 
 @router.subscriber(
-    "billing.charge.*", stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=settings.event_consumer,
+    "billing.>", stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=settings.event_consumer,
     deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
     ack_policy=AckPolicy.MANUAL, include_in_schema=False,
 )  # fmt: skip
 async def on_charge_event(msg: NatsMessage) -> None:
-    await _fan_out(msg, service.charge_notice)
+    subject = msg.raw_message.subject
+    await _fan_out(msg, lambda raw: service.billing_notice(raw, subject))
