@@ -41,7 +41,7 @@ class Reached:
         assert self.limit.endpoint_id is not None and self.limit.owner_id is not None
         return BudgetReached(
             owner_id=self.limit.owner_id, endpoint_id=self.limit.endpoint_id, budget_cents=self.limit.cap_cents,
-            budget_period=self.limit.period, period_start=self.period_start,  # type: ignore[arg-type]
+            budget_period=self.limit.period, period_start=self.period_start,
         )  # fmt: skip
 
 

@@ -34,7 +34,8 @@ _END = text(
     "WITH old AS (SELECT run_id, scope, status FROM billing.spend_reservations "
     "  WHERE run_id = :run_id AND scope = :scope FOR UPDATE), "
     "ended AS (UPDATE billing.spend_reservations r SET status = :to, ended_at = now() FROM old "
-    "  WHERE r.run_id = old.run_id AND r.scope = old.scope AND (old.status = 'held' OR (old.status = 'released' AND :to = 'settled')) "
+    "  WHERE r.run_id = old.run_id AND r.scope = old.scope "
+    "  AND (old.status = 'held' OR (old.status = 'released' AND :to = 'settled')) "
     "  RETURNING r.scope, r.period_start, r.amount_cents, old.status AS was) "
     "UPDATE billing.spend_counters c SET "
     "  spent_cents = c.spent_cents + CASE WHEN :to = 'settled' THEN ended.amount_cents ELSE 0 END, "
@@ -43,7 +44,8 @@ _END = text(
 )
 # In counter order, so that transactions ending holds on several counters lock them in the same order.
 _OPEN = text(
-    "SELECT run_id, scope FROM billing.spend_reservations WHERE run_id = ANY(:run_ids) AND status IN ('held', 'released') "
+    "SELECT run_id, scope FROM billing.spend_reservations "
+    "WHERE run_id = ANY(:run_ids) AND status IN ('held', 'released') "
     "ORDER BY scope, period_start, run_id"
 )
 _STALE = text(
@@ -54,7 +56,8 @@ _STALE = text(
 # Once per period and budget amount: true only for the first caller (the counter is made when a refusal rolled
 # back the only reservation that would have made it).
 _REACHED = text(
-    "INSERT INTO billing.spend_counters AS c (scope, period_start, reached_cap_cents) VALUES (:scope, :period_start, :cap) "
+    "INSERT INTO billing.spend_counters AS c (scope, period_start, reached_cap_cents) "
+    "VALUES (:scope, :period_start, :cap) "
     "ON CONFLICT (scope, period_start) DO UPDATE SET reached_cap_cents = :cap "
     "WHERE c.reached_cap_cents IS DISTINCT FROM :cap RETURNING c.scope"
 )

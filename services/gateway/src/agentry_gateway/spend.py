@@ -17,8 +17,8 @@ from agentry_common.requests import (
     KeyInfo,
     ReleaseSpend,
     ReserveSpend,
-    SpendReserved,
     SpendLimit,
+    SpendReserved,
     SpendScope,
     Spent,
     VerifiedKey,
@@ -52,27 +52,18 @@ class SpendCaps:
         price_cents = endpoint.price_per_run_cents
         limits = []
         if endpoint.budget_cents is not None:
-            limits.append(
-                SpendLimit(
-                    scope=endpoint_scope(endpoint.id),
-                    period=endpoint.budget_period,
-                    cap_cents=endpoint.budget_cents,
-                    code="endpoint_budget_reached",
-                    what="this endpoint's budget",
-                    endpoint_id=endpoint.id,
-                    owner_id=endpoint.owner_id,
-                )  # fmt: skip
-            )
+            budget = SpendLimit(
+                scope=endpoint_scope(endpoint.id), period=endpoint.budget_period, cap_cents=endpoint.budget_cents,
+                code="endpoint_budget_reached", what="this endpoint's budget",
+                endpoint_id=endpoint.id, owner_id=endpoint.owner_id,
+            )  # fmt: skip
+            limits.append(budget)
         if key is not None and key.key_id is not None and key.spend_cap_cents is not None:
-            limits.append(
-                SpendLimit(
-                    scope=key_scope(key.key_id),
-                    period=key.spend_cap_period,
-                    cap_cents=key.spend_cap_cents,
-                    code="key_spend_cap_reached",
-                    what="this API key's spend cap",
-                )  # fmt: skip
-            )
+            cap = SpendLimit(
+                scope=key_scope(key.key_id), period=key.spend_cap_period, cap_cents=key.spend_cap_cents,
+                code="key_spend_cap_reached", what="this API key's spend cap",
+            )  # fmt: skip
+            limits.append(cap)
         if not limits or price_cents <= 0:  # the seed's rule: no limit, no pre-check
             return False
         request = ReserveSpend(run_id=run_id, amount_cents=price_cents, limits=limits)

@@ -106,9 +106,10 @@ async def admit_run(
 
 @asynccontextmanager
 async def started_run(gw: Gateway, admitted: Admitted, snap: EndpointSnapshot) -> AsyncIterator[str]:
-    """A valid run about to be dispatched: its id, its key marked used, and its price held in its key's cap and its
-    endpoint's budget before any work (402 past either; a run with neither skips it). A held price goes back when the broker refused the run
-    (nothing started); once the run exists, billing settles or releases the hold when it sees the run end."""
+    """A valid run about to be dispatched: its id, its key marked used, and its price held in its key's cap and
+    its endpoint's budget before any work (402 past either; a run with neither skips it). A held price goes back
+    when the broker refused the run (nothing started); once the run exists, billing settles or releases the hold
+    when it sees the run end."""
     if admitted.key_id is not None:
         gw.keys.used(admitted.key_id)
     run_id = new_id("run")
