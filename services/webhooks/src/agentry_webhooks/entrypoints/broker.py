@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from agentry_common import asyncapi, rpc, subjects
 from agentry_common.broker import jstream
+from agentry_common.bus_permissions import inbox_prefix
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import BudgetReached, ChargeCollected, ChargeUncollected, RunCompleted, RunFailed, new_id
 from agentry_common.requests import (
@@ -186,12 +187,17 @@ for subject, event, stream, becomes in (
     )  # fmt: skip
 
 
+# The pull requests' replies come to this account's own inboxes (FastStream would otherwise pass nats' default
+# prefix, which the service's NATS user may not subscribe to).
+_INBOXES = f"{inbox_prefix(settings.nats_user)}.".encode()
+
+
 # A new deployment notifies from now on (DeliverPolicy.NEW); the durable consumers remember their place after.
 # Documented above with their payloads (include_in_schema=False here: these handlers read the raw message).
 @router.subscriber(
     "run.*", stream=jstream(subjects.RUN_EVENTS_STREAM), durable=settings.event_consumer,
     deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
-    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
+    ack_policy=AckPolicy.MANUAL, include_in_schema=False, inbox_prefix=_INBOXES,
 )  # fmt: skip
 async def on_run_event(msg: NatsMessage) -> None:
     await _fan_out(msg, service.run_notice)
@@ -200,7 +206,7 @@ async def on_run_event(msg: NatsMessage) -> None:
 @router.subscriber(
     "billing.>", stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=settings.event_consumer,
     deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0),
-    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
+    ack_policy=AckPolicy.MANUAL, include_in_schema=False, inbox_prefix=_INBOXES,
 )  # fmt: skip
 async def on_charge_event(msg: NatsMessage) -> None:
     subject = msg.raw_message.subject
