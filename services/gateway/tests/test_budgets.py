@@ -1,5 +1,5 @@
 """Endpoint budgets (issue #17): never passed by concurrent runs on three gateway replicas, 402
-`endpoint_budget_reached` once reached, raised to let runs in again, announced once (`billing.budget.reached`),
+`endpoint_budget_reached` once reached, raised to let runs in again, announced once by a `budget.reached` webhook,
 and opt-in: an endpoint without a budget asks billing nothing."""
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ import httpx
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from standardwebhooks import Webhook as StandardWebhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from agentry_common import subjects
 
@@ -29,6 +34,31 @@ async def replicas(three_gateways: list[str]) -> AsyncIterator[list[httpx.AsyncC
     finally:
         for client in clients:
             await client.aclose()
+
+
+class Receiver:
+    """A webhook receiver on loopback: records what it is sent, answers 200."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self.arrived = asyncio.Event()
+
+    async def handle(self, request: Request) -> Response:
+        self.got.append(({k.lower(): v for k, v in request.headers.items()}, await request.body()))
+        self.arrived.set()
+        return Response(status_code=200)
+
+
+@pytest.fixture
+async def receiver(serve_app: Callable[[Any], Awaitable[tuple[str, Any]]]) -> AsyncIterator[Receiver]:
+    recv = Receiver()
+    base, stop = await serve_app(Starlette(routes=[Route("/hook", recv.handle, methods=["POST"])]))
+    recv.url = f"{base}/hook"
+    try:
+        yield recv
+    finally:
+        await stop()
 
 
 class Watch:
@@ -69,7 +99,10 @@ async def test_a_budget_is_never_passed_by_50_concurrent_runs_on_three_replicas_
     http: httpx.AsyncClient,
     auth: dict[str, str],
     nc: Client,
+    receiver: Receiver,
 ) -> None:
+    hook = await http.post("/api/webhooks", json={"url": receiver.url, "events": ["budget.reached"]}, headers=auth)
+    assert hook.status_code == 201, hook.text
     announced = await _watch(nc, subjects.BUDGET_REACHED)
     created = await make_endpoint(price_per_run_cents=7, budget_cents=100, budget_period="day")
     endpoint = created["endpoint"]
@@ -83,10 +116,15 @@ async def test_a_budget_is_never_passed_by_50_concurrent_runs_on_three_replicas_
     later = await replicas[2].post(created["run_url"], json={"input": "x"}, headers={"X-API-Key": created["api_key"]})
     assert later.status_code == 402 and later.json()["error"]["code"] == "endpoint_budget_reached"
 
-    # Announced once, however many runs were refused (the webhooks service turns it into `budget.reached`).
+    # Announced once, however many runs were refused, and delivered once to the owner's webhook.
     await asyncio.wait_for(announced.arrived.wait(), 60)
+    await asyncio.wait_for(receiver.arrived.wait(), 60)
     await asyncio.sleep(1.5)  # time for a second one to arrive, were it wrong
-    assert len(announced.seen) == 1
+    assert len(announced.seen) == 1 and len(receiver.got) == 1
+    headers, body = receiver.got[0]
+    delivered = StandardWebhook(hook.json()["secret"]).verify(body, headers)
+    assert delivered["type"] == "budget.reached"
+    assert delivered["data"] == {"endpoint_id": endpoint["id"], "budget_cents": 100, "budget_period": "day"}
     event = json.loads(announced.seen[0].data)
     assert event["type"] == "billing.budget.reached"
     assert {k: event[k] for k in ("owner_id", "endpoint_id", "budget_cents", "budget_period")} == {
