@@ -54,6 +54,8 @@ class Endpoint(Model):
     async_mode: bool
     auth_mode: str
     price_per_run_cents: int
+    budget_cents: int | None = None
+    budget_period: str = "month"
     api_key_prefix: str | None = None
     status: str
     created_at: datetime

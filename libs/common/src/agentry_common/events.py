@@ -77,6 +77,8 @@ class EndpointSnapshot(Contract):
     enable_streaming: bool = False
     async_mode: bool = False
     price_per_run_cents: int = 0
+    budget_cents: int | None = Field(None, description="The endpoint's budget per period (null: none).")
+    budget_period: Literal["day", "month"] = "month"
     servers: list[McpServerRef] = Field(default_factory=list)
 
 
@@ -209,6 +211,21 @@ class DepositSucceeded(Event):
         return f"{self.type}:{self.deposit_id}"
 
 
+class BudgetReached(Event):
+    """An endpoint's budget is used up for its period: a run was refused for it (402 `endpoint_budget_reached`),
+    or a run took the period's prices exactly to it. Published once per endpoint, period and budget amount."""
+
+    type: Literal["billing.budget.reached"] = "billing.budget.reached"
+    owner_id: str = Field(description="The endpoint's owner.")
+    endpoint_id: str = Field(description="The endpoint whose budget is reached.")
+    budget_cents: int = Field(ge=0, description="The budget, in cents per period.")
+    budget_period: Literal["day", "month"] = Field(description="The budget's period (calendar, UTC).")
+    period_start: datetime = Field(description="Start of the period whose budget is reached (UTC).")
+
+    def msg_id(self) -> str:
+        return f"{self.type}:{self.endpoint_id}:{self.period_start.isoformat()}:{self.budget_cents}"
+
+
 class KeysRevoked(Event):
     """Broadcast by the keys service when an endpoint's key stops being valid; gateways drop cached verdicts."""
 
@@ -260,6 +277,7 @@ AnyEvent = Annotated[
     | ChargeUncollected
     | BalanceLow
     | DepositSucceeded
+    | BudgetReached
     | KeysRevoked
     | RunProgress,
     Field(discriminator="type"),

@@ -207,17 +207,27 @@ class Charges(Contract):
     charges: dict[str, ChargeStatus] = Field(description="By run id; runs without a charge are absent.")
 
 
-class ReserveSpend(Contract):
-    """Hold `amount_cents` of a capped scope's period for one run, or refuse (402 with `code`) when the period's
-    settled and held amounts plus it would pass `cap_cents`. Idempotent per run id."""
+class SpendLimit(Contract):
+    """One cap a run is limited by: a caller key's spend cap or an endpoint's budget."""
 
-    run_id: str
-    scope: str = Field(description="What the cap belongs to, e.g. `key:<key_id>`.")
+    scope: str = Field(description="What the cap belongs to: `key:<key_id>` or `endpoint:<endpoint_id>`.")
     period: Literal["day", "month", "total"]
     cap_cents: int = Field(ge=0)
-    amount_cents: int = Field(ge=0, description="The run's per-run price.")
     code: str = Field("spend_cap_reached", description="The error code of a refusal.")
     what: str = Field("spend cap", description="The cap's name in a refusal's message.")
+    endpoint_id: str | None = Field(
+        None, description="Set for an endpoint's budget: reaching it publishes `billing.budget.reached`."
+    )
+    owner_id: str | None = Field(None, description="The endpoint's owner (an endpoint's budget).")
+
+
+class ReserveSpend(Contract):
+    """Hold `amount_cents` in each of the run's limits for one run, all or none: refused (402 with the limit's
+    `code`) when one period's settled and held amounts plus it would pass its cap. Idempotent per run id."""
+
+    run_id: str
+    amount_cents: int = Field(ge=0, description="The run's per-run price.")
+    limits: list[SpendLimit] = Field(min_length=1, description="Every cap the run is limited by.")
 
 
 class SpendReserved(Contract):

@@ -16,6 +16,7 @@ CHARGE_COLLECTED = "billing.charge.collected"
 CHARGE_UNCOLLECTED = "billing.charge.uncollected"
 BALANCE_LOW = "billing.balance.low"
 DEPOSIT_SUCCEEDED = "billing.deposit.succeeded"
+BUDGET_REACHED = "billing.budget.reached"
 
 # --- ephemeral broadcasts (core NATS) ---
 RUN_PROGRESS = "run.progress.{run_id}"
@@ -97,8 +98,9 @@ RUN_EVENTS_STREAM = StreamSpec(
 )
 BILLING_EVENTS_STREAM = StreamSpec(
     name="BILLING_EVENTS",
-    subjects=["billing.charge.>", "billing.balance.>", "billing.deposit.>"],
-    description="Charge outcomes, low-balance crossings and credited deposits, published by billing.",
+    subjects=["billing.charge.>", "billing.balance.>", "billing.deposit.>", "billing.budget.>"],
+    description="Charge outcomes, low-balance crossings, credited deposits and reached endpoint budgets, "
+    "published by billing.",
     atomic_publish=True,  # billing stores a batch's outcomes at once
 )
 STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]

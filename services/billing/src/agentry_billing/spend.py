@@ -1,4 +1,5 @@
-"""Spend caps: hold a capped run's price at admission, settle it when the run completes, release it otherwise.
+"""Spend caps and endpoint budgets: hold a limited run's price at admission in every scope limiting it (all or
+none), settle it when the run completes, release it otherwise. An endpoint budget used up is announced once.
 
 Periods are calendar periods in UTC: a `day` starts at midnight, a `month` on its first, and `total` never ends.
 A hold stays in the period it was made in, also when the run ends after the period rolled over.
@@ -7,11 +8,13 @@ A hold stays in the period it was made in, also when the run ends after the peri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from agentry_common.errors import PaymentRequired
-from agentry_common.requests import GetSpent, ReserveSpend, SpendReserved, Spent
+from agentry_common.events import BudgetReached
+from agentry_common.requests import GetSpent, ReserveSpend, SpendLimit, SpendReserved, Spent
 
 from .spend_repository import SpendRepository
 
@@ -27,17 +30,60 @@ def period_start(period: str, now: datetime) -> datetime:
     return EPOCH
 
 
-async def reserve(repo: SpendRepository, cmd: ReserveSpend, now: datetime | None = None) -> SpendReserved:
-    start = period_start(cmd.period, now or datetime.now(UTC))
-    if not await repo.hold(cmd.run_id, cmd.scope, start, cmd.amount_cents):
-        return SpendReserved(spent_cents=await repo.total(cmd.scope, start))  # a retry: held already
-    total = await repo.reserve(cmd.scope, start, cmd.amount_cents, cmd.cap_cents)
-    if total is None:  # the caller's transaction rolls back, the hold row with it
-        raise PaymentRequired(
-            f"{cmd.what} of {cmd.cap_cents} cents {_PER[cmd.period]} is reached; this run would pass it",
-            code=cmd.code,
-        )
-    return SpendReserved(spent_cents=total)
+@dataclass(frozen=True)
+class Reached:
+    """An endpoint budget used up in a period: to announce once (`billing.budget.reached`)."""
+
+    limit: SpendLimit
+    period_start: datetime
+
+    def event(self) -> BudgetReached:
+        assert self.limit.endpoint_id is not None and self.limit.owner_id is not None
+        return BudgetReached(
+            owner_id=self.limit.owner_id, endpoint_id=self.limit.endpoint_id, budget_cents=self.limit.cap_cents,
+            budget_period=self.limit.period, period_start=self.period_start,
+        )  # fmt: skip
+
+
+class Refused(Exception):
+    """A limit refused the run; the caller rolls back every hold of it, then answers `error`."""
+
+    def __init__(self, error: PaymentRequired, reached: Reached | None):
+        super().__init__(str(error))
+        self.error = error
+        self.reached = reached
+
+
+async def reserve(
+    repo: SpendRepository, cmd: ReserveSpend, now: datetime | None = None
+) -> tuple[SpendReserved, list[Reached]]:
+    """Hold the run's price in every limit, in scope order (so concurrent reservations lock counters in the same
+    order), all or none: a refusal raises `Refused` and the caller's rollback takes the holds made before it."""
+    at = now or datetime.now(UTC)
+    totals, reached = [], []
+    for limit in sorted(cmd.limits, key=lambda lim: lim.scope):
+        start = period_start(limit.period, at)
+        if not await repo.hold(cmd.run_id, limit.scope, start, cmd.amount_cents):
+            totals.append(await repo.total(limit.scope, start))  # a retry: held already
+            continue
+        total = await repo.reserve(limit.scope, start, cmd.amount_cents, limit.cap_cents)
+        budget = Reached(limit, start) if limit.endpoint_id is not None else None
+        if total is None:
+            error = PaymentRequired(
+                f"{limit.what} of {limit.cap_cents} cents {_PER[limit.period]} is reached; this run would pass it",
+                code=limit.code,
+            )
+            raise Refused(error, budget)
+        totals.append(total)
+        if budget is not None and total >= limit.cap_cents:
+            reached.append(budget)
+    return SpendReserved(spent_cents=max(totals)), reached
+
+
+async def announce(repo: SpendRepository, reached: Reached) -> BudgetReached | None:
+    """The event to publish, or None when this period's budget (of this amount) was announced already."""
+    limit = reached.limit
+    return reached.event() if await repo.mark_reached(limit.scope, reached.period_start, limit.cap_cents) else None
 
 
 async def spent(repo: SpendRepository, cmd: GetSpent, now: datetime | None = None) -> Spent:
@@ -46,10 +92,11 @@ async def spent(repo: SpendRepository, cmd: GetSpent, now: datetime | None = Non
 
 
 async def end_holds(repo: SpendRepository, run_ids: Sequence[str], to: Literal["settled", "released"]) -> int:
-    """End the holds of these runs (most have none: one read finds which), in the caller's transaction."""
+    """End the holds of these runs (most have none: one read finds which), in the caller's transaction, in
+    counter order."""
     ended = 0
-    for run_id in await repo.with_holds(run_ids) if run_ids else []:
-        ended += await repo.end(run_id, to)
+    for run_id, scope in await repo.with_holds(run_ids) if run_ids else []:
+        ended += await repo.end(run_id, scope, to)
     return ended
 
 

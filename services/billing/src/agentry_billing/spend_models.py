@@ -1,7 +1,7 @@
 """Tables of spend caps (in the `billing` schema): what each capped scope spent and holds, per period.
 
-A scope is what a cap belongs to (`key:<key_id>` now; an endpoint's budget can use the same tables). A run of a
-capped scope holds its price at admission (`spend_reservations`, one row per run), counted in its period's
+A scope is what a cap belongs to (`key:<key_id>`, or `endpoint:<endpoint_id>` for a budget). A run of a
+capped scope holds its price at admission (`spend_reservations`, one row per run and scope), counted in its period's
 `reserved_cents`; the hold becomes `spent_cents` when the run completes, or goes back when it fails.
 """
 
@@ -23,6 +23,8 @@ class SpendCounter(Base):
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     spent_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
     reserved_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # The budget whose `budget.reached` was announced for this period (raising the budget re-arms it).
+    reached_cap_cents: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SpendReservation(Base):
@@ -34,7 +36,7 @@ class SpendReservation(Base):
     )
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    scope: Mapped[str] = mapped_column(String(80))
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True)  # a run holds in each scope limiting it
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(10), server_default="held")

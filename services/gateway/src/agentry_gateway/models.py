@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -79,6 +80,8 @@ class Endpoint(Base):
     async_mode: Mapped[bool] = mapped_column(Boolean)
     auth_mode: Mapped[str] = mapped_column(String(20))
     price_per_run_cents: Mapped[int] = mapped_column(Integer)
+    budget_cents: Mapped[int | None] = mapped_column(BigInteger)
+    budget_period: Mapped[str] = mapped_column(String(10), default="month", server_default="month")
     api_key_prefix: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(20), default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())

@@ -76,6 +76,8 @@ AgentType = Literal["extractor", "actor", "pipeline"]
 OutputFormat = Literal["text", "json", "markdown"]
 AuthMode = Literal["api_key", "public"]
 EndpointStatus = Literal["active", "disabled"]
+BudgetPeriod = Literal["day", "month"]
+Budget = Annotated[int, Field(ge=0, le=100_000_000)]
 
 
 # --- workspaces and MCP servers ---
@@ -185,6 +187,12 @@ class EndpointFields(Strict):
     price_per_run_cents: Annotated[int, Field(ge=0, le=10000)] = Field(
         0, description="Charged to the owner's wallet per successful run (integer cents)."
     )
+    budget_cents: Budget | None = Field(
+        None,
+        description="Most the endpoint's per-run prices may add up to in a period (collected or not); a run that "
+        "would pass it answers 402 `endpoint_budget_reached`. Null: no budget (and no pre-check).",
+    )
+    budget_period: BudgetPeriod = Field("month", description="The budget's period: a calendar `day` or `month` (UTC).")
 
     @model_validator(mode="after")
     def _custom_needs_base_url(self) -> EndpointFields:
@@ -220,11 +228,13 @@ class EndpointUpdate(Strict):
     async_mode: bool | None = None
     auth_mode: AuthMode | None = None
     price_per_run_cents: Annotated[int, Field(ge=0, le=10000)] | None = None
+    budget_cents: Budget | None = Field(None, description="`null` removes the budget.")
+    budget_period: BudgetPeriod | None = None
     status: EndpointStatus | None = None
 
     # Fields that may be sent as null to clear them; for every other field null is a validation error.
     NULLABLE: ClassVar[frozenset[str]] = frozenset(
-        {"description", "llm_base_url", "llm_api_key", "input_schema", "output_schema"}
+        {"description", "llm_base_url", "llm_api_key", "input_schema", "output_schema", "budget_cents"}
     )
 
     @model_validator(mode="after")
@@ -259,6 +269,8 @@ class EndpointPublic(BaseModel):
     async_mode: bool
     auth_mode: AuthMode
     price_per_run_cents: int
+    budget_cents: int | None = Field(None, description="The budget per period, in cents; null: none.")
+    budget_period: BudgetPeriod = "month"
     api_key_prefix: str | None = Field(description="First characters of the API key, for recognising it.")
     status: EndpointStatus
     created_at: datetime

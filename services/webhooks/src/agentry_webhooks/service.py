@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 from agentry_common.errors import Conflict, NotFound, ValidationFailed
 from agentry_common.events import (
     BalanceLow,
+    BudgetReached,
     ChargeCollected,
     ChargeUncollected,
     DepositSucceeded,
@@ -177,6 +178,14 @@ def deposit_notice(raw: bytes) -> Notice:
     data = {"deposit_id": event.deposit_id, "amount_cents": event.amount_cents}
     return Notice(event.owner_id, "deposit.succeeded", f"deposit.succeeded:{event.deposit_id}", event.occurred_at,
                   data)  # fmt: skip
+
+
+def budget_notice(raw: bytes) -> Notice:
+    """`billing.budget.reached` → `budget.reached`, once per endpoint, period and budget amount."""
+    event = BudgetReached.model_validate_json(raw)
+    data = {"endpoint_id": event.endpoint_id, "budget_cents": event.budget_cents, "budget_period": event.budget_period}
+    key = f"budget.reached:{event.endpoint_id}:{event.period_start.isoformat()}:{event.budget_cents}"
+    return Notice(event.owner_id, "budget.reached", key, event.occurred_at, data)
 
 
 def _delivery_row(webhook_id: str, notice: Notice, give_up_at: datetime) -> dict[str, object]:

@@ -13,33 +13,63 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsBroker
 from nats.aio.client import Client
 
-from agentry_common import subjects
+from agentry_common import asyncapi, subjects
+from agentry_common.events import BudgetReached
 from agentry_common.requests import Done, GetSpent, ReleaseSpend, ReserveSpend, SpendReserved, Spent
 from agentry_common.rpc import serve
 
 from .. import spend
 from ..settings import settings
 from ..spend_repository import SpendRepository
-from .broker import QUEUE, sessions
+from .broker import QUEUE, publisher, sessions
 
 log = logging.getLogger(__name__)
 router = NatsRouter()
 
 
+asyncapi.publishes(
+    subjects.BUDGET_REACHED, BudgetReached, by="billing", stream=subjects.BILLING_EVENTS_STREAM,
+    description="An endpoint's budget is used up for its period (a run was refused for it, or took it exactly to "
+    "the budget); once per endpoint, period and budget amount.",
+)  # fmt: skip
+
+
 @router.subscriber(subjects.SPEND_RESERVE, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def reserve(cmd: ReserveSpend) -> SpendReserved:
-    async with sessions() as session, session.begin():
-        return await spend.reserve(SpendRepository(session), cmd)
+async def reserve(cmd: ReserveSpend, broker: NatsBroker) -> SpendReserved:
+    try:
+        async with sessions() as session, session.begin():
+            reserved, reached = await spend.reserve(SpendRepository(session), cmd)
+    except spend.Refused as refused:  # rolled back: none of the run's holds stays
+        if refused.reached is not None:
+            await _announce(broker, refused.reached)
+        raise refused.error from None
+    for budget in reached:
+        await _announce(broker, budget)
+    return reserved
+
+
+async def _announce(broker: NatsBroker, reached: spend.Reached) -> None:
+    """Publish `billing.budget.reached` once for the period: marked and published in one transaction, so a failed
+    publish leaves it unmarked for the next refusal to try again (the Nats-Msg-Id de-duplicates a double)."""
+    try:
+        async with sessions() as session, session.begin():
+            event = await spend.announce(SpendRepository(session), reached)
+            if event is not None:
+                await publisher.start(broker.connection)
+                await publisher.publish([(subjects.BUDGET_REACHED, event.model_dump_json().encode(), event.msg_id())])
+    except Exception as err:  # the refusal stands; the next one announces it
+        log.warning("could not announce a reached budget: %s", type(err).__name__)
 
 
 @router.subscriber(subjects.SPEND_RELEASE, queue=QUEUE)
 @serve
 async def release(cmd: ReleaseSpend) -> Done:
     async with sessions() as session, session.begin():
-        await SpendRepository(session).end(cmd.run_id, "released")
+        await spend.end_holds(SpendRepository(session), [cmd.run_id], "released")
     return Done()
 
 
@@ -50,9 +80,9 @@ async def totals(cmd: GetSpent) -> Spent:
         return await spend.spent(SpendRepository(session), cmd)
 
 
-async def end_hold(run_id: str, to: Literal["settled", "released"]) -> None:
+async def end_hold(run_id: str, scope: str, to: Literal["settled", "released"]) -> None:
     async with sessions() as session, session.begin():
-        await SpendRepository(session).end(run_id, to)
+        await SpendRepository(session).end(run_id, scope, to)
 
 
 class HoldEnder:
@@ -77,8 +107,8 @@ class HoldEnder:
                 before = spend.stale_before(datetime.now(UTC), settings.spend_hold_max_s)
                 async with sessions() as session:
                     stale = await SpendRepository(session).stale_holds(before, 500)
-                for run_id in stale:
-                    await end_hold(run_id, "released")
+                for run_id, scope in stale:
+                    await end_hold(run_id, scope, "released")
                 if stale:
                     log.warning("released %d spend holds whose runs never ended", len(stale))
             except Exception as err:

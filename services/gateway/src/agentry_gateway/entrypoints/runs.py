@@ -41,7 +41,8 @@ RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
         401: "`missing_api_key`, `invalid_api_key` (unknown or revoked), `api_key_expired`",
-        402: "`key_spend_cap_reached`: this run would take the API key past its spend cap",
+        402: "`key_spend_cap_reached`: this run would take the API key past its spend cap; "
+        "`endpoint_budget_reached`: it would take the endpoint past its budget for the period",
         403: "Endpoint disabled",
         413: "Request body too large",
         429: "Rate limited (see Retry-After)",
@@ -105,13 +106,14 @@ async def admit_run(
 
 @asynccontextmanager
 async def started_run(gw: Gateway, admitted: Admitted, snap: EndpointSnapshot) -> AsyncIterator[str]:
-    """A valid run about to be dispatched: its id, its key marked used, and a capped key's price held before any
-    work (402 past the cap; uncapped keys skip it). A held price goes back when the broker refused the run
-    (nothing started); once the run exists, billing settles or releases the hold when it sees the run end."""
+    """A valid run about to be dispatched: its id, its key marked used, and its price held in its key's cap and
+    its endpoint's budget before any work (402 past either; a run with neither skips it). A held price goes back
+    when the broker refused the run (nothing started); once the run exists, billing settles or releases the hold
+    when it sees the run end."""
     if admitted.key_id is not None:
         gw.keys.used(admitted.key_id)
     run_id = new_id("run")
-    held = await gw.spend.reserve(run_id, admitted.verdict, snap.price_per_run_cents)
+    held = await gw.spend.reserve(run_id, admitted.verdict, snap)
     try:
         yield run_id
     except ServiceUnavailable as err:

@@ -19,6 +19,7 @@ from agentry_common.broker import jstream, pull_inbox
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import (
     BalanceLow,
+    BudgetReached,
     ChargeCollected,
     ChargeUncollected,
     DepositSucceeded,
@@ -201,6 +202,7 @@ for subject, event, stream, becomes in (
     (subjects.CHARGE_UNCOLLECTED, ChargeUncollected, subjects.BILLING_EVENTS_STREAM, "`charge.uncollected`"),
     (subjects.BALANCE_LOW, BalanceLow, subjects.BILLING_EVENTS_STREAM, "`balance.low`"),
     (subjects.DEPOSIT_SUCCEEDED, DepositSucceeded, subjects.BILLING_EVENTS_STREAM, "`deposit.succeeded`"),
+    (subjects.BUDGET_REACHED, BudgetReached, subjects.BILLING_EVENTS_STREAM, "`budget.reached`"),
 ):
     asyncapi.consumes(
         subject, event, by="webhooks", stream=stream, durable=_durable(subject),
@@ -246,3 +248,13 @@ async def on_balance_low(msg: NatsMessage) -> None:
 )  # fmt: skip
 async def on_deposit_succeeded(msg: NatsMessage) -> None:
     await _fan_out(msg, service.deposit_notice)
+
+
+@router.subscriber(
+    subjects.BUDGET_REACHED, stream=jstream(subjects.BILLING_EVENTS_STREAM),
+    durable=_durable(subjects.BUDGET_REACHED), deliver_policy=DeliverPolicy.NEW,
+    pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings), ack_policy=AckPolicy.MANUAL,
+    include_in_schema=False,
+)  # fmt: skip
+async def on_budget_reached(msg: NatsMessage) -> None:
+    await _fan_out(msg, service.budget_notice)
