@@ -185,9 +185,11 @@ async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice
 
 # Wallet events have durables of their own: a durable keeps the filter it was created with (nats-py does not
 # update it), so widening the charge consumer's filter would not reach deployments that already have it.
+# One durable per filter: two subscribers sharing a durable on one stream would overwrite each other's filter.
 _WALLET_DURABLES = {
     subjects.BALANCE_LOW: f"{settings.event_consumer}-balance-low",
     subjects.DEPOSIT_SUCCEEDED: f"{settings.event_consumer}-deposit-succeeded",
+    subjects.BUDGET_REACHED: f"{settings.event_consumer}-budget-reached",
 }
 
 
