@@ -367,6 +367,16 @@ class AutoRechargeBody(Strict):
     amount_cents: Annotated[int, Field(ge=500, le=50000, description="How much each recharge adds.")]
 
 
+class BalanceAlertsBody(Strict):
+    low_balance_cents: int | None = Field(
+        None,
+        ge=0,
+        le=100_000_000,
+        description="A `balance.low` webhook is sent once each time a charge takes the balance below this many "
+        "cents (again after a credit lifts it back); null = no alert.",
+    )
+
+
 class AdminCreditBody(Strict):
     amount_cents: Annotated[int, Field(ge=1, le=10_000_000)]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]

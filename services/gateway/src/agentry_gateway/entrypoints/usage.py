@@ -24,6 +24,7 @@ from agentry_common.usage_requests import (
     UsageReport,
 )
 
+from ..schemas import BalanceAlertsBody
 from .deps import CurrentUser, GatewayDep
 
 router = APIRouter(prefix="/api", tags=["usage"], responses=ERROR_RESPONSES)
@@ -153,7 +154,7 @@ async def get_alerts(user: CurrentUser, gw: GatewayDep) -> BalanceAlerts:
 
 
 @router.put("/balance/alerts")
-async def set_alerts(body: BalanceAlerts, user: CurrentUser, gw: GatewayDep) -> BalanceAlerts:
+async def set_alerts(body: BalanceAlertsBody, user: CurrentUser, gw: GatewayDep) -> BalanceAlerts:
     """Set (or clear, with null) the low-balance threshold: a `balance.low` webhook is sent once each time a
     charge takes the balance below it; a credit that lifts the balance back to it or above re-arms it. Set while
     the balance is already below, it first fires after the balance has been back up."""
