@@ -171,8 +171,12 @@ async def test_usage_agrees_with_run_history_and_the_ledger_also_after_redeliver
     ws = await _workspace(http, auth)
     cheap, dear = await _endpoint(http, auth, ws, 3), await _endpoint(http, auth, ws, 7)
     await _deposit(http, auth, 500)  # covers part of the runs: the rest stays uncollected until the next deposit
-    plan = [(cheap, "hello")] * 110 + [(dear, "hello")] * 110
-    plan += [(cheap, {"mock": {"fail": "llm_provider_error"}})] * 20 + [(dear, {"mock": {"fail": "llm_timeout"}})] * 15
+    r = await http.post(f"/api/agent-endpoints/{cheap['id']}/keys", json={"name": "second"}, headers=auth)
+    assert r.status_code == 201, r.text
+    cheap_second_key = {**cheap, "api_key": r.json()["api_key"]}  # two callers of one endpoint
+    plan = [(cheap, "hello")] * 55 + [(cheap_second_key, "hello")] * 55 + [(dear, "hello")] * 110
+    plan += [(cheap_second_key, {"mock": {"fail": "llm_provider_error"}})] * 20
+    plan += [(dear, {"mock": {"fail": "llm_timeout"}})] * 15
     gate = asyncio.Semaphore(12)
 
     async def run(endpoint: dict[str, Any], run_input: Any) -> int:
@@ -208,6 +212,14 @@ async def test_usage_agrees_with_run_history_and_the_ledger_also_after_redeliver
             expected = _expected(history)
             for counter in COUNTERS:
                 assert sum(b[counter] for b in mine) == expected[counter], (endpoint_id, counter)
+        by_key = await _usage(http, auth, group_by="key", **period)
+        keys = {r["key_id"] for r in everything}
+        assert len(keys) == 3 and None not in keys  # cheap's two keys and dear's default
+        for key_id in keys:
+            mine = [b for b in by_key["buckets"] if b["key_id"] == key_id]
+            expected = _expected([r for r in everything if r["key_id"] == key_id])
+            for counter in COUNTERS:
+                assert sum(b[counter] for b in mine) == expected[counter], (key_id, counter)
         return report
 
     first = await check()
