@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from faststream.middlewares import AckPolicy
@@ -45,6 +45,7 @@ from agentry_common.requests import (
     WebhookRef,
 )
 from agentry_common.rpc import serve
+from agentry_common.subjects import StreamSpec
 
 from .. import metrics, service
 from ..repository import WebhooksRepository
@@ -181,8 +182,6 @@ async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice
         scheduler.wake()
 
 
-# Pull requests are answered on inboxes; the account may subscribe only to its own (bus_permissions).
-
 # Wallet events have durables of their own: a durable keeps the filter it was created with (nats-py does not
 # update it), so widening the charge consumer's filter would not reach deployments that already have it.
 # One durable per filter: two subscribers sharing a durable on one stream would overwrite each other's filter.
@@ -213,50 +212,39 @@ for subject, event, stream, becomes in (
     )  # fmt: skip
 
 
-# A new deployment notifies from now on (DeliverPolicy.NEW); the durable consumers remember their place after.
-# Documented above with their payloads (include_in_schema=False here: these handlers read the raw message).
-@router.subscriber(
-    "run.*", stream=jstream(subjects.RUN_EVENTS_STREAM), durable=settings.event_consumer,
-    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings),
-    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
-)  # fmt: skip
+def _events(
+    filter_subject: str, stream: StreamSpec, durable: str
+) -> Callable[[Callable[[NatsMessage], Awaitable[None]]], object]:
+    """A durable pull subscriber on one filter. A new deployment notifies from now on (DeliverPolicy.NEW); the
+    durable consumer remembers its place after. Documented above with its payloads (include_in_schema=False:
+    the handlers read the raw message)."""
+    return router.subscriber(
+        filter_subject, stream=jstream(stream), durable=durable, deliver_policy=DeliverPolicy.NEW,
+        pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings),
+        ack_policy=AckPolicy.MANUAL, include_in_schema=False,
+    )  # fmt: skip
+
+
+@_events("run.*", subjects.RUN_EVENTS_STREAM, settings.event_consumer)
 async def on_run_event(msg: NatsMessage) -> None:
     await _fan_out(msg, service.run_notice)
 
 
-@router.subscriber(
-    "billing.charge.*", stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=settings.event_consumer,
-    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings),
-    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
-)  # fmt: skip
+@_events("billing.charge.*", subjects.BILLING_EVENTS_STREAM, settings.event_consumer)
 async def on_charge_event(msg: NatsMessage) -> None:
     await _fan_out(msg, service.charge_notice)
 
 
-@router.subscriber(
-    subjects.BALANCE_LOW, stream=jstream(subjects.BILLING_EVENTS_STREAM), durable=_durable(subjects.BALANCE_LOW),
-    deliver_policy=DeliverPolicy.NEW, pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings),
-    ack_policy=AckPolicy.MANUAL, include_in_schema=False,
-)  # fmt: skip
+@_events(subjects.BALANCE_LOW, subjects.BILLING_EVENTS_STREAM, _durable(subjects.BALANCE_LOW))
 async def on_balance_low(msg: NatsMessage) -> None:
     await _fan_out(msg, service.balance_low_notice)
 
 
-@router.subscriber(
-    subjects.DEPOSIT_SUCCEEDED, stream=jstream(subjects.BILLING_EVENTS_STREAM),
-    durable=_durable(subjects.DEPOSIT_SUCCEEDED), deliver_policy=DeliverPolicy.NEW,
-    pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings), ack_policy=AckPolicy.MANUAL,
-    include_in_schema=False,
-)  # fmt: skip
+@_events(subjects.DEPOSIT_SUCCEEDED, subjects.BILLING_EVENTS_STREAM, _durable(subjects.DEPOSIT_SUCCEEDED))
 async def on_deposit_succeeded(msg: NatsMessage) -> None:
     await _fan_out(msg, service.deposit_notice)
 
 
-@router.subscriber(
-    subjects.BUDGET_REACHED, stream=jstream(subjects.BILLING_EVENTS_STREAM),
-    durable=_durable(subjects.BUDGET_REACHED), deliver_policy=DeliverPolicy.NEW,
-    pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings), ack_policy=AckPolicy.MANUAL,
-    include_in_schema=False,
-)  # fmt: skip
+@_events(subjects.BUDGET_REACHED, subjects.BILLING_EVENTS_STREAM, _durable(subjects.BUDGET_REACHED))
 async def on_budget_reached(msg: NatsMessage) -> None:
     await _fan_out(msg, service.budget_notice)
