@@ -23,17 +23,17 @@ $(UV):
 	@$(PYTHON) -m venv $(TOOLS) >&2
 	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2
 
-.venv/.synced: $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml clients/*/pyproject.toml
+.venv/.synced: $(UV) uv.lock pyproject.toml libs/common/pyproject.toml libs/dev/pyproject.toml services/*/pyproject.toml clients/*/pyproject.toml
 	@$(UV) sync --frozen --all-packages >&2
 	@touch $@
 
 install: .venv/.synced ## install uv (from PyPI) and the workspace
 
 run: install ## start NATS, PostgreSQL and the five services (data under .data/)
-	$(RUN) python -m agentry_common.stack run
+	$(RUN) python -m agentry_dev run
 
 token: install ## print a development JWT (SUB=user ROLE=admin optional)
-	@$(RUN) python -m agentry_common.stack token $(if $(SUB),--sub $(SUB)) $(if $(ROLE),--role $(ROLE))
+	@$(RUN) python -m agentry_dev token $(if $(SUB),--sub $(SUB)) $(if $(ROLE),--role $(ROLE))
 
 test: install ## run every test against real NATS and PostgreSQL
 	$(RUN) pytest -q -m "not slow"
@@ -44,7 +44,7 @@ test-ctrl-c: install ## `make run` started and stopped with Ctrl-C ten times in 
 lint: install ## ruff and mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy libs/common/src services/*/src clients/*/src
+	$(RUN) mypy libs/common/src libs/dev/src services/*/src clients/*/src
 
 fmt: install ## apply ruff's formatting and safe fixes
 	$(RUN) ruff check --fix .

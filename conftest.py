@@ -1,1 +1,1 @@
-pytest_plugins = ["agentry_common.testing"]
+pytest_plugins = ["agentry_dev.testing"]

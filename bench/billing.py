@@ -1,6 +1,6 @@
 """Billing benchmark (not a test): charges/s for a backlog of run.completed, batched vs one at a time.
 
-Starts its own nats-server and PostgreSQL through `agentry_common.stack` with fsync ON (PostgreSQL's
+Starts its own nats-server and PostgreSQL through `agentry_dev.stack` with fsync ON (PostgreSQL's
 defaults; NATS with `sync_interval: always`), migrated, in a temporary folder. Then, twice — once with the
 default batch size and once with one event per transaction — it preloads a backlog of `run.completed`
 events while no billing process runs, starts one billing process, and times the backlog from the first
@@ -38,7 +38,7 @@ from agentry_common.broker import ensure_streams
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import RunCompleted, Usage
 from agentry_common.requests import Deposit
-from agentry_common.stack import Stack, free_port
+from agentry_dev.stack import Stack, free_port
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
 SINGLE_EVENTS = int(os.environ.get("BENCH_SINGLE_EVENTS", str(EVENTS)))

@@ -1,7 +1,7 @@
 """End-to-end benchmark (not a test): what the platform adds to an LLM call, and how many runs/s it sustains,
 for a run on the platform's key and for a run on the endpoint's own key with an MCP server registered.
 
-Starts its own nats-server and PostgreSQL through `agentry_common.stack` with fsync ON (PostgreSQL's defaults;
+Starts its own nats-server and PostgreSQL through `agentry_dev.stack` with fsync ON (PostgreSQL's defaults;
 NATS `sync_interval: always`), one gateway, runner, billing and keys process each, and a fake upstream on
 loopback in its own process (`support/wire.py`: an OpenAI-compatible completion with usage, and a stateless MCP
 server). One owner, one funded wallet, three priced `custom` endpoints pointing at the upstream:
@@ -60,7 +60,7 @@ import psutil
 import uvloop
 from support.wire import COMPLETION, MODEL, Connection, percentile, start_upstream, upstream_stats
 
-from agentry_common.stack import Stack, dev_token, free_port
+from agentry_dev.stack import Stack, dev_token, free_port
 
 SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "500"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "100"))

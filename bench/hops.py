@@ -1,6 +1,6 @@
 """The floor under a run's latency (not a test): what one round trip of each kind on a run's path costs here.
 
-Starts its own nats-server and PostgreSQL through `agentry_common.stack` with durability on (NATS
+Starts its own nats-server and PostgreSQL through `agentry_dev.stack` with durability on (NATS
 `sync_interval: always`, PostgreSQL's defaults), and times, one at a time after a warm-up:
 - a core NATS request answered by a second Python process (four one-way hops through nats-server);
 - a JetStream publish to a memory stream (the rate limiter's admission) and to a file stream (run.requested,
@@ -29,7 +29,7 @@ import psycopg
 import uvloop
 from nats.js.api import StorageType, StreamConfig
 
-from agentry_common.stack import Stack, free_port
+from agentry_dev.stack import Stack, free_port
 
 N = int(os.environ.get("BENCH_HOPS", "1000"))
 WARMUP = 100

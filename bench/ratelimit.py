@@ -25,7 +25,7 @@ from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from agentry_common.errors import RateLimited
-from agentry_common.stack import Nats, free_port
+from agentry_dev.stack import Nats, free_port
 from agentry_gateway.ratelimit import Limits
 
 LIMIT, HOT = 60, 200

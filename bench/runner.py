@@ -1,6 +1,6 @@
 """Runner overhead benchmark (not a test): what the runner adds to a run, with the `mock` model (~0 ms).
 
-Starts its own nats-server and PostgreSQL through `agentry_common.stack` with fsync ON (PostgreSQL's
+Starts its own nats-server and PostgreSQL through `agentry_dev.stack` with fsync ON (PostgreSQL's
 defaults; NATS `sync_interval: always`) and one runner process. Then, sequentially (no queueing), it plays the
 gateway: subscribe to `run.progress.<id>`, publish RunRequested with JetStream, wait for the terminal progress.
 That interval is the runner's whole path: fetch, execute, one upsert, RunCompleted acked by JetStream, then
@@ -26,7 +26,7 @@ import nats
 from agentry_common import subjects
 from agentry_common.broker import publish_event
 from agentry_common.events import EndpointSnapshot, RunRequested
-from agentry_common.stack import Stack, free_port
+from agentry_dev.stack import Stack, free_port
 
 RUNS = int(os.environ.get("BENCH_RUNS", "300"))
 

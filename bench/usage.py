@@ -1,6 +1,6 @@
 """Usage query benchmark (not a test): `GET /api/usage`'s query for an owner with a million runs over a year.
 
-Starts its own PostgreSQL through `agentry_common.stack` in a temporary folder, migrated, and generates the usage
+Starts its own PostgreSQL through `agentry_dev.stack` in a temporary folder, migrated, and generates the usage
 projection straight into `billing.usage_hourly` with `generate_series` (what a year of charging would have left
 there): for the measured owner 1,000,000 runs in hourly buckets over 365 days, two endpoints and three caller
 keys; a few other owners of the same size share the table. Then it times the billing service's own query and
@@ -27,8 +27,8 @@ from sqlalchemy import text
 from agentry_billing import usage
 from agentry_billing.usage_repository import UsageRepository
 from agentry_common.db import make_engine, make_sessionmaker
-from agentry_common.stack import Stack, free_port
 from agentry_common.usage_requests import GetUsage
+from agentry_dev.stack import Stack, free_port
 
 QUERIES = int(os.environ.get("BENCH_QUERIES", "200"))
 OTHER_OWNERS = int(os.environ.get("BENCH_OTHER_OWNERS", "3"))

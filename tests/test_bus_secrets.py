@@ -24,9 +24,9 @@ from mcp.server.mcpserver import MCPServer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from agentry_common.bus_permissions import WEBHOOK_FORWARDER
-from agentry_common.stack import Stack
-from agentry_common.testing import serve_asgi
+from agentry_dev.bus_permissions import WEBHOOK_FORWARDER
+from agentry_dev.stack import Stack
+from agentry_dev.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
 

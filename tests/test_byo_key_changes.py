@@ -25,8 +25,8 @@ from agentry_common import rpc, subjects
 from agentry_common.broker import publish_event
 from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, SecretsChanged
 from agentry_common.requests import DeleteSecret, Done, StoredSecret, StoreSecret
-from agentry_common.stack import Stack
-from agentry_common.testing import serve_asgi
+from agentry_dev.stack import Stack
+from agentry_dev.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
 REQUEST = TypeAdapter(completion_create_params.CompletionCreateParamsNonStreaming)

@@ -28,8 +28,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from agentry_common.stack import Stack
-from agentry_common.testing import dev_token
+from agentry_dev.stack import Stack, dev_token
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"

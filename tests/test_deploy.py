@@ -25,7 +25,8 @@ import yaml
 from agentry_common import subjects
 from agentry_common.broker import _config
 from agentry_common.settings import ServiceSettings
-from agentry_common.stack import DEV_JWT_SECRET, SERVICES
+from agentry_common.subjects import SERVICES
+from agentry_gateway.settings import DEV_JWT_SECRET
 from agentry_keys.settings import DEV_MASTER_KEYS, DEV_PEPPER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,7 +319,7 @@ def test_the_migrations_job_uses_the_migrate_image_and_the_services_database(ove
 def test_the_migrate_command_is_idempotent_against_a_real_database(servers: Any) -> None:
     # What the Job and the compose `migrate` step run; the session database is already at head.
     env = {**os.environ, "DATABASE_URL": servers.database_url}
-    cmd = [sys.executable, "-m", "agentry_common.stack", "migrate"]
+    cmd = [sys.executable, "-m", "agentry_common.migrate"]
     for _ in range(2):
         subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True, cwd=ROOT)
 
@@ -397,7 +398,7 @@ def test_the_dockerfile_builds_one_service_with_uv_and_runs_it_unprivileged() ->
     assert re.search(r"HEALTHCHECK .*http://127\.0\.0\.1:8080/healthz", service)
     assert 'exec uvicorn \\"agentry_${AGENTRY_SERVICE}.entrypoints.api:app\\" --host 0.0.0.0 --port 8080' in service
     assert "--loop uvloop --http agentry_common.protocol:HttpToolsProtocol" in service
-    assert 'CMD ["python", "-m", "agentry_common.stack", "migrate"]' in stages["migrate"]
+    assert 'CMD ["python", "-m", "agentry_common.migrate"]' in stages["migrate"]
     assert list(stages)[-1] == "service", "the default target must be a service image"
 
 

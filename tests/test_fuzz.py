@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("AGENTRY_FUZZ_EXAMPLES", "40"))  # per operation; `make fuzz` uses 300

@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from agentry_common.stack import SERVICES, dev_token, free_port
+from agentry_dev.stack import SERVICES, dev_token, free_port
 
 
 def _free_block(size: int = len(SERVICES)) -> int:
@@ -44,7 +44,7 @@ def _free_block(size: int = len(SERVICES)) -> int:
 
 def _start(data: Path, base: int, nats_port: int, pg_port: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
-    cmd = [sys.executable, "-m", "agentry_common.stack", "run", "--data", str(data), "--gateway-port", str(base),
+    cmd = [sys.executable, "-m", "agentry_dev", "run", "--data", str(data), "--gateway-port", str(base),
            "--nats-port", str(nats_port), "--pg-port", str(pg_port)]  # fmt: skip
     # Its own process group, as `make run` has in a terminal: Ctrl-C there signals the whole group.
     return subprocess.Popen(
@@ -205,8 +205,8 @@ def test_a_start_after_the_launcher_was_killed_stops_the_leftovers_and_comes_up(
 def test_servers_a_launcher_left_without_a_record_are_found_by_their_folder_and_stopped(tmp_path: Path) -> None:
     """A launcher that died before recording its children (or one from before the record existed) still
     leaves PostgreSQL and NATS findable: by `<data>/pg/postmaster.pid` and `<data>/nats/nats.conf`."""
-    from agentry_common.stack import Nats, Postgres
-    from agentry_common.stack_state import StackState
+    from agentry_dev.stack import Nats, Postgres
+    from agentry_dev.stack_state import StackState
 
     nats_server = Nats(tmp_path / "nats", free_port())
     postgres = Postgres(tmp_path / "pg", free_port(), fast=True)

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from mcp.server.mcpserver import MCPServer
 
-from agentry_common.stack import free_port
-from agentry_common.testing import serve_asgi
+from agentry_dev.stack import free_port
+from agentry_dev.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
 

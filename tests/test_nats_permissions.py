@@ -10,12 +10,12 @@ import pytest
 from nats.aio.client import Client
 
 from agentry_common import subjects
-from agentry_common.bus_permissions import inbox_prefix
 from agentry_common.errors import AgentryError, NotFound
 from agentry_common.requests import ResolvedSecret, ResolveSecret
 from agentry_common.rpc import call
 from agentry_common.sealed import ReplyKey
-from agentry_common.stack import Stack
+from agentry_common.subjects import inbox_prefix
+from agentry_dev.stack import Stack
 
 
 async def _connect_as(stack: Stack, service: str, errors: list[Exception]) -> Client:
@@ -77,7 +77,7 @@ def test_kubernetes_nats_users_get_exactly_the_permissions_of_the_table() -> Non
 
     import yaml
 
-    from agentry_common.bus_permissions import SERVICE_PERMISSIONS, permissions
+    from agentry_dev.bus_permissions import SERVICE_PERMISSIONS, permissions
 
     values = yaml.safe_load(Path("deploy/nats/values.yaml").read_text())
     users = {u["user"]: u for u in values["config"]["merge"]["authorization"]["users"]}
@@ -102,7 +102,7 @@ async def test_the_subscriber_user_manages_its_own_consumers_and_cannot_touch_bi
     from nats.js.api import ConsumerConfig, DeliverPolicy
     from nats.js.errors import NotFoundError
 
-    from agentry_common.bus_permissions import WEBHOOK_FORWARDER
+    from agentry_dev.bus_permissions import WEBHOOK_FORWARDER
 
     assert stack.nats is not None
     user = stack.nats.user(WEBHOOK_FORWARDER)

@@ -31,8 +31,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentry_common.stack import SERVICES, Nats, Service, Stack, dev_token, free_port
-from agentry_common.testing import serve_asgi
+from agentry_dev.stack import SERVICES, Nats, Service, Stack, dev_token, free_port
+from agentry_dev.testing import serve_asgi
 
 OBSERVABILITY = Path(__file__).resolve().parents[1] / "deploy" / "observability"
 METRIC_NAME = re.compile(r"\bagentry_[a-z0-9_]+")

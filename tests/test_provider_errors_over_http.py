@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agentry_common import subjects
-from agentry_common.stack import Stack
-from agentry_common.testing import serve_asgi
+from agentry_dev.stack import Stack
+from agentry_dev.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from mcp.server.mcpserver import MCPServer
 
-from agentry_common.stack import Stack
-from agentry_common.testing import serve_asgi
+from agentry_dev.stack import Stack
+from agentry_dev.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
 

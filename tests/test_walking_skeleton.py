@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 
 
 async def _wait_for(predicate, timeout: float = 15.0):  # type: ignore[no-untyped-def]

@@ -25,8 +25,8 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from agentry_common import subjects
-from agentry_common.bus_permissions import WEBHOOK_FORWARDER
-from agentry_common.stack import Stack
+from agentry_dev.bus_permissions import WEBHOOK_FORWARDER
+from agentry_dev.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 FORWARDER = ROOT / "examples" / "webhook_forwarder" / "forwarder.py"

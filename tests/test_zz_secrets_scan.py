@@ -19,7 +19,7 @@ import httpx
 import nats
 from nats.js.errors import NotFoundError
 
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 
 FULL_API_KEY = re.compile(rb"aek_[A-Za-z0-9_-]{24,}")
 TEST_SECRET = re.compile(rb"sk-test-secret-[A-Za-z0-9_-]+")

@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from agentry_common.stack import Service, Stack, dev_token, free_port
+from agentry_dev.stack import Service, Stack, dev_token, free_port
 
 from . import chaos_checks
 from .chaos_checks import Books, Expectation, summarize

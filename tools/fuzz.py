@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from agentry_common.stack import Stack, dev_token, free_port
+from agentry_dev.stack import Stack, dev_token, free_port
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance, negative_data_rejection]
 # A fuzz run must not be throttled into testing only the 429 answer.

@@ -1,4 +1,4 @@
-"""Write the NATS users of deploy/ from the one permission table (agentry_common.bus_permissions).
+"""Write the NATS users of deploy/ from the one permission table (agentry_dev.bus_permissions).
 
 `python -m tools.nats_users` rewrites the `users` of deploy/nats/values.yaml (the Helm release) and of
 deploy/k8s/overlays/dev/nats.yaml (the dev overlay's nats.conf); tests/test_nats_permissions.py fails while
@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from agentry_common.bus_permissions import SERVICE_PERMISSIONS, permissions
+from agentry_dev.bus_permissions import SERVICE_PERMISSIONS, permissions
 
 ROOT = Path(__file__).resolve().parent.parent
 HELM = ROOT / "deploy" / "nats" / "values.yaml"

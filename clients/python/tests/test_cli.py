@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentry_common.stack import dev_token
+from agentry_dev.stack import dev_token
 
 pytestmark = pytest.mark.usefixtures("stack")
 AGENTRY = str(Path(sys.executable).parent / "agentry")

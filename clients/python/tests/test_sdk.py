@@ -22,8 +22,8 @@ from agentry import (
     UnprocessableError,
 )
 from agentry.models import Deposited, Key, RunResult
-from agentry_common.stack import dev_token
-from agentry_common.testing import serve_asgi
+from agentry_dev.stack import dev_token
+from agentry_dev.testing import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("stack")
 

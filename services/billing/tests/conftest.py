@@ -30,7 +30,7 @@ from agentry_common.broker import ensure_streams
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import Event, RunCompleted, Usage
 from agentry_common.requests import Deposit
-from agentry_common.stack import Service, Stack
+from agentry_dev.stack import Service, Stack
 
 UnitOfWork = Callable[[], AbstractAsyncContextManager[BillingRepository]]
 RUN_EVENTS = subjects.RUN_EVENTS_STREAM.name

@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 
 EndpointFactory = Callable[..., Awaitable[dict[str, Any]]]
 

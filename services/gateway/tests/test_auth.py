@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from agentry_common import subjects
 from agentry_common.requests import VerifiedKey, VerifyKey
 from agentry_common.rpc import call
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 
 EndpointFactory = Callable[..., Awaitable[dict[str, Any]]]
 

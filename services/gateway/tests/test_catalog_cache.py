@@ -14,7 +14,7 @@ from agentry_common import subjects
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import NotFound
 from agentry_common.events import CatalogChanged
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 from agentry_gateway.catalog_cache import EndpointCache
 
 

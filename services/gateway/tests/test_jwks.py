@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 

@@ -179,7 +179,7 @@ async def test_missing_invalid_or_expired_token_is_401(http: httpx.AsyncClient) 
 
     import jwt
 
-    from agentry_common.stack import DEV_JWT_SECRET
+    from agentry_gateway.settings import DEV_JWT_SECRET
 
     expired = jwt.encode({"sub": "u", "exp": int(time.time()) - 10}, DEV_JWT_SECRET, algorithm="HS256")
     forged = jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "wrong-secret", algorithm="HS256")

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentry_common.stack import Nats, Stack, free_port
+from agentry_dev.stack import Nats, Stack, free_port
 
 EndpointFactory = Callable[..., Awaitable[dict[str, Any]]]
 

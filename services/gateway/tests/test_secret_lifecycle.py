@@ -17,7 +17,7 @@ from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import Unauthorized
 from agentry_common.requests import ResolvedSecret, ResolveSecret, VerifiedKey, VerifyKey
 from agentry_common.sealed import ReplyKey
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 from agentry_gateway.entrypoints.deps import Gateway
 from agentry_gateway.schemas import EndpointCreate, ServerCreate
 from agentry_gateway.service import Catalog

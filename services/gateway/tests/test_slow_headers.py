@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentry_common.stack import Service, Stack
+from agentry_dev.stack import Service, Stack
 
 TIMEOUT_S = 2.0
 

@@ -16,7 +16,7 @@ import agentry_keys
 from agentry_common.db import make_engine, make_sessionmaker, upgrade
 from agentry_common.errors import NotFound, Unauthorized
 from agentry_common.requests import CreateKey
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 from agentry_keys.repository import KeysRepository
 from agentry_keys.service import KeyRing, KeysService, hash_key
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import NotFound, Unauthorized
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 from agentry_keys.models import ApiKey, Secret
 from agentry_keys.repository import KeysRepository
 from agentry_keys.service import KeyRing, KeysService

@@ -38,8 +38,8 @@ from agentry_common import rpc, subjects
 from agentry_common.broker import publish_event
 from agentry_common.events import EndpointSnapshot, McpServerRef, RunProgress, RunRequested
 from agentry_common.requests import GetRun, RunRecord
-from agentry_common.stack import Nats, Service, Stack, free_port
-from agentry_common.testing import serve_asgi
+from agentry_dev.stack import Nats, Service, Stack, free_port
+from agentry_dev.testing import serve_asgi
 from agentry_runner.providers.http import platform_session
 
 PLATFORM_KEYS = {"openai": "sk-platform-openai", "anthropic": "sk-ant-platform", "gemini": "gm-platform"}

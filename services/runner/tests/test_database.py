@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 from agentry_runner.database import Database, conninfo
 
 

@@ -18,7 +18,7 @@ from mcp.server.mcpserver import MCPServer
 from agentry_common import subjects
 from agentry_common.events import CatalogChanged, McpServerRef
 from agentry_common.netguard import guard_transport
-from agentry_common.testing import serve_asgi
+from agentry_dev.testing import serve_asgi
 from agentry_runner.tool_cache import ToolCache
 from agentry_runner.tools import Toolbox
 

@@ -8,7 +8,7 @@ import pytest
 
 from agentry_common.events import McpServerRef
 from agentry_common.netguard import guard_transport
-from agentry_common.stack import free_port
+from agentry_dev.stack import free_port
 from agentry_runner.tools import Toolbox, exposed_name
 
 

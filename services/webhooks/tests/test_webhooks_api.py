@@ -1,5 +1,5 @@
 """Owner webhooks over the gateway's HTTP API, against the real services, NATS and PostgreSQL, with a real
-receiver on loopback. Retries are configured in seconds for tests (agentry_common.testing)."""
+receiver on loopback. Retries are configured in seconds for tests (agentry_dev.testing)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from standardwebhooks import Webhook as StandardWebhook
 
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 
 from .conftest import Receiver
 

@@ -16,7 +16,7 @@ from standardwebhooks import Webhook as StandardWebhook
 
 from agentry_common import subjects
 from agentry_common.events import ChargeCollected, Event, RunCompleted, Usage
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 from agentry_webhooks.delivery import Sender
 from agentry_webhooks.settings import Settings
 

@@ -25,7 +25,7 @@ from faststream.nats import JStream, NatsRouter, PullSub
 from .broker import make_broker
 from .events import Event
 from .settings import ServiceSettings
-from .subjects import StreamSpec
+from .subjects import SERVICES, StreamSpec
 
 DOCUMENTED = NatsRouter()
 DEFAULT_PATH = Path("docs/asyncapi.json")
@@ -136,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         NATS_USER="service",
         NATS_PASSWORD="see-bus-permissions",  # noqa: S106
     )
-    from .stack import SERVICES
-
     text = render(SERVICES)
     if not args.check:
         args.path.parent.mkdir(parents=True, exist_ok=True)

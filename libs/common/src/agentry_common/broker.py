@@ -10,10 +10,9 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from .bus_permissions import inbox_prefix
 from .events import Event
 from .settings import ServiceSettings
-from .subjects import STREAMS, StreamSpec
+from .subjects import STREAMS, StreamSpec, inbox_prefix
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The services, in the order they start (a service's dependencies first); each is one NATS user on the bus.
+SERVICES = ("keys", "billing", "runner", "webhooks", "gateway")
+
+
+def inbox_prefix(user: str | None) -> str:
+    """The inbox prefix of an account (nats-py's `inbox_prefix` connect option): `_INBOX_<user>`, so its replies
+    go where only it may subscribe. Without a user (an open server, deploy/compose.yaml) nats' default."""
+    return f"_INBOX_{user}" if user else "_INBOX"
+
+
 # --- events (JetStream) ---
 RUN_REQUESTED = "run.requested"
 RUN_COMPLETED = "run.completed"

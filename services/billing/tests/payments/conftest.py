@@ -23,8 +23,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from agentry_common import subjects
 from agentry_common.broker import ensure_streams
-from agentry_common.stack import Service, Stack, dev_token
-from agentry_common.testing import serve_asgi
+from agentry_dev.stack import Service, Stack, dev_token
+from agentry_dev.testing import serve_asgi
 from tools.fake_stripe import PUBLIC_URL, SECRET_KEY, WEBHOOK_SECRET, FakeStripe, event, sign
 
 

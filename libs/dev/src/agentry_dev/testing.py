@@ -21,7 +21,9 @@ import pytest
 import uvicorn
 from nats.aio.client import Client
 
-from .stack import SERVICES, Stack, dev_token, free_port
+from agentry_common.subjects import SERVICES
+
+from .stack import Stack, dev_token, free_port
 
 
 @pytest.fixture(scope="session")

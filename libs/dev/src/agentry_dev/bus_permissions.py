@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from typing import TypedDict
 
-from . import subjects as s
+from agentry_common import subjects as s
+from agentry_common.subjects import inbox_prefix
 
 
 class Grants(TypedDict):
@@ -26,12 +27,6 @@ class Grants(TypedDict):
 
 class Permissions(Grants):
     allow_responses: bool  # may answer the requests it receives (once each), whatever their reply subject
-
-
-def inbox_prefix(user: str | None) -> str:
-    """The inbox prefix of an account (nats-py's `inbox_prefix` connect option): `_INBOX_<user>`, so its replies
-    go where only it may subscribe. Without a user (an open server, deploy/compose.yaml) nats' default."""
-    return f"_INBOX_{user}" if user else "_INBOX"
 
 
 def _own_inboxes(user: str) -> str:
