@@ -28,7 +28,8 @@ from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 
 from agentry_common.errors import RateLimited, ServiceUnavailable
-from agentry_dev.stack import Stack, _wait_port, free_port
+from agentry_dev.servers import _wait_port
+from agentry_dev.stack import Stack, free_port
 from agentry_gateway.ratelimit import Decision, Limits, Window, client_key, seconds_until, tighter
 
 LimitsFactory = Callable[..., Awaitable[Limits]]

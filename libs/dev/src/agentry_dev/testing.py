@@ -23,7 +23,8 @@ from nats.aio.client import Client
 
 from agentry_common.subjects import SERVICES
 
-from .stack import Stack, dev_token, free_port
+from .servers import free_port
+from .stack import Stack, dev_token
 
 
 @pytest.fixture(scope="session")
