@@ -1,10 +1,10 @@
 """`make chaos`: the money path while processes crash — then the invariants of ARCHITECTURE.md §5, checked.
 
 Starts a stack of its own (nats-server and PostgreSQL in a temporary folder; keys, gateway, two runners, two
-billing processes) and drives runs through the gateway over HTTP on priced `mock` endpoints — synchronous and
-`async_mode`, some made to fail, some free, some owner test runs — for several owners, some underfunded so
-charges go uncollected and are settled by top-ups later. Meanwhile, at random moments: kill -9 a runner and a
-billing process (then restart it), restart NATS (kill -9) and PostgreSQL (immediate shutdown = crash).
+billing processes) and drives runs through the gateway over HTTP on priced `mock` endpoints (tools/chaos_load.py)
+— synchronous and `async_mode`, some made to fail, some free, some owner test runs — for several owners, some
+underfunded so charges go uncollected and are settled by top-ups later. Meanwhile, at random moments: kill -9 a
+runner and a billing process (then restart it), restart NATS (kill -9) and PostgreSQL (immediate shutdown = crash).
 Billing runs in `stripe` payment mode against a fake Stripe on loopback (tools/fake_stripe.py): every deposit
 is a Checkout payment credited by Stripe's signed webhook, and a payments load (tools/chaos_payments.py) goes on
 alongside the runs — webhooks replayed, duplicated, out of order, in flight when billing is killed, plus
@@ -32,8 +32,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +39,11 @@ from typing import Any
 
 import httpx
 
-from agentry_dev.stack import Service, Stack, dev_token, free_port
+from agentry_dev.stack import Service, Stack, free_port
 
 from . import chaos_checks
-from .chaos_checks import Books, Expectation, summarize
+from .chaos_checks import Books, summarize
+from .chaos_load import Load
 from .chaos_payments import PaymentsLoad
 
 __all__ = ["Config", "run_chaos", "summarize"]
@@ -59,10 +58,6 @@ GATEWAY_ENV = {
 # Shorter ack waits bring a killed process's work back sooner; the semantics are the same as in production.
 RUNNER_ENV = {"RUNNER_ACK_WAIT_S": "5", "RUNNER_SHUTDOWN_GRACE_S": "2"}
 BILLING_ENV = {"CHARGE_ACK_WAIT_S": "5", "CHARGE_RETRY_DELAY_S": "0.5"}
-
-# What each request is, and how often: (kind, weight). `*_fail` inputs make the mock model fail the run.
-MIX = (("sync", 40), ("async", 33), ("sync_fail", 5), ("async_fail", 5), ("free", 9), ("test", 8))
-FAIL_INPUT = {"mock": {"fail": "llm_provider_error"}}
 
 
 @dataclass
@@ -86,23 +81,6 @@ class Config:
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 
-@dataclass
-class Owner:
-    user: str
-    auth: dict[str, str]
-    price: int
-    funded: bool
-    endpoints: dict[str, dict[str, str]] = field(default_factory=dict)  # kind → id, slug, key
-
-
-@dataclass
-class Tally:
-    answers: dict[str, Expectation] = field(default_factory=dict)
-    statuses: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    done: int = 0
-
-
 class Chaos:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -116,15 +94,15 @@ class Chaos:
         self.runners: list[Service] = []
         self.billers: list[Service] = []
         self.gateway: Service | None = None
-        self.owners: list[Owner] = []
         self.books = Books()
-        self.tally = Tally()
         self.events: list[str] = []
-        self.progress = asyncio.Event()  # set whenever a request is answered
         self.stripe_http: httpx.AsyncClient  # set while the load runs
         # Its own random stream: the payments load draws concurrently with the chaos schedule.
         payments_rng = random.Random(f"{cfg.seed}-payments")
         self.payments = PaymentsLoad(free_port(), self.books, payments_rng, self.events, self.log)
+        self.load = Load(
+            cfg.runs, cfg.owners, cfg.rate, cfg.concurrency, cfg.seed, self.rng, self.books, self.payments, self.log
+        )
 
     # --- the system ---
 
@@ -147,103 +125,6 @@ class Chaos:
         else:
             shutil.rmtree(self.stack.data_dir, ignore_errors=True)
 
-    # --- owners, endpoints, money ---
-
-    async def provision(self, http: httpx.AsyncClient) -> None:
-        per_owner = self.cfg.runs / self.cfg.owners
-        for i in range(self.cfg.owners):
-            user = f"chaos-{i}-{uuid.uuid4().hex[:8]}"
-            funded = i % 2 == 0
-            # Underfunded owners pay more per run than a minimum deposit covers for long.
-            price = self.rng.randint(1, 9) if funded else self.rng.randint(20, 40)
-            owner = Owner(user, {"Authorization": f"Bearer {dev_token(user)}"}, price, funded)
-            r = await http.post("/api/workspaces", json={"name": f"chaos {i}"}, headers=owner.auth)
-            r.raise_for_status()
-            ws = r.json()["workspace"]["id"]
-            for kind, price_cents, async_mode in (("sync", price, False), ("async", price, True), ("free", 0, False)):
-                body = {
-                    "name": f"{kind} {user}", "workspace_id": ws, "system_prompt": "Answer briefly.",
-                    "llm_provider": "mock", "price_per_run_cents": price_cents, "async_mode": async_mode,
-                    "timeout_ms": 10000,
-                }  # fmt: skip
-                r = await http.post("/api/agent-endpoints", json=body, headers=owner.auth)
-                r.raise_for_status()
-                created = r.json()
-                owner.endpoints[kind] = {
-                    "id": created["endpoint"]["id"], "slug": created["endpoint"]["slug"], "key": created["api_key"]
-                }  # fmt: skip
-            self.owners.append(owner)
-            self.books.prices[user] = price
-            self.books.deposits[user] = {}
-            need = int(per_owner * price * 1.5) if funded else 500
-            while need > 0:  # a Stripe Checkout deposit, paid, its webhooks delivered (and credited) before the load
-                await self.payments.pay(http, user, owner.auth, min(max(need, 500), 50000))
-                need -= 50000
-
-    def payers(self) -> list[tuple[str, dict[str, str]]]:
-        """Who the payments load tops up: everyone but the last underfunded owner (of two or more), whose charges
-        must stay uncollected."""
-        poor = [o for o in self.owners if not o.funded]
-        keep_poor = poor[-1] if len(poor) >= 2 else None
-        return [(o.user, o.auth) for o in self.owners if o is not keep_poor]
-
-    # --- load ---
-
-    def pick(self, i: int) -> tuple[str, Owner, Any]:
-        """The i-th request: its kind, owner and input. Half the runs take a while, so a kill catches some."""
-        rng = random.Random(f"{self.cfg.seed}-{i}")
-        kind = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
-        owner = rng.choice(self.owners)
-        if kind.endswith("_fail"):
-            return kind, owner, FAIL_INPUT
-        if rng.random() < 0.5:
-            return kind, owner, {"mock": {"delay_ms": rng.randint(50, 600)}, "n": i}
-        return kind, owner, f"chaos run {i}"
-
-    async def request(self, http: httpx.AsyncClient, kind: str, owner: Owner, payload: Any) -> httpx.Response:
-        if kind == "test":
-            ep = owner.endpoints["sync"]
-            return await http.post(f"/api/agent-endpoints/{ep['id']}/test", json={"input": payload},
-                                   headers=owner.auth)  # fmt: skip
-        ep = owner.endpoints[kind.removesuffix("_fail")]
-        return await http.post(f"/api/run/{ep['slug']}", json={"input": payload}, headers={"X-API-Key": ep["key"]})
-
-    async def drive(self, http: httpx.AsyncClient, t0: float, chaos: asyncio.Task[None]) -> None:
-        """At least `runs` requests, at most `rate` per second, and on until every chaos event has happened."""
-        counter = iter(range(sys.maxsize))
-
-        async def worker() -> None:
-            for i in counter:
-                if i >= self.cfg.runs and chaos.done():
-                    return
-                delay = t0 + i / self.cfg.rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await self.one(http, *self.pick(i))
-
-        await asyncio.gather(*(worker() for _ in range(self.cfg.concurrency)))
-
-    async def one(self, http: httpx.AsyncClient, kind: str, owner: Owner, payload: Any) -> None:
-        t = self.tally
-        try:
-            r = await self.request(http, kind, owner, payload)
-        except httpx.HTTPError as err:
-            # No answer: whether the run was accepted is unknown to the caller, so it is not counted as accepted.
-            t.errors[f"{kind} {type(err).__name__}"] += 1
-            if sum(t.errors.values()) <= 5:
-                self.log(f"chaos: {kind} request to {err.request.url.path} failed without an answer: {err!r}")
-            return
-        finally:
-            t.done += 1
-            self.progress.set()
-        t.statuses[f"{kind} {r.status_code}"] += 1
-        run_id = r.headers.get("x-run-id")
-        if run_id is None and r.status_code in (200, 202):
-            run_id = r.json().get("run_id")
-        if run_id:
-            kind_of = "async" if kind.startswith("async") else "sync"
-            t.answers[run_id] = Expectation(kind_of, owner.user, r.status_code, r.status_code in (200, 202))
-
     # --- chaos ---
 
     def schedule(self) -> list[tuple[int, str]]:
@@ -262,13 +143,13 @@ class Chaos:
 
     async def unleash(self, http: httpx.AsyncClient, t0: float) -> None:
         for at, action in self.schedule():
-            while self.tally.done < at:
-                self.progress.clear()
-                await self.progress.wait()
+            while self.load.tally.done < at:
+                self.load.progress.clear()
+                await self.load.progress.wait()
             started = time.monotonic()
             await self.act(http, action)
             self.events.append(f"{started - t0:6.1f}s {action} (took {time.monotonic() - started:.1f}s)")
-            self.log(f"chaos: {self.events[-1]}  [{self.tally.done} requests answered]")
+            self.log(f"chaos: {self.events[-1]}  [{self.load.tally.done} requests answered]")
 
     async def act(self, http: httpx.AsyncClient, action: str) -> None:
         """One blow. A killed service is started again at once but not waited for: importing a service takes
@@ -286,7 +167,7 @@ class Chaos:
             if action == "runner":
                 await kill()
             else:  # billing dies while Stripe's webhooks are being handled
-                payer = self.rng.choice(self.payers())
+                payer = self.rng.choice(self.load.payers())
                 self.events.append(await self.payments.across_kill(self.stripe_http, payer, kill))
         elif action == "nats":
             assert s.nats is not None
@@ -300,7 +181,7 @@ class Chaos:
             await asyncio.to_thread(s.postgres.start)
         else:
             # The last underfunded owner (of two or more) is never topped up: some charges stay uncollected.
-            poor = [o for o in self.owners if not o.funded]
+            poor = [o for o in self.load.owners if not o.funded]
             if poor:
                 owner = poor[1] if action == "topup-replay" and len(poor) > 2 else poor[0]
                 await self.payments.pay(
@@ -313,34 +194,6 @@ class Chaos:
     def ready(self) -> None:
         for svc in self.stack.services:
             svc.wait_ready(timeout=180)
-
-    # --- after ---
-
-    def refused(self) -> int:
-        """Requests not accepted for any reason but the failure they asked for (429, 503, 5xx, no answer)."""
-        asked = {"sync_fail 502"}
-        answered = sum(n for key, n in self.tally.statuses.items() if key.split()[1] not in ("200", "202"))
-        return answered - sum(self.tally.statuses[k] for k in asked) + sum(self.tally.errors.values())
-
-    async def history_missing(self, http: httpx.AsyncClient) -> tuple[int, int]:
-        """Accepted runs absent from their endpoint's history, and billable runs whose charge reads `pending`."""
-        seen: set[str] = set()
-        pending = 0
-        for owner in self.owners:
-            for ep in owner.endpoints.values():
-                cursor: str | None = None
-                while True:
-                    params: dict[str, str | int] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-                    r = await http.get(f"/api/agent-endpoints/{ep['id']}/runs", params=params, headers=owner.auth)
-                    r.raise_for_status()
-                    page = r.json()
-                    seen.update(run["id"] for run in page["runs"])
-                    pending += sum(1 for run in page["runs"] if run["charge"]["status"] == "pending")
-                    cursor = page["next_cursor"]
-                    if not cursor:
-                        break
-        accepted = [run_id for run_id, a in self.tally.answers.items() if a.accepted]
-        return sum(1 for run_id in accepted if run_id not in seen), pending
 
     async def run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -362,33 +215,33 @@ class Chaos:
             # Stripe's deliveries on connections of their own: a burst of webhooks never holds up the runs.
             httpx.AsyncClient(base_url=self.gateway.url, timeout=60, limits=limits) as self.stripe_http,
         ):
-            await self.provision(http)
+            await self.load.provision(http)
             self.log(f"chaos: {cfg.runs} requests at ≤{cfg.rate:g}/s, concurrency {cfg.concurrency}, "
-                     f"{len(self.owners)} owners, seed {cfg.seed}")  # fmt: skip
+                     f"{len(self.load.owners)} owners, seed {cfg.seed}")  # fmt: skip
             t0 = time.monotonic()
             deposits = cfg.deposits if cfg.deposits is not None else max(10, cfg.runs // 20)
-            payments = self.payments.load(self.stripe_http, self.payers(), deposits, cfg.reversals, cfg.runs,
-                                          lambda: self.tally.done, self.progress)  # fmt: skip
+            payments = self.payments.load(self.stripe_http, self.load.payers(), deposits, cfg.reversals, cfg.runs,
+                                          lambda: self.load.tally.done, self.load.progress)  # fmt: skip
             chaos = asyncio.create_task(self.both(self.unleash(http, t0), payments))
-            await self.drive(http, t0, chaos)
+            await self.load.drive(http, t0, chaos)
             await chaos  # done already: it is what ended the load
             load_s = time.monotonic() - t0
             await asyncio.to_thread(self.ready)
             await self.payments.settle(self.stripe_http)
-            accepted = [run_id for run_id, a in self.tally.answers.items() if a.accepted]
+            accepted = [run_id for run_id, a in self.load.tally.answers.items() if a.accepted]
             self.log(f"chaos: load done in {load_s:.1f}s; {len(accepted)} accepted; waiting for quiescence")
             waited = await chaos_checks.wait_for_quiescence(
                 self.stack.nats_url, self.stack.database_url, accepted, cfg.quiesce_timeout_s
             )
-            result = await chaos_checks.check(self.stack.database_url, self.tally.answers, self.books)
-            result["history_missing"], result["history_pending_charges"] = await self.history_missing(http)
+            result = await chaos_checks.check(self.stack.database_url, self.load.tally.answers, self.books)
+            result["history_missing"], result["history_pending_charges"] = await self.load.history_missing(http)
         result["reconcile_exit"], result["reconcile"] = chaos_checks.reconcile(self.stack.database_url)
         result["unhandled_errors"] = chaos_checks.unhandled_errors(self.stack.data_dir / "logs")
         result.update(
-            requests=self.tally.done,
-            refused=self.refused(),
-            responses=dict(sorted(self.tally.statuses.items())),
-            client_errors=dict(self.tally.errors),
+            requests=self.load.tally.done,
+            refused=self.load.refused(),
+            responses=dict(sorted(self.load.tally.statuses.items())),
+            client_errors=dict(self.load.tally.errors),
             chaos=self.events,
             webhook_answers=dict(sorted(self.payments.hooks.items())),
             webhook_events=len(self.payments.payloads),
