@@ -4,11 +4,11 @@ One table, used by the local launcher (so development runs with production's per
 against the Kubernetes NATS values by the deploy tests. JetStream's own API (`$JS.API.>`) is open to every
 service; application subjects are not.
 
-Replies: every account has its own inbox prefix, `_INBOX_<user>` (`inbox_prefix`), and may subscribe to its
-own inboxes only — a reply (the keys service's `secrets.resolve` answer carries a decrypted secret) is
-readable by the account that asked and by nobody else. No account may publish to an inbox; a service that
-serves requests answers through nats-server's `allow_responses`, which lets it publish once to the reply
-subject of a request it received, and nowhere else.
+Replies: every account has its own inbox prefix, `_INBOX_<user>` (`agentry_common.subjects.inbox_prefix`, which
+the services connect with), and may subscribe to its own inboxes only — a reply (the keys service's
+`secrets.resolve` answer carries a decrypted secret) is readable by the account that asked and by nobody else.
+No account may publish to an inbox; a service that serves requests answers through nats-server's
+`allow_responses`, which lets it publish once to the reply subject of a request it received, and nowhere else.
 """
 
 from __future__ import annotations
