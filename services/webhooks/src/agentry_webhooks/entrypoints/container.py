@@ -22,7 +22,7 @@ class Webhooks(ServiceContainer):
         super().__init__(settings, broker)
         self.database = SqlDatabase(settings.database_url, pool_size=settings.db_pool_size)
         self.unit_of_work = self.database.unit_of_work(WebhooksRepository)
-        self.scheduler = DeliveryScheduler(settings, self.database.sessions)
+        self.scheduler = DeliveryScheduler(settings, self.unit_of_work)
 
     async def start(self) -> None:
         settings = self.settings
