@@ -6,9 +6,11 @@ import ast
 import importlib
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from agentry_common.container import ServiceContainer
+from agentry_common.stack import SERVICES, Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(ROOT.glob("services/*/src/agentry_*"))
@@ -75,3 +77,11 @@ def test_no_entrypoint_builds_a_database_at_import() -> None:
                     func = node.value.func
                     called = getattr(func, "id", None) or getattr(func, "attr", None)
                     assert called not in BUILT_IN_THE_LIFESPAN, f"{module.relative_to(ROOT)}: {called} at import"
+
+
+def test_every_service_is_ready_once_its_broker_and_database_answer(stack: Stack) -> None:
+    """`/readyz` asks each service's container: the runner pings its own pool, the others their engine."""
+    for name in SERVICES:
+        r = httpx.get(f"{stack.service(name).url}/readyz", timeout=10)
+        assert r.status_code == 200, (name, r.text)
+        assert r.json() == {"ready": True, "checks": {"nats": True, "postgres": True}}, name
