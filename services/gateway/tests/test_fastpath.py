@@ -35,7 +35,7 @@ async def call(
 ) -> tuple[App, int]:
     app = App()
     # No gateway behind it: a request the fast path takes ends in its 500, never in the app.
-    fast = RunFastPath(app, fastapi=SimpleNamespace(state=SimpleNamespace(gateway=None)), max_bytes=LIMIT)  # type: ignore[arg-type]
+    fast = RunFastPath(app, fastapi=SimpleNamespace(state=SimpleNamespace(container=None)), max_bytes=LIMIT)  # type: ignore[arg-type]
     scope = {"type": "http", "method": method, "path": path, "headers": [(b"content-type", content_type)],
              "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "scheme": "http",
              "root_path": "", "app": None}  # fmt: skip

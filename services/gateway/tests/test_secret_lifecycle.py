@@ -13,14 +13,13 @@ import pytest
 from nats.aio.client import Client
 
 from agentry_common import rpc, subjects
-from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.broker import make_broker
 from agentry_common.errors import Unauthorized
 from agentry_common.requests import ResolvedSecret, ResolveSecret, VerifiedKey, VerifyKey
 from agentry_common.sealed import ReplyKey
 from agentry_dev.stack import Stack
-from agentry_gateway.entrypoints.deps import Gateway
+from agentry_gateway.entrypoints.container import Gateway
 from agentry_gateway.schemas import EndpointCreate, ServerCreate
-from agentry_gateway.service import Catalog
 from agentry_gateway.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -81,15 +80,16 @@ async def test_a_replaced_or_removed_secret_leaves_nothing_behind(
 
 
 @pytest.fixture
-async def gateway(servers: Stack, nc: Client) -> AsyncIterator[Gateway]:
-    """The catalog and unit of work in this process (the other parts are not used here)."""
-    engine = make_engine(servers.database_url, pool_size=2)
-    settings = Settings(database_url=servers.database_url, allow_private_urls=True)
-    yield Gateway(
-        settings=settings, nc=nc, sessions=make_sessionmaker(engine), catalog=Catalog(nc, settings),
-        cache=None, dispatcher=None, keys=None, jwt=None, limits=None, spend=None,  # type: ignore[arg-type]
-    )  # fmt: skip
-    await engine.dispose()
+async def gateway(servers: Stack) -> AsyncIterator[Gateway]:
+    """The gateway's container in this process, on its own broker connection (its parts are built, not started:
+    only the catalog and the unit of work are used here)."""
+    settings = Settings(database_url=servers.database_url, nats_url=servers.nats_url, allow_private_urls=True)
+    broker = make_broker(settings, "gateway-test")
+    await broker.connect()
+    gateway = Gateway(settings, broker)
+    yield gateway
+    await gateway.close()
+    await broker.stop()
 
 
 async def test_what_a_change_stored_in_the_keys_service_is_removed_when_it_does_not_commit(

@@ -5,13 +5,14 @@ for a peak are kept for the next one instead of being opened and closed per stat
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 
-from agentry_dev.stack import Stack
+from agentry_dev.stack import Stack, free_port
 from agentry_runner.database import Database, conninfo
 
 
@@ -65,3 +66,17 @@ async def test_connections_opened_for_a_peak_are_kept_for_the_next(named) -> Non
         rows = await asyncio.gather(*(db.fetch("SELECT pg_backend_pid() AS pid, pg_sleep(0.05)", {}) for _ in range(4)))
         pids |= {r[0]["pid"] for r in rows}
     assert len(pids) <= 4  # the same backends served every peak: none opened per statement
+
+
+async def test_readiness_pings_the_pool_and_says_no_at_once_when_the_database_is_unreachable(
+    servers: Stack, named
+) -> None:
+    db, _ = named
+    assert await db.ping()  # what the runner's /readyz reports as "postgres"
+    unreachable = Database(f"postgresql://agentry@127.0.0.1:{free_port()}/agentry", size=1)
+    try:
+        started = time.monotonic()
+        assert not await unreachable.ping(wait_s=1.0)
+        assert time.monotonic() - started < 10  # bounded by the ping's wait, not the pool's 30 s
+    finally:
+        await unreachable.close()

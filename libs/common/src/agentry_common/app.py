@@ -1,23 +1,23 @@
-"""The HTTP shell every service shares: lifespan (logging, tracing, broker, streams), health, readiness, metrics,
-request telemetry, errors."""
+"""The HTTP shell every service shares: lifespan (logging, tracing, broker, streams, the service's container),
+health, readiness, metrics, request telemetry, errors."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from . import db
 from .broker import ensure_streams
+from .container import CONTAINER, ServiceContainer
 from .errors import AgentryError, ErrorBody
 from .logging import setup_logging
 from .metrics import metrics_response
@@ -27,7 +27,7 @@ from .tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
-Hook = Callable[[FastAPI], Awaitable[None]]
+S = TypeVar("S", bound=ServiceSettings)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -133,14 +133,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def create_service_app(
     *,
     service: str,
-    settings: ServiceSettings,
+    settings: S,
     broker: NatsBroker,
-    engine: AsyncEngine | None,
-    on_startup: Hook | None = None,
-    on_shutdown: Hook | None = None,
+    container: Callable[[S, NatsBroker], ServiceContainer],
     **fastapi_kwargs: Any,
 ) -> FastAPI:
-    """Build a service's FastAPI app. The broker starts (and its subscribers with it) after streams exist."""
+    """Build a service's FastAPI app. In its lifespan the broker connects, the streams are declared, the container
+    is built (`container(settings, broker)`) and put where handlers find it, the broker starts (its subscribers
+    with it), then the container starts."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -148,18 +148,19 @@ def create_service_app(
         setup_tracing(service)
         await broker.connect()
         await ensure_streams(broker.connection.jetstream(), replicas=settings.stream_replicas)
+        parts = container(settings, broker)
+        broker.context.set_global(CONTAINER, parts)
+        setattr(app.state, CONTAINER, parts)
         await broker.start()
-        if on_startup:
-            await on_startup(app)
+        await parts.start()
         log.info("%s started", service)
         try:
             yield
         finally:
-            if on_shutdown:
-                await on_shutdown(app)
+            await parts.shutdown()
             await broker.stop()
-            if engine is not None:
-                await engine.dispose()
+            await parts.close()
+            broker.context.reset_global(CONTAINER)
             shutdown_tracing()
 
     lifespan_cm: Callable[[FastAPI], AbstractAsyncContextManager[None]] = lifespan
@@ -178,10 +179,9 @@ def create_service_app(
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        checks = {"nats": broker._connection is not None and broker.connection.is_connected}
-        if engine is not None:
-            checks["postgres"] = await db.ping(engine)
+    async def readyz(request: Request) -> Response:
+        parts: ServiceContainer = getattr(request.app.state, CONTAINER)
+        checks = await parts.checks()
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 

@@ -1,5 +1,5 @@
-"""The reconciliation's SQL (read-only): recompute every wallet from its ledger and every charge and credit
-from the entries that moved its money, independently of the constraints that should make them agree."""
+"""The reconciliation: every wallet checked against its ledger, and every charge, credit and reversal against the
+entries that moved its money (the SQL is `audit_repository`'s)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .audit_repository import AuditRepository
 
 
 @dataclass
@@ -21,68 +22,6 @@ class WalletCheck:
     @property
     def drift_cents(self) -> int:
         return self.balance_cents - self.ledger_cents
-
-
-_WALLETS = """
-WITH e AS (
-    SELECT owner_id, sum(amount_cents) AS total, count(*) AS entries, max(entry_no) AS last_no,
-           coalesce(sum(amount_cents) FILTER (WHERE amount_cents > 0), 0) AS credited,
-           coalesce(-sum(amount_cents) FILTER (WHERE amount_cents < 0), 0) AS debited
-    FROM billing.ledger_entries GROUP BY owner_id
-), c AS (
-    SELECT owner_id, sum(amount_cents) AS uncollected
-    FROM billing.charges WHERE status = 'uncollected' GROUP BY owner_id
-), chain AS (
-    SELECT owner_id, count(*) AS broken FROM (
-        SELECT owner_id, balance_after_cents,
-               sum(amount_cents) OVER (PARTITION BY owner_id ORDER BY entry_no) AS running
-        FROM billing.ledger_entries
-    ) AS r WHERE running <> balance_after_cents OR balance_after_cents < 0 GROUP BY owner_id
-)
-SELECT w.owner_id, w.balance_cents, coalesce(e.total, 0) AS ledger_cents,
-       w.lifetime_deposited_cents, coalesce(e.credited, 0) AS credited_cents,
-       w.lifetime_spent_cents, coalesce(e.debited, 0) AS debited_cents,
-       w.uncollected_cents, coalesce(c.uncollected, 0) AS owed_cents,
-       w.last_entry_no, e.last_no, coalesce(e.entries, 0) AS entries, coalesce(chain.broken, 0) AS broken
-FROM billing.wallets AS w
-LEFT JOIN e USING (owner_id) LEFT JOIN c USING (owner_id) LEFT JOIN chain USING (owner_id)
-WHERE CAST(:owners AS varchar[]) IS NULL OR w.owner_id = ANY(CAST(:owners AS varchar[]))
-ORDER BY w.owner_id
-"""
-
-# A charge moved money exactly once iff collected/settled, by the matching entry kind, from its own wallet.
-_CHARGES = """
-SELECT c.owner_id, c.run_id, c.status, c.amount_cents, count(e.entry_no) AS entries
-FROM billing.charges AS c LEFT JOIN billing.ledger_entries AS e ON e.charge_id = c.id
-WHERE CAST(:owners AS varchar[]) IS NULL OR c.owner_id = ANY(CAST(:owners AS varchar[]))
-GROUP BY c.id
-HAVING NOT (
-    (c.status = 'uncollected' AND count(e.entry_no) = 0)
-    OR (c.status IN ('collected', 'settled') AND count(e.entry_no) = 1
-        AND sum(e.amount_cents) = -c.amount_cents AND bool_and(e.owner_id = c.owner_id)
-        AND min(e.kind) = CASE c.status WHEN 'collected' THEN 'run_charge' ELSE 'settlement' END)
-)
-"""
-
-_CREDITS = """
-SELECT cr.owner_id, cr.id, cr.amount_cents, count(e.entry_no) AS entries
-FROM billing.credits AS cr LEFT JOIN billing.ledger_entries AS e ON e.credit_id = cr.id
-WHERE CAST(:owners AS varchar[]) IS NULL OR cr.owner_id = ANY(CAST(:owners AS varchar[]))
-GROUP BY cr.id
-HAVING NOT (count(e.entry_no) = 1 AND sum(e.amount_cents) = cr.amount_cents AND min(e.kind) = cr.kind
-            AND bool_and(e.owner_id = cr.owner_id))
-"""
-
-# A refund or dispute took back exactly what it says it took (its amount less what is still owed), by entries of
-# its own kind, from its own wallet.
-_REVERSALS = """
-SELECT r.owner_id, r.id, r.kind, r.amount_cents - r.owed_cents AS taken, coalesce(-sum(e.amount_cents), 0) AS moved
-FROM billing.reversals AS r LEFT JOIN billing.ledger_entries AS e ON e.reversal_id = r.id
-WHERE CAST(:owners AS varchar[]) IS NULL OR r.owner_id = ANY(CAST(:owners AS varchar[]))
-GROUP BY r.id
-HAVING coalesce(-sum(e.amount_cents), 0) <> r.amount_cents - r.owed_cents
-    OR NOT coalesce(bool_and(e.owner_id = r.owner_id AND e.kind = r.kind), true)
-"""
 
 
 def _wallet_problems(r: Any) -> list[str]:
@@ -106,17 +45,17 @@ def _wallet_problems(r: Any) -> list[str]:
 
 async def check_wallets(conn: AsyncConnection, owners: Sequence[str] | None = None) -> list[WalletCheck]:
     """Every wallet (or those of `owners`) with the problems found; run it in one repeatable-read snapshot."""
-    params = {"owners": list(owners) if owners is not None else None}
+    audit = AuditRepository(conn)
     checks: dict[str, WalletCheck] = {}
-    for r in await conn.execute(text(_WALLETS), params):
+    for r in await audit.wallets(owners):
         checks[r.owner_id] = WalletCheck(r.owner_id, r.balance_cents, r.ledger_cents, _wallet_problems(r))
-    for r in await conn.execute(text(_CHARGES), params):
+    for r in await audit.charges_moved_wrongly(owners):
         check = checks.setdefault(r.owner_id, WalletCheck(r.owner_id, 0, 0, ["charges without a wallet"]))
         check.problems.append(f"charge of run {r.run_id} is {r.status} but moved money {r.entries} time(s)")
-    for r in await conn.execute(text(_CREDITS), params):
+    for r in await audit.credits_moved_wrongly(owners):
         check = checks.setdefault(r.owner_id, WalletCheck(r.owner_id, 0, 0, ["credits without a wallet"]))
         check.problems.append(f"credit {r.id} of {r.amount_cents} cents is in the ledger {r.entries} time(s)")
-    for r in await conn.execute(text(_REVERSALS), params):
+    for r in await audit.reversals_moved_wrongly(owners):
         check = checks.setdefault(r.owner_id, WalletCheck(r.owner_id, 0, 0, ["reversals without a wallet"]))
         check.problems.append(f"{r.kind} {r.id} took {r.taken} cents but the ledger moved {r.moved}")
     return list(checks.values())

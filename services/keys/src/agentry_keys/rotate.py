@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from agentry_common.db import make_engine, make_sessionmaker
+from agentry_common.container import SqlDatabase
 
 from .repository import KeysRepository
 from .service import KeyRing, KeysService
@@ -19,22 +19,22 @@ from .settings import settings
 
 async def rotate(batch: int = 500) -> tuple[int, dict[str, int]]:
     """Re-encrypt what the ring can read; return that count and the secrets under keys it does not hold."""
-    engine = make_engine(settings.database_url, pool_size=1)
-    sessions = make_sessionmaker(engine)
+    database = SqlDatabase(settings.database_url, pool_size=1)
+    unit_of_work = database.unit_of_work(KeysRepository)
     keys = KeysService(settings.key_pepper, KeyRing(settings.master_keys))
     total = 0
     try:
         while True:
-            async with sessions() as session, session.begin():
-                done = await keys.reencrypt(KeysRepository(session), batch)
+            async with unit_of_work() as repo:
+                done = await keys.reencrypt(repo, batch)
             total += done
             if done < batch:
                 break
-        async with sessions() as session:
+        async with database.sessions() as session:
             unknown = await KeysRepository(session).count_not_under(list(keys.ring.keys))
         return total, unknown
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 def main() -> None:

@@ -48,14 +48,14 @@ class Database:
             open=False,
         )
 
-    async def fetch(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def fetch(self, sql: str, params: Mapping[str, Any], *, wait_s: float | None = None) -> list[dict[str, Any]]:
         """Execute one statement and return its rows (none for a statement without RETURNING).
 
         A pool that cannot hand out a connection in time raises `PoolTimeout` (an `OperationalError`).
         """
         await self.pool.open()  # a no-op once open; the pool fills itself in the background
         for attempt in (1, 2):
-            async with self.pool.connection() as conn:
+            async with self.pool.connection(timeout=wait_s) as conn:
                 try:
                     cursor = await conn.execute(sql, params)
                     return await cursor.fetchall() if cursor.description else []
@@ -67,6 +67,14 @@ class Database:
             # rather than failing one statement per stale connection.
             await self.pool.check()
         raise AssertionError("unreachable")
+
+    async def ping(self, wait_s: float = 1.0) -> bool:
+        """`/readyz`: a pooled connection answers within `wait_s` (a pool too busy to lend one is not ready)."""
+        try:
+            await self.fetch("SELECT 1", {}, wait_s=wait_s)
+        except Exception:
+            return False
+        return True
 
     async def close(self) -> None:
         await self.pool.close()

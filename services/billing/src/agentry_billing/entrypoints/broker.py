@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
 
 from agentry_common import asyncapi, subjects
-from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import ServiceUnavailable
 from agentry_common.events import DepositSucceeded
 from agentry_common.payment_requests import DepositStarted
@@ -26,31 +22,19 @@ from agentry_common.requests import (
 from agentry_common.rpc import serve
 
 from .. import metrics, service
-from ..repository import BillingRepository
 from ..settings import settings
 from .consumer import publish_outcomes
-from .jetstream import BatchPublisher, PublishFailed
+from .container import BillingDep
+from .jetstream import PublishFailed
 
 QUEUE = "billing"
-engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-sessions = make_sessionmaker(engine)
-# Outcomes go out as atomic batches (BILLING_EVENTS allows them). Connected at startup (api.py); shared with the
-# charge consumer.
-publisher = BatchPublisher(atomic=True)
 router = NatsRouter()
-
-
-@asynccontextmanager
-async def unit_of_work() -> AsyncIterator[BillingRepository]:
-    """One transaction per request: it commits when the handler returns, rolls back when it raises."""
-    async with sessions() as session, session.begin():
-        yield BillingRepository(session)
 
 
 @router.subscriber(subjects.WALLET_BALANCE, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def get_balance(cmd: GetBalance) -> Balance:
-    async with unit_of_work() as repo:
+async def get_balance(cmd: GetBalance, billing: BillingDep) -> Balance:
+    async with billing.unit_of_work() as repo:
         return await service.balance(repo, cmd.owner_id)
 
 
@@ -73,12 +57,12 @@ def _deposit_event(cmd: Deposit, credited: service.Credited) -> list[DepositSucc
 
 @router.subscriber(subjects.WALLET_DEPOSIT, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited | DepositStarted:
+async def deposit(cmd: Deposit, broker: NatsBroker, billing: BillingDep) -> Deposited | DepositStarted:
     if settings.payment_mode == "stripe" and cmd.kind == "deposit":
         from .payments import checkout_deposit  # imported here: payments' handlers build on this module
 
-        return await checkout_deposit(cmd)  # credited later, by Stripe's webhook
-    async with unit_of_work() as repo:
+        return await checkout_deposit(billing, cmd)  # credited later, by Stripe's webhook
+    async with billing.unit_of_work() as repo:
         credited = await service.credit_wallet(repo, cmd)
     if credited.deposited.replayed:
         metrics.CREDIT_REPLAYS.inc()
@@ -89,8 +73,8 @@ async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited | DepositStarte
         metrics.SETTLED_CENTS.inc(sum(o.amount_cents for o in credited.settled))
     # After commit. Should this fail, the caller's retry with the same key replays and publishes again.
     try:
-        await publisher.start(broker.connection)  # requests may arrive before the startup hook ran
-        await publish_outcomes(publisher, credited.settled, extra=_deposit_event(cmd, credited))
+        await billing.publisher.start(broker.connection)  # requests may arrive before the startup hook ran
+        await publish_outcomes(billing.publisher, credited.settled, extra=_deposit_event(cmd, credited))
     except PublishFailed as err:
         raise ServiceUnavailable(
             "the credit is recorded but the settled charges could not be announced; retry with the same "
@@ -102,13 +86,13 @@ async def deposit(cmd: Deposit, broker: NatsBroker) -> Deposited | DepositStarte
 
 @router.subscriber(subjects.WALLET_TRANSACTIONS, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def list_transactions(cmd: ListTransactions) -> TransactionPage:
-    async with unit_of_work() as repo:
+async def list_transactions(cmd: ListTransactions, billing: BillingDep) -> TransactionPage:
+    async with billing.unit_of_work() as repo:
         return await service.transactions(repo, cmd.owner_id, cmd.limit, cmd.cursor)
 
 
 @router.subscriber(subjects.WALLET_CHARGES, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def get_charges(cmd: GetCharges) -> Charges:
-    async with unit_of_work() as repo:
+async def get_charges(cmd: GetCharges, billing: BillingDep) -> Charges:
+    async with billing.unit_of_work() as repo:
         return await service.charges(repo, cmd.run_ids)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
@@ -34,15 +33,14 @@ from .. import payments
 from ..payments_repository import PaymentsRepository, Recharge
 from ..settings import settings
 from ..stripe_api import CardDeclined, PaymentProviderError, StripeApi
-from .broker import QUEUE, publisher, unit_of_work
+from .broker import QUEUE
 from .consumer import publish_outcomes
+from .container import Billing, BillingDep
 
 log = logging.getLogger(__name__)
 router = NatsRouter()
 MAX_LIST = 100
 RECHARGE_RETRY_AFTER_S = 60.0
-
-stripe_api: StripeApi | None = StripeApi(settings) if settings.payment_mode == "stripe" else None
 
 
 class PaymentProviderFailed(AgentryError):
@@ -50,17 +48,17 @@ class PaymentProviderFailed(AgentryError):
     code = "payment_provider_error"
 
 
-def _stripe() -> StripeApi:
-    if stripe_api is None:
+def _stripe(billing: Billing) -> StripeApi:
+    if billing.stripe is None:
         payments.refuse_without_stripe()
-    assert stripe_api is not None
-    return stripe_api
+    assert billing.stripe is not None
+    return billing.stripe
 
 
-async def checkout_deposit(cmd: Deposit) -> DepositStarted:
+async def checkout_deposit(billing: Billing, cmd: Deposit) -> DepositStarted:
     """Stripe payment mode: a pending deposit and its Checkout Session (the same for a retried key)."""
-    api = _stripe()
-    async with unit_of_work() as repo:
+    api = _stripe(billing)
+    async with billing.unit_of_work() as repo:
         wallet = await repo.get_wallet(cmd.owner_id)
         deposit = await payments.open_deposit(
             PaymentsRepository(repo.session), cmd, wallet.currency if wallet is not None else "USD"
@@ -76,7 +74,7 @@ async def checkout_deposit(cmd: Deposit) -> DepositStarted:
         raise PaymentProviderFailed(
             f"Stripe could not start the payment: {err}; retry with the same Idempotency-Key"
         ) from err
-    async with unit_of_work() as repo:
+    async with billing.unit_of_work() as repo:
         prepo = PaymentsRepository(repo.session)
         if customer is None:
             await prepo.save_customer(cmd.owner_id, customer_id)
@@ -88,17 +86,17 @@ async def checkout_deposit(cmd: Deposit) -> DepositStarted:
 
 @router.subscriber(subjects.WALLET_DEPOSITS, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def list_deposits(cmd: ListDeposits) -> DepositList:
+async def list_deposits(cmd: ListDeposits, billing: BillingDep) -> DepositList:
     limit = max(1, min(cmd.limit, MAX_LIST))
-    async with unit_of_work() as repo:
+    async with billing.unit_of_work() as repo:
         rows = await PaymentsRepository(repo.session).list_deposits(cmd.owner_id, limit)
     return DepositList.model_validate({"deposits": [r._asdict() for r in rows]})
 
 
 @router.subscriber(subjects.PAYMENTS_STRIPE_WEBHOOK, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def stripe_webhook(cmd: StripeWebhook, broker: NatsBroker) -> WebhookReceived:
-    api = _stripe()
+async def stripe_webhook(cmd: StripeWebhook, broker: NatsBroker, billing: BillingDep) -> WebhookReceived:
+    api = _stripe(billing)
     try:
         event = api.verify(cmd.payload, cmd.signature)
     except ValueError as err:
@@ -107,13 +105,13 @@ async def stripe_webhook(cmd: StripeWebhook, broker: NatsBroker) -> WebhookRecei
     if event.type not in payments.HANDLED:
         return WebhookReceived()  # acknowledged, so Stripe stops sending what this endpoint does not need
     obj = event.data.object.to_dict()
-    async with unit_of_work() as repo:
+    async with billing.unit_of_work() as repo:
         handled = await payments.handle_event(repo, event.id, event.type, obj)
     if handled.duplicate:
         log.info("stripe event already processed", extra={"event_id": event.id, "type": event.type})
     try:
-        await publisher.start(broker.connection)
-        await publish_outcomes(publisher, handled.settled, extra=handled.deposits)
+        await billing.publisher.start(broker.connection)
+        await publish_outcomes(billing.publisher, handled.settled, extra=handled.deposits)
     except Exception as err:
         # Committed, not announced: Stripe retries a failed delivery, and a redelivery announces them again.
         raise ServiceUnavailable("the payment is recorded; its settled charges could not be announced yet") from err
@@ -122,46 +120,36 @@ async def stripe_webhook(cmd: StripeWebhook, broker: NatsBroker) -> WebhookRecei
 
 @router.subscriber(subjects.WALLET_AUTO_RECHARGE_GET, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def get_auto_recharge(cmd: GetAutoRecharge) -> AutoRecharge:
-    async with unit_of_work() as repo:
+async def get_auto_recharge(cmd: GetAutoRecharge, billing: BillingDep) -> AutoRecharge:
+    async with billing.unit_of_work() as repo:
         return await payments.get_auto_recharge(PaymentsRepository(repo.session), cmd.owner_id)
 
 
 @router.subscriber(subjects.WALLET_AUTO_RECHARGE_SET, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def set_auto_recharge(cmd: SetAutoRecharge) -> AutoRecharge:
-    _stripe()
-    async with unit_of_work() as repo:
+async def set_auto_recharge(cmd: SetAutoRecharge, billing: BillingDep) -> AutoRecharge:
+    _stripe(billing)
+    async with billing.unit_of_work() as repo:
         return await payments.set_auto_recharge(repo, cmd)
 
 
 # --- auto-recharge payments ---
 
-_starting: set[asyncio.Task[None]] = set()
 
-
-def start_recharges(recharges: Sequence[Recharge]) -> None:
-    """Called by the charge consumer after the batch that crossed the thresholds committed."""
-    if stripe_api is None or not recharges:
-        return
-    task = asyncio.create_task(_pay_recharges(list(recharges)))
-    _starting.add(task)
-    task.add_done_callback(_starting.discard)
-
-
-async def _pay_recharges(recharges: list[Recharge]) -> None:
+async def pay_recharges(billing: Billing, recharges: list[Recharge]) -> None:
+    """The payments of the auto-recharges a charge batch started (`Billing.start_recharges`), one at a time."""
     for recharge in recharges:
         try:
-            await pay_recharge(recharge)
+            await pay_recharge(billing, recharge)
         except Exception:
             extra = {"deposit_id": recharge.deposit_id}
             log.exception("auto-recharge could not be started; retried later", extra=extra)
 
 
-async def pay_recharge(recharge: Recharge) -> None:
+async def pay_recharge(billing: Billing, recharge: Recharge) -> None:
     """One off-session payment per crossing: the Stripe idempotency key is the crossing's."""
-    api = _stripe()
-    async with unit_of_work() as repo:
+    api = _stripe(billing)
+    async with billing.unit_of_work() as repo:
         customer = await PaymentsRepository(repo.session).customer(recharge.owner_id)
         if customer is None or not customer.payment_method_id:
             await PaymentsRepository(repo.session).finish_deposit(recharge.deposit_id, "failed")
@@ -175,23 +163,24 @@ async def pay_recharge(recharge: Recharge) -> None:
             idempotency_key=f"agentry-auto-recharge-{recharge.owner_id}-{recharge.crossing}",
         )  # fmt: skip
     except CardDeclined:
-        async with unit_of_work() as repo:
+        async with billing.unit_of_work() as repo:
             await PaymentsRepository(repo.session).finish_deposit(recharge.deposit_id, "failed")
         return
-    async with unit_of_work() as repo:
+    async with billing.unit_of_work() as repo:
         await PaymentsRepository(repo.session).set_payment_intent(recharge.deposit_id, payment.payment_intent_id)
 
 
-async def retry_recharges(stop: asyncio.Event, every_s: float = 30.0) -> None:
+async def retry_recharges(billing: Billing, every_s: float = 30.0) -> None:
     """Start the payments of auto-recharges a stopped process left unstarted (their keys make it once)."""
+    stop = billing.stopping
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
         if stop.is_set():
             return
         try:
-            async with unit_of_work() as repo:
+            async with billing.unit_of_work() as repo:
                 pending = await PaymentsRepository(repo.session).pending_recharges(RECHARGE_RETRY_AFTER_S)
-            await _pay_recharges(pending)
+            await pay_recharges(billing, pending)
         except Exception:
             log.exception("retrying auto-recharges failed")

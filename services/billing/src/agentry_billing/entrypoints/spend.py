@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Literal
 
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
@@ -24,7 +23,8 @@ from agentry_common.rpc import serve
 from .. import spend
 from ..settings import settings
 from ..spend_repository import SpendRepository
-from .broker import QUEUE, publisher, sessions
+from .broker import QUEUE
+from .container import Billing, BillingDep
 
 log = logging.getLogger(__name__)
 router = NatsRouter()
@@ -39,56 +39,54 @@ asyncapi.publishes(
 
 @router.subscriber(subjects.SPEND_RESERVE, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def reserve(cmd: ReserveSpend, broker: NatsBroker) -> SpendReserved:
+async def reserve(cmd: ReserveSpend, broker: NatsBroker, billing: BillingDep) -> SpendReserved:
     try:
-        async with sessions() as session, session.begin():
-            reserved, reached = await spend.reserve(SpendRepository(session), cmd)
+        async with billing.spend_unit_of_work() as repo:
+            reserved, reached = await spend.reserve(repo, cmd)
     except spend.Refused as refused:  # rolled back: none of the run's holds stays
         if refused.reached is not None:
-            await _announce(broker, refused.reached)
+            await _announce(billing, broker, refused.reached)
         raise refused.error from None
     for budget in reached:
-        await _announce(broker, budget)
+        await _announce(billing, broker, budget)
     return reserved
 
 
-async def _announce(broker: NatsBroker, reached: spend.Reached) -> None:
+async def _announce(billing: Billing, broker: NatsBroker, reached: spend.Reached) -> None:
     """Publish `billing.budget.reached` once for the period: marked and published in one transaction, so a failed
     publish leaves it unmarked for the next refusal to try again (the Nats-Msg-Id de-duplicates a double)."""
     try:
-        async with sessions() as session, session.begin():
-            event = await spend.announce(SpendRepository(session), reached)
+        async with billing.spend_unit_of_work() as repo:
+            event = await spend.announce(repo, reached)
             if event is not None:
-                await publisher.start(broker.connection)
-                await publisher.publish([(subjects.BUDGET_REACHED, event.model_dump_json().encode(), event.msg_id())])
+                await billing.publisher.start(broker.connection)
+                await billing.publisher.publish(
+                    [(subjects.BUDGET_REACHED, event.model_dump_json().encode(), event.msg_id())]
+                )
     except Exception as err:  # the refusal stands; the next one announces it
         log.warning("could not announce a reached budget: %s", type(err).__name__)
 
 
 @router.subscriber(subjects.SPEND_RELEASE, queue=QUEUE)
 @serve
-async def release(cmd: ReleaseSpend) -> Done:
-    async with sessions() as session, session.begin():
-        await spend.end_holds(SpendRepository(session), [cmd.run_id], "released")
+async def release(cmd: ReleaseSpend, billing: BillingDep) -> Done:
+    async with billing.spend_unit_of_work() as repo:
+        await spend.end_holds(repo, [cmd.run_id], "released")
     return Done()
 
 
 @router.subscriber(subjects.SPEND_TOTALS, queue=QUEUE)
 @serve
-async def totals(cmd: GetSpent) -> Spent:
-    async with sessions() as session:
+async def totals(cmd: GetSpent, billing: BillingDep) -> Spent:
+    async with billing.sessions() as session:  # a read: no transaction to commit
         return await spend.spent(SpendRepository(session), cmd)
-
-
-async def end_hold(run_id: str, scope: str, to: Literal["settled", "released"]) -> None:
-    async with sessions() as session, session.begin():
-        await SpendRepository(session).end(run_id, scope, to)
 
 
 class HoldEnder:
     """Sweeps holds left behind."""
 
-    def __init__(self) -> None:
+    def __init__(self, billing: Billing) -> None:
+        self.billing = billing
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, nc: Client) -> None:
@@ -105,14 +103,12 @@ class HoldEnder:
             await asyncio.sleep(interval)
             try:
                 before = spend.stale_before(datetime.now(UTC), settings.spend_hold_max_s)
-                async with sessions() as session:
+                async with self.billing.sessions() as session:
                     stale = await SpendRepository(session).stale_holds(before, 500)
                 for run_id, scope in stale:
-                    await end_hold(run_id, scope, "released")
+                    async with self.billing.spend_unit_of_work() as repo:
+                        await repo.end(run_id, scope, "released")
                 if stale:
                     log.warning("released %d spend holds whose runs never ended", len(stale))
             except Exception as err:
                 log.warning("sweeping spend holds failed: %s", type(err).__name__)
-
-
-holds = HoldEnder()

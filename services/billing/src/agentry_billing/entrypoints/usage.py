@@ -10,29 +10,29 @@ from agentry_common.usage_requests import BalanceAlerts, GetBalanceAlerts, GetUs
 
 from .. import usage
 from ..settings import settings
-from ..usage_repository import UsageRepository
-from .broker import QUEUE, sessions
+from .broker import QUEUE
+from .container import BillingDep
 
 router = NatsRouter()
 
 
 @router.subscriber(subjects.WALLET_USAGE, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def get_usage(cmd: GetUsage) -> UsageReport:
-    async with sessions() as session, session.begin():
-        return await usage.report(UsageRepository(session), cmd)
+async def get_usage(cmd: GetUsage, billing: BillingDep) -> UsageReport:
+    async with billing.usage_unit_of_work() as repo:
+        return await usage.report(repo, cmd)
 
 
 @router.subscriber(subjects.WALLET_ALERTS_GET, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def get_alerts(cmd: GetBalanceAlerts) -> BalanceAlerts:
-    async with sessions() as session, session.begin():
-        return BalanceAlerts(low_balance_cents=await UsageRepository(session).get_alert(cmd.owner_id))
+async def get_alerts(cmd: GetBalanceAlerts, billing: BillingDep) -> BalanceAlerts:
+    async with billing.usage_unit_of_work() as repo:
+        return BalanceAlerts(low_balance_cents=await repo.get_alert(cmd.owner_id))
 
 
 @router.subscriber(subjects.WALLET_ALERTS_SET, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def set_alerts(cmd: SetBalanceAlerts) -> BalanceAlerts:
-    async with sessions() as session, session.begin():
-        await UsageRepository(session).set_alert(cmd.owner_id, cmd.low_balance_cents)
+async def set_alerts(cmd: SetBalanceAlerts, billing: BillingDep) -> BalanceAlerts:
+    async with billing.usage_unit_of_work() as repo:
+        await repo.set_alert(cmd.owner_id, cmd.low_balance_cents)
     return BalanceAlerts(low_balance_cents=cmd.low_balance_cents)

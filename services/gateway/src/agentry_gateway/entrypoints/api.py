@@ -3,53 +3,22 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import Depends, FastAPI
+from fastapi import Depends
 from fastapi.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentry_common.app import create_service_app
 from agentry_common.broker import make_broker
-from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import PayloadTooLarge
 
-from ..auth import JwtVerifier, KeyVerifier
-from ..catalog_cache import EndpointCache
-from ..client_ip import TrustedProxies
 from ..console import install as install_console
-from ..dispatch import Dispatcher
-from ..ratelimit import Limits
-from ..service import Catalog
 from ..settings import settings
-from ..spend import SpendCaps
 from . import keys, management, openai_compat, payments, runs, usage, wallet, webhooks
-from .deps import Gateway, storable_params
+from .container import Gateway
+from .deps import storable_params
 from .fastpath import RunFastPath
 
 broker = make_broker(settings, "gateway")
-engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-
-
-async def on_startup(app: FastAPI) -> None:
-    nc = broker.connection
-    TrustedProxies.parse(settings.trusted_proxies)  # a malformed TRUSTED_PROXIES stops the start, not each run
-    sessions = make_sessionmaker(engine)
-    gateway = Gateway(
-        settings=settings,
-        nc=nc,
-        sessions=sessions,
-        catalog=Catalog(nc, settings),
-        cache=EndpointCache(sessions, nc, settings.catalog_cache_ttl_s),
-        dispatcher=Dispatcher(nc, settings),
-        keys=KeyVerifier(nc, settings),
-        jwt=JwtVerifier(settings),
-        limits=Limits.from_settings(nc, settings),
-        spend=SpendCaps(nc, settings),
-    )
-    await gateway.cache.start()
-    await gateway.keys.start()
-    await gateway.dispatcher.start()
-    await gateway.limits.start()
-    app.state.gateway = gateway
 
 
 class BodyLimit:
@@ -98,8 +67,7 @@ app = create_service_app(
     service="gateway",
     settings=settings,
     broker=broker,
-    engine=engine,
-    on_startup=on_startup,
+    container=Gateway,
     title="Agentry",
     version="0.1.0",
     description="Turn an LLM agent into a metered, billable HTTP endpoint.",

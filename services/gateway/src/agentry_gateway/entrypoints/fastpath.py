@@ -94,7 +94,7 @@ class RunFastPath:
                 slug=scope["path"][len(PREFIX) :],
                 body=scope.pop("fastpath.body"),
                 request=Request(scope, receive),
-                gw=self.fastapi.state.gateway,
+                gw=self.fastapi.state.container,
                 authorization=authorization.decode("latin-1") if authorization is not None else None,
                 x_api_key=x_api_key.decode("latin-1") if x_api_key is not None else None,
             )

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
 
 from agentry_common import asyncapi, subjects
-from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.errors import AgentryError, BadRequest
 from agentry_common.events import KeysRevoked, SecretsChanged
 from agentry_common.requests import (
@@ -36,14 +32,10 @@ from agentry_common.rpc import serve
 from agentry_common.sealed import seal
 
 from .. import metrics
-from ..repository import KeysRepository
-from ..service import KeyRing, KeysService, key_info
-from ..settings import settings
+from ..service import key_info
+from .container import KeysDep
 
 QUEUE = "keys"
-engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-sessions = make_sessionmaker(engine)
-keys = KeysService(settings.key_pepper, KeyRing(settings.master_keys))
 router = NatsRouter()
 asyncapi.publishes(
     subjects.KEYS_REVOKED, KeysRevoked, by="keys",
@@ -54,13 +46,6 @@ asyncapi.publishes(
     subjects.SECRETS_CHANGED, SecretsChanged, by="keys",
     description="A secret was deleted or its value replaced (ids only); runners drop what they cached of it.",
 )  # fmt: skip
-
-
-@asynccontextmanager
-async def unit_of_work() -> AsyncIterator[KeysRepository]:
-    """One transaction per request: it commits when the handler returns, rolls back when it raises."""
-    async with sessions() as session, session.begin():
-        yield KeysRepository(session)
 
 
 async def announce_revoked(broker: NatsBroker, endpoint_id: str, key_id: str | None = None) -> None:
@@ -76,9 +61,9 @@ async def announce_changed(broker: NatsBroker, secret_id: str) -> None:
 
 @router.subscriber(subjects.KEYS_ISSUE, queue=QUEUE)
 @serve
-async def issue_key(cmd: IssueKey, broker: NatsBroker) -> IssuedKey:
-    async with unit_of_work() as repo:
-        issued = await keys.issue(repo, cmd.endpoint_id, cmd.owner_id, cmd.grace_seconds)
+async def issue_key(cmd: IssueKey, broker: NatsBroker, keys: KeysDep) -> IssuedKey:
+    async with keys.unit_of_work() as repo:
+        issued = await keys.service.issue(repo, cmd.endpoint_id, cmd.owner_id, cmd.grace_seconds)
     # Cached verdicts of the replaced key are dropped; the next verification caches its grace period's end.
     await announce_revoked(broker, cmd.endpoint_id)
     return issued
@@ -86,41 +71,41 @@ async def issue_key(cmd: IssueKey, broker: NatsBroker) -> IssuedKey:
 
 @router.subscriber(subjects.KEYS_CREATE, queue=QUEUE)
 @serve
-async def create_key(cmd: CreateKey) -> CreatedKey:
-    async with unit_of_work() as repo:
-        return await keys.create(repo, cmd)
+async def create_key(cmd: CreateKey, keys: KeysDep) -> CreatedKey:
+    async with keys.unit_of_work() as repo:
+        return await keys.service.create(repo, cmd)
 
 
 @router.subscriber(subjects.KEYS_LIST, queue=QUEUE)
 @serve
-async def list_keys(cmd: ListKeys) -> KeyList:
-    async with unit_of_work() as repo:
+async def list_keys(cmd: ListKeys, keys: KeysDep) -> KeyList:
+    async with keys.unit_of_work() as repo:
         return KeyList(keys=[key_info(k) for k in await repo.keys(cmd.endpoint_id, cmd.key_id)])
 
 
 @router.subscriber(subjects.KEYS_UPDATE, queue=QUEUE)
 @serve
-async def update_key(cmd: UpdateKey, broker: NatsBroker) -> KeyInfo:
-    async with unit_of_work() as repo:
-        info = await keys.update(repo, cmd.endpoint_id, cmd.key_id, cmd.model_dump(include=set(cmd.sent)))
+async def update_key(cmd: UpdateKey, broker: NatsBroker, keys: KeysDep) -> KeyInfo:
+    async with keys.unit_of_work() as repo:
+        info = await keys.service.update(repo, cmd.endpoint_id, cmd.key_id, cmd.model_dump(include=set(cmd.sent)))
     await announce_revoked(broker, cmd.endpoint_id, cmd.key_id)  # gateways re-read its expiry and limits
     return info
 
 
 @router.subscriber(subjects.KEYS_USED, queue=QUEUE)
 @serve
-async def keys_used(cmd: KeysUsed) -> Done:
-    async with unit_of_work() as repo:
+async def keys_used(cmd: KeysUsed, keys: KeysDep) -> Done:
+    async with keys.unit_of_work() as repo:
         await repo.mark_used(cmd.used)
     return Done()
 
 
 @router.subscriber(subjects.KEYS_VERIFY, queue=QUEUE)
 @serve
-async def verify_key(cmd: VerifyKey) -> VerifiedKey:
+async def verify_key(cmd: VerifyKey, keys: KeysDep) -> VerifiedKey:
     try:
-        async with unit_of_work() as repo:
-            verdict = await keys.verify(repo, cmd.api_key)
+        async with keys.unit_of_work() as repo:
+            verdict = await keys.service.verify(repo, cmd.api_key)
     except AgentryError as err:
         metrics.VERIFICATIONS.labels(err.code).inc()
         raise
@@ -130,21 +115,21 @@ async def verify_key(cmd: VerifyKey) -> VerifiedKey:
 
 @router.subscriber(subjects.KEYS_REVOKE, queue=QUEUE)
 @serve
-async def revoke_key(cmd: RevokeKey, broker: NatsBroker) -> Done:
-    async with unit_of_work() as repo:
+async def revoke_key(cmd: RevokeKey, broker: NatsBroker, keys: KeysDep) -> Done:
+    async with keys.unit_of_work() as repo:
         if cmd.key_id is None:
             await repo.delete_keys(cmd.endpoint_id)
         else:
-            await keys.revoke(repo, cmd.endpoint_id, cmd.key_id)
+            await keys.service.revoke(repo, cmd.endpoint_id, cmd.key_id)
     await announce_revoked(broker, cmd.endpoint_id, cmd.key_id)
     return Done()
 
 
 @router.subscriber(subjects.SECRETS_STORE, queue=QUEUE)
 @serve
-async def store_secret(cmd: StoreSecret, broker: NatsBroker) -> StoredSecret:
-    async with unit_of_work() as repo:
-        secret_id = await keys.store_secret(repo, cmd.owner_id, cmd.value, cmd.secret_id)
+async def store_secret(cmd: StoreSecret, broker: NatsBroker, keys: KeysDep) -> StoredSecret:
+    async with keys.unit_of_work() as repo:
+        secret_id = await keys.service.store_secret(repo, cmd.owner_id, cmd.value, cmd.secret_id)
     if cmd.secret_id is not None:  # a value replaced in place: cached copies of the old one must go
         await announce_changed(broker, secret_id)
     return StoredSecret(secret_id=secret_id)
@@ -152,8 +137,8 @@ async def store_secret(cmd: StoreSecret, broker: NatsBroker) -> StoredSecret:
 
 @router.subscriber(subjects.SECRETS_DELETE, queue=QUEUE)
 @serve
-async def delete_secret(cmd: DeleteSecret, broker: NatsBroker) -> Done:
-    async with unit_of_work() as repo:
+async def delete_secret(cmd: DeleteSecret, broker: NatsBroker, keys: KeysDep) -> Done:
+    async with keys.unit_of_work() as repo:
         await repo.delete_secret(cmd.secret_id)
     await announce_changed(broker, cmd.secret_id)
     return Done()
@@ -161,10 +146,10 @@ async def delete_secret(cmd: DeleteSecret, broker: NatsBroker) -> Done:
 
 @router.subscriber(subjects.SECRETS_RESOLVE, queue=QUEUE)
 @serve
-async def resolve_secret(cmd: ResolveSecret) -> ResolvedSecret:
+async def resolve_secret(cmd: ResolveSecret, keys: KeysDep) -> ResolvedSecret:
     try:
-        async with unit_of_work() as repo:
-            value = await keys.resolve_secret(repo, cmd.secret_id, cmd.owner_id)
+        async with keys.unit_of_work() as repo:
+            value = await keys.service.resolve_secret(repo, cmd.secret_id, cmd.owner_id)
         resolved = _sealed(value, cmd)
     except AgentryError as err:
         metrics.SECRETS_RESOLVED.labels(err.code).inc()

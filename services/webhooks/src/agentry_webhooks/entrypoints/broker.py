@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 from faststream.middlewares import AckPolicy
 from faststream.nats import NatsRouter, PullSub
@@ -16,7 +15,6 @@ from pydantic import ValidationError
 
 from agentry_common import asyncapi, rpc, subjects
 from agentry_common.broker import jstream, pull_inbox
-from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import (
     BalanceLow,
     BudgetReached,
@@ -48,24 +46,13 @@ from agentry_common.rpc import serve
 from agentry_common.subjects import StreamSpec
 
 from .. import metrics, service
-from ..repository import WebhooksRepository
 from ..settings import settings
-from .scheduler import DeliveryScheduler
+from .container import Webhooks, WebhooksDep
 
 log = logging.getLogger(__name__)
 
 QUEUE = "webhooks"
-engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-sessions = make_sessionmaker(engine)
-scheduler = DeliveryScheduler(settings, sessions)  # started with the app (api.py)
 router = NatsRouter()
-
-
-@asynccontextmanager
-async def unit_of_work() -> AsyncIterator[WebhooksRepository]:
-    """One transaction per request: it commits when the handler returns, rolls back when it raises."""
-    async with sessions() as session, session.begin():
-        yield WebhooksRepository(session)
 
 
 async def _keys(broker: NatsBroker, subject: str, request: StoreSecret | DeleteSecret, reply: type) -> object:
@@ -77,14 +64,14 @@ async def _keys(broker: NatsBroker, subject: str, request: StoreSecret | DeleteS
 
 @router.subscriber(subjects.WEBHOOKS_CREATE, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def create_webhook(cmd: CreateWebhook, broker: NatsBroker) -> CreatedWebhook:
+async def create_webhook(cmd: CreateWebhook, broker: NatsBroker, webhooks: WebhooksDep) -> CreatedWebhook:
     await service.check_webhook_url(cmd.url, settings)
     secret = service.new_secret()
     # Encrypted by the keys service under the owner: a dump of this schema holds only the secret's id.
     stored = await _keys(broker, subjects.SECRETS_STORE, StoreSecret(owner_id=cmd.owner_id, value=secret), StoredSecret)
     assert isinstance(stored, StoredSecret)
     try:
-        async with unit_of_work() as repo:
+        async with webhooks.unit_of_work() as repo:
             webhook = await service.create(repo, cmd, new_id("wh"), stored.secret_id)
     except BaseException:
         with contextlib.suppress(Exception):  # not kept: neither is its secret
@@ -95,36 +82,36 @@ async def create_webhook(cmd: CreateWebhook, broker: NatsBroker) -> CreatedWebho
 
 @router.subscriber(subjects.WEBHOOKS_LIST, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def list_webhooks(cmd: ListWebhooks) -> WebhookList:
-    async with unit_of_work() as repo:
+async def list_webhooks(cmd: ListWebhooks, webhooks: WebhooksDep) -> WebhookList:
+    async with webhooks.unit_of_work() as repo:
         return WebhookList(webhooks=[service.public(w) for w in await repo.webhooks(cmd.owner_id)])
 
 
 @router.subscriber(subjects.WEBHOOKS_GET, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def get_webhook(cmd: WebhookRef) -> WebhookOut:
-    async with unit_of_work() as repo:
+async def get_webhook(cmd: WebhookRef, webhooks: WebhooksDep) -> WebhookOut:
+    async with webhooks.unit_of_work() as repo:
         return WebhookOut(webhook=service.public(await service.find(repo, cmd.owner_id, cmd.webhook_id)))
 
 
 @router.subscriber(subjects.WEBHOOKS_UPDATE, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def update_webhook(cmd: UpdateWebhook) -> WebhookOut:
+async def update_webhook(cmd: UpdateWebhook, webhooks: WebhooksDep) -> WebhookOut:
     if "url" in cmd.fields and cmd.url is not None:
         await service.check_webhook_url(cmd.url, settings)
-    async with unit_of_work() as repo:
+    async with webhooks.unit_of_work() as repo:
         return WebhookOut(webhook=await service.update(repo, cmd))
 
 
 @router.subscriber(subjects.WEBHOOKS_DELETE, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def delete_webhook(cmd: WebhookRef, broker: NatsBroker) -> Done:
-    async with unit_of_work() as repo:
+async def delete_webhook(cmd: WebhookRef, broker: NatsBroker, webhooks: WebhooksDep) -> Done:
+    async with webhooks.unit_of_work() as repo:
         webhook = await service.find(repo, cmd.owner_id, cmd.webhook_id, lock=True)
         secret_id = webhook.secret_id
         await repo.delete(webhook)
-    if scheduler.secrets is not None:
-        scheduler.secrets.forget([secret_id])  # this replica at once; the others on secrets.changed
+    if webhooks.scheduler.secrets is not None:
+        webhooks.scheduler.secrets.forget([secret_id])  # this replica at once; the others on secrets.changed
     with contextlib.suppress(Exception):  # the webhook is gone; an orphaned ciphertext is harmless
         await _keys(broker, subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done)
     return Done()
@@ -132,35 +119,35 @@ async def delete_webhook(cmd: WebhookRef, broker: NatsBroker) -> Done:
 
 @router.subscriber(subjects.WEBHOOKS_TEST, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def test_webhook(cmd: WebhookRef) -> DeliveryOut:
-    async with unit_of_work() as repo:
+async def test_webhook(cmd: WebhookRef, webhooks: WebhooksDep) -> DeliveryOut:
+    async with webhooks.unit_of_work() as repo:
         delivery = await service.send_test(repo, cmd.owner_id, cmd.webhook_id, settings)
     metrics.QUEUED.labels(service.TEST_EVENT).inc()
-    scheduler.wake()
+    webhooks.scheduler.wake()
     return DeliveryOut(delivery=delivery)
 
 
 @router.subscriber(subjects.WEBHOOKS_DELIVERIES, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def list_deliveries(cmd: ListDeliveries) -> DeliveryPage:
-    async with unit_of_work() as repo:
+async def list_deliveries(cmd: ListDeliveries, webhooks: WebhooksDep) -> DeliveryPage:
+    async with webhooks.unit_of_work() as repo:
         return await service.deliveries(repo, cmd.owner_id, cmd.webhook_id, cmd.limit, cmd.cursor)
 
 
 @router.subscriber(subjects.WEBHOOKS_RETRY, queue=QUEUE, max_workers=settings.rpc_workers)
 @serve
-async def retry_delivery(cmd: DeliveryRef) -> DeliveryOut:
-    async with unit_of_work() as repo:
+async def retry_delivery(cmd: DeliveryRef, webhooks: WebhooksDep) -> DeliveryOut:
+    async with webhooks.unit_of_work() as repo:
         await service.retry(repo, cmd.owner_id, cmd.webhook_id, cmd.delivery_id, settings)
-    scheduler.wake()
-    async with unit_of_work() as repo:
+    webhooks.scheduler.wake()
+    async with webhooks.unit_of_work() as repo:
         return DeliveryOut(delivery=await service.delivery(repo, cmd.owner_id, cmd.webhook_id, cmd.delivery_id))
 
 
 # --- platform events → deliveries ---
 
 
-async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice]) -> None:
+async def _fan_out(webhooks: Webhooks, msg: NatsMessage, to_notice: Callable[[bytes], service.Notice]) -> None:
     """Queue the event's deliveries, then acknowledge it. Should that fail, the event comes back after a delay
     and finds the deliveries it did queue already there (unique per webhook and event)."""
     try:
@@ -170,7 +157,7 @@ async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice
         await msg.reject()
         return
     try:
-        async with unit_of_work() as repo:
+        async with webhooks.unit_of_work() as repo:
             queued = await service.fan_out(repo, notice, settings)
     except Exception as err:
         log.warning("event not fanned out (%s); redelivering it later", type(err).__name__)
@@ -179,7 +166,7 @@ async def _fan_out(msg: NatsMessage, to_notice: Callable[[bytes], service.Notice
     await msg.ack()
     if queued:
         metrics.QUEUED.labels(notice.type).inc(len(queued))
-        scheduler.wake()
+        webhooks.scheduler.wake()
 
 
 # Wallet events have durables of their own: a durable keeps the filter it was created with (nats-py does not
@@ -214,7 +201,7 @@ for subject, event, stream, becomes in (
 
 def _events(
     filter_subject: str, stream: StreamSpec, durable: str
-) -> Callable[[Callable[[NatsMessage], Awaitable[None]]], object]:
+) -> Callable[[Callable[[NatsMessage, Webhooks], Awaitable[None]]], object]:
     """A durable pull subscriber on one filter. A new deployment notifies from now on (DeliverPolicy.NEW); the
     durable consumer remembers its place after. Documented above with its payloads (include_in_schema=False:
     the handlers read the raw message)."""
@@ -226,25 +213,25 @@ def _events(
 
 
 @_events("run.*", subjects.RUN_EVENTS_STREAM, settings.event_consumer)
-async def on_run_event(msg: NatsMessage) -> None:
-    await _fan_out(msg, service.run_notice)
+async def on_run_event(msg: NatsMessage, webhooks: WebhooksDep) -> None:
+    await _fan_out(webhooks, msg, service.run_notice)
 
 
 @_events("billing.charge.*", subjects.BILLING_EVENTS_STREAM, settings.event_consumer)
-async def on_charge_event(msg: NatsMessage) -> None:
-    await _fan_out(msg, service.charge_notice)
+async def on_charge_event(msg: NatsMessage, webhooks: WebhooksDep) -> None:
+    await _fan_out(webhooks, msg, service.charge_notice)
 
 
 @_events(subjects.BALANCE_LOW, subjects.BILLING_EVENTS_STREAM, _durable(subjects.BALANCE_LOW))
-async def on_balance_low(msg: NatsMessage) -> None:
-    await _fan_out(msg, service.balance_low_notice)
+async def on_balance_low(msg: NatsMessage, webhooks: WebhooksDep) -> None:
+    await _fan_out(webhooks, msg, service.balance_low_notice)
 
 
 @_events(subjects.DEPOSIT_SUCCEEDED, subjects.BILLING_EVENTS_STREAM, _durable(subjects.DEPOSIT_SUCCEEDED))
-async def on_deposit_succeeded(msg: NatsMessage) -> None:
-    await _fan_out(msg, service.deposit_notice)
+async def on_deposit_succeeded(msg: NatsMessage, webhooks: WebhooksDep) -> None:
+    await _fan_out(webhooks, msg, service.deposit_notice)
 
 
 @_events(subjects.BUDGET_REACHED, subjects.BILLING_EVENTS_STREAM, _durable(subjects.BUDGET_REACHED))
-async def on_budget_reached(msg: NatsMessage) -> None:
-    await _fan_out(msg, service.budget_notice)
+async def on_budget_reached(msg: NatsMessage, webhooks: WebhooksDep) -> None:
+    await _fan_out(webhooks, msg, service.budget_notice)

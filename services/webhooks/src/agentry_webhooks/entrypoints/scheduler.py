@@ -14,8 +14,7 @@ import logging
 import secrets
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
+from agentry_common.container import UnitOfWork
 from agentry_common.events import utcnow
 from agentry_common.secrets import SecretCache
 
@@ -29,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryScheduler:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]):
+    def __init__(self, settings: Settings, unit_of_work: UnitOfWork[WebhooksRepository]):
         self.settings = settings
-        self.sessions = sessions
+        self.unit_of_work = unit_of_work
         self.sender: Sender | None = None
         self.secrets: SecretCache | None = None
         self._wake = asyncio.Event()
@@ -87,16 +86,16 @@ class DeliveryScheduler:
     async def _sample_backlog(self) -> None:
         while True:
             try:
-                async with self.sessions() as session:
-                    metrics.DUE.set(await WebhooksRepository(session).count_due())
+                async with self.unit_of_work() as repo:
+                    metrics.DUE.set(await repo.count_due())
             except Exception as err:
                 log.debug("cannot count due deliveries: %s", type(err).__name__)
             await asyncio.sleep(self.settings.backlog_sample_s)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         lease = secrets.token_hex(16)
-        async with self.sessions() as session, session.begin():
-            return await WebhooksRepository(session).claim_due(limit, lease, self.settings.webhook_lease_s)
+        async with self.unit_of_work() as repo:
+            return await repo.claim_due(limit, lease, self.settings.webhook_lease_s)
 
     async def _deliver(self, item: Claimed) -> None:
         try:
@@ -131,7 +130,7 @@ class DeliveryScheduler:
         return await self.sender.send(item.url, item.id, item.body, secret)
 
     async def _record(self, item: Claimed, attempt: DeliveryAttempt | None, status: str, at: datetime | None) -> None:
-        async with self.sessions() as session, session.begin():
-            kept = await WebhooksRepository(session).record(item, attempt, status, at)
+        async with self.unit_of_work() as repo:
+            kept = await repo.record(item, attempt, status, at)
         if not kept:
             log.info("delivery re-queued or taken over while sending", extra={"delivery_id": item.id})
