@@ -305,10 +305,11 @@ class _Progress(Event):
 
     type: Literal["run.progress"] = "run.progress"
     run_id: str = Field(description="The run this progress belongs to.")
+    event: ProgressKind = Field(description="The SSE event name; `done` and `error` end the run.")
 
     @property
     def terminal(self) -> bool:
-        return self.event in ("done", "error")  # type: ignore[attr-defined]  # every kind below has `event`
+        return self.event in ("done", "error")
 
 
 class ThinkingProgress(_Progress):

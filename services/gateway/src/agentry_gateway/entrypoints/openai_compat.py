@@ -277,7 +277,8 @@ async def chunks(
                 except Exception as err:
                     yield sse.event(bytes(openai_error(err).body).decode())
             else:
-                yield sse.comment(f"{progress.event} {orjson.dumps(progress.data.model_dump(mode='json')).decode()}")
+                data = orjson.dumps(progress.data.model_dump(mode="json")).decode()
+                yield sse.comment(f"{progress.event} {data}")
 
 
 async def _model(gw: Gateway, verdict: VerifiedKey) -> Model:
