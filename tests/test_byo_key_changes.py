@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from agentry_common import rpc, subjects
 from agentry_common.broker import publish_event
-from agentry_common.events import EndpointSnapshot, RunProgress, RunRequested, SecretsChanged
+from agentry_common.events import EndpointSnapshot, RunRequested, SecretsChanged, run_progress
 from agentry_common.requests import DeleteSecret, Done, StoredSecret, StoreSecret
 from agentry_dev.stack import Stack
 from agentry_dev.testing import serve_asgi
@@ -151,9 +151,9 @@ async def test_a_run_naming_a_deleted_key_does_not_get_it_from_the_runners_memor
     stale = RunRequested(run_id=f"run_{uuid.uuid4().hex}", endpoint=snapshot, input="hello")
     sub = await nc.subscribe(subjects.run_progress(stale.run_id))
     await publish_event(nc.jetstream(), subjects.RUN_REQUESTED, stale)
-    progress = RunProgress.model_validate_json((await sub.next_msg(timeout=30)).data)
+    progress = run_progress.validate_json((await sub.next_msg(timeout=30)).data)
     await sub.unsubscribe()
-    assert progress.event == "error" and progress.data["code"] == "llm_auth_error", progress
+    assert progress.event == "error" and progress.data.code == "llm_auth_error", progress
     assert provider.keys == [key]  # the provider never saw the deleted key again
 
 

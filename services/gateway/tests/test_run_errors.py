@@ -25,4 +25,5 @@ def test_an_answer_rebuilt_from_the_record_carries_the_callers_message():
     )  # fmt: skip
     progress = _terminal_from_record(record)
     assert progress is not None
-    assert progress.data == {"code": "llm_provider_error", "message": "gemini answered 400", "status": 502}
+    # The frame the caller gets: no `usage` key, since the runner's answer was lost.
+    assert progress.data.model_dump() == {"code": "llm_provider_error", "message": "gemini answered 400", "status": 502}

@@ -36,7 +36,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from agentry_common import rpc, subjects
 from agentry_common.broker import publish_event
-from agentry_common.events import EndpointSnapshot, McpServerRef, RunProgress, RunRequested
+from agentry_common.events import EndpointSnapshot, McpServerRef, RunProgress, RunRequested, run_progress
 from agentry_common.requests import GetRun, RunRecord
 from agentry_dev.stack import Nats, Service, Stack, free_port
 from agentry_dev.testing import serve_asgi
@@ -243,7 +243,7 @@ class Probe:
         try:
             while not progress or not progress[-1].terminal:
                 msg = await sub.next_msg(timeout=timeout)
-                progress.append(RunProgress.model_validate_json(msg.data))
+                progress.append(run_progress.validate_json(msg.data))
         finally:
             await sub.unsubscribe()
         return Finished(run_id, progress)

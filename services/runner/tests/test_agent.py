@@ -9,7 +9,7 @@ import httpx2
 import pytest
 
 from agentry_common.errors import UpstreamFailed
-from agentry_common.events import ChatTurn, EndpointSnapshot, McpServerRef
+from agentry_common.events import ChatTurn, EndpointSnapshot, McpServerRef, ProgressData, progress_of
 from agentry_common.netguard import guard_transport
 from agentry_runner.agent import LIMIT_REACHED, MODEL_RESULT_CHARS, RECORD_RESULT_CHARS, Agent, RunState
 from agentry_runner.providers import PROVIDERS, Connection
@@ -38,8 +38,8 @@ async def run_agent(
     state = RunState()
     events: list[tuple[str, dict[str, Any]]] = []
 
-    async def emit(kind: str, data: dict[str, Any]) -> None:
-        events.append((kind, data))
+    async def emit(data: ProgressData) -> None:
+        events.append((progress_of("run_test", data).event, data.model_dump()))  # as the SSE event has it
 
     provider = PROVIDERS[ep.llm_provider]
     conn = conn or Connection(None, "", None)  # the mock model makes no HTTP call

@@ -67,7 +67,7 @@ async def test_a_run_whose_runner_is_killed_mid_run_is_finished_once_by_another(
         await group.start()
         finished = await probe.follow(event.run_id, sub, timeout=30)
 
-        assert finished.terminal.event == "done" and finished.terminal.data["output"] == "finished"
+        assert finished.terminal.event == "done" and finished.terminal.data.output == "finished"
         assert len(fake_llm.requests(model)) == 2
         [outcome] = await probe.outcomes(event.run_id)
         assert outcome["type"] == "run.completed"
@@ -87,7 +87,7 @@ async def test_a_runner_shutting_down_hands_its_unfinished_run_back_at_once(serv
         await group.start()
         await asyncio.to_thread(first.stop)  # SIGTERM: graceful
         finished = await probe.follow(event.run_id, sub, timeout=30)
-        assert finished.terminal.data["output"] == "finished"
+        assert finished.terminal.data.output == "finished"
         assert len(await probe.outcomes(event.run_id)) == 1
 
 
@@ -130,6 +130,6 @@ async def test_many_runs_survive_a_runner_killed_repeatedly_and_each_ends_exactl
         results = [await probe.follow(event.run_id, sub, timeout=60) for event, sub in started]
         # A run interrupted on every delivery but the last ends failed; none is lost, none ends twice.
         for result in results:
-            assert result.terminal.event == "done" or result.terminal.data["code"] == "internal_error"
+            assert result.terminal.event == "done" or result.terminal.data.code == "internal_error"
             assert len(await probe.outcomes(result.run_id)) == 1
         assert sum(r.terminal.event == "done" for r in results) >= len(results) // 2

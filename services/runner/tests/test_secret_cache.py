@@ -45,7 +45,7 @@ async def test_a_key_replaced_in_place_or_deleted_is_dropped_from_memory_before_
 
     await rpc.call(rnc, subjects.SECRETS_DELETE, DeleteSecret(secret_id=secret_id), Done)
     failed = await probe.run(endpoint)
-    assert failed.terminal.data["code"] == "llm_auth_error" and len(keys_sent()) == 3
+    assert failed.terminal.data.code == "llm_auth_error" and len(keys_sent()) == 3
 
 
 async def test_mcp_headers_are_kept_too_and_dropped_with_their_secret(probe, rnc, mcp_server, keys):

@@ -11,6 +11,7 @@ import httpx
 import orjson
 
 from agentry_common import rpc, subjects
+from agentry_common.events import ToolCallData
 from agentry_common.requests import StoredSecret, StoreSecret
 
 SCHEMA = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
@@ -21,18 +22,18 @@ async def test_a_run_is_answered_recorded_and_announced_once(probe):
     finished = await probe.run(endpoint, "Invoice #42")
     assert finished.kinds == ["done"]  # not streaming: only the terminal progress
     done = finished.terminal.data
-    assert done["output"] == "mock answer: Invoice #42"
-    assert done["usage"]["tokens_input"] > 0 and done["usage"]["tokens_output"] > 0
-    assert done["usage"]["iterations"] == 1 and done["tool_calls"] == []
+    assert done.output == "mock answer: Invoice #42"
+    assert done.usage.tokens_input > 0 and done.usage.tokens_output > 0
+    assert done.usage.iterations == 1 and done.tool_calls == []
 
     [event] = await probe.outcomes(finished.run_id)
     assert event["type"] == "run.completed" and event["status"] == "succeeded"
     assert (event["endpoint_id"], event["owner_id"]) == (endpoint.id, endpoint.owner_id)
-    assert event["price_per_run_cents"] == 5 and event["usage"] == done["usage"]
+    assert event["price_per_run_cents"] == 5 and event["usage"] == done.usage.model_dump()
 
     record = await probe.record(finished.run_id)
-    assert record.status == "succeeded" and record.output == done["output"]
-    assert record.usage.model_dump() == done["usage"] and record.finished_at is not None
+    assert record.status == "succeeded" and record.output == done.output
+    assert record.usage == done.usage and record.finished_at is not None
 
 
 async def test_a_streaming_run_through_a_real_mcp_server_reports_every_step(probe, mcp_server):
@@ -40,13 +41,13 @@ async def test_a_streaming_run_through_a_real_mcp_server_reports_every_step(prob
     value = {"ask": "weather?", "mock": {"tool": "weather__forecast", "arguments": {"city": "Oslo", "days": 2}}}
     finished = await probe.run(endpoint, value)
     assert finished.kinds == ["thinking", "tool_call", "tool_result", "thinking", "done"]
-    assert finished.progress[1].data == {"name": "weather__forecast", "arguments": {"city": "Oslo", "days": 2}}
-    assert finished.progress[2].data["result"]["sky"] == "sunny" and finished.progress[2].data["error"] is None
+    assert finished.progress[1].data == ToolCallData(name="weather__forecast", arguments={"city": "Oslo", "days": 2})
+    assert finished.progress[2].data.result["sky"] == "sunny" and finished.progress[2].data.error is None
     assert ("forecast", {"city": "Oslo", "days": 2}) in mcp_server.calls
 
     done = finished.terminal.data
-    assert done["usage"]["iterations"] == 2
-    assert done["output"].startswith('mock answer: {"city":"Oslo","days":2')
+    assert done.usage.iterations == 2
+    assert done.output.startswith('mock answer: {"city":"Oslo","days":2')
     record = await probe.record(finished.run_id)
     [call] = record.tool_calls
     assert (call.name, call.arguments, call.error) == ("weather__forecast", {"city": "Oslo", "days": 2}, None)
@@ -62,11 +63,11 @@ async def test_a_provider_tool_round_trip_sums_usage_and_prices_it(probe, fake_l
     endpoint = probe.endpoint(llm_provider="openai", llm_model=model, servers=[probe.weather()])
     finished = await probe.run(endpoint, "Weather in Lima?")
     done = finished.terminal.data
-    assert done["output"] == "Sunny in Lima."
-    usage = done["usage"]
-    assert (usage["tokens_input"], usage["tokens_output"], usage["iterations"]) == (400, 30, 2)
+    assert done.output == "Sunny in Lima."
+    usage = done.usage
+    assert (usage.tokens_input, usage.tokens_output, usage.iterations) == (400, 30, 2)
     # gpt-4o-mini $0.15 / $0.60 per 1M tokens, markup 1.5 (the test runner's PLATFORM_MARKUP)
-    assert abs(usage["cost_cents"] - (400 * 0.15 + 30 * 0.60) / 1e4 * 1.5) < 1e-9
+    assert abs(usage.cost_cents - (400 * 0.15 + 30 * 0.60) / 1e4 * 1.5) < 1e-9
     second = fake_llm.requests(model)[1].body["messages"]
     assert orjson.loads(second[-1]["content"])["city"] == "Lima" and second[-1]["role"] == "tool"
 
@@ -81,7 +82,7 @@ async def test_a_nul_character_from_the_model_or_a_tool_is_recorded_as_a_replace
     )
     endpoint = probe.endpoint(llm_provider="openai", llm_model=model, servers=[probe.weather()])
     finished = await probe.run(endpoint, "Weather in Lima?")
-    assert finished.terminal.event == "done" and finished.terminal.data["output"] == "Sunny\ufffd in Lima."
+    assert finished.terminal.event == "done" and finished.terminal.data.output == "Sunny\ufffd in Lima."
     record = await probe.record(finished.run_id)
     assert record.status == "succeeded" and record.output == "Sunny\ufffd in Lima."
     assert record.tool_calls[0].arguments == {"city": "Li\ufffdma"}
@@ -95,12 +96,12 @@ async def test_json_output_valid_corrected_and_invalid_twice(probe):
     corrected = await probe.run(endpoint, {"mock": {"answers": ["Name: Ada", '{"name": "Ada"}']}})
     invalid = await probe.run(endpoint, {"mock": {"answers": ["Name: Ada", '{"name": 1}']}})
 
-    assert valid.terminal.data["output"] == {"name": "mock"}
-    assert corrected.terminal.data["output"] == {"name": "Ada"}
-    assert corrected.terminal.data["usage"]["iterations"] == 2
+    assert valid.terminal.data.output == {"name": "mock"}
+    assert corrected.terminal.data.output == {"name": "Ada"}
+    assert corrected.terminal.data.usage.iterations == 2
     assert invalid.terminal.event == "error"
-    assert invalid.terminal.data["code"] == "invalid_output" and invalid.terminal.data["status"] == 502
-    assert invalid.terminal.data["usage"]["iterations"] == 2
+    assert invalid.terminal.data.code == "invalid_output" and invalid.terminal.data.status == 502
+    assert invalid.terminal.data.usage.iterations == 2
     [event] = await probe.outcomes(invalid.run_id)
     assert event["type"] == "run.failed" and event["error"]["code"] == "invalid_output"
     assert (await probe.record(invalid.run_id)).status == "failed"
@@ -110,7 +111,7 @@ async def test_a_run_past_its_timeout_ends_timeout(probe):
     endpoint = probe.endpoint(timeout_ms=1000)
     finished = await probe.run(endpoint, {"mock": {"delay_ms": 5000}})
     assert finished.terminal.event == "error"
-    assert finished.terminal.data["code"] == "timeout" and finished.terminal.data["status"] == 504
+    assert finished.terminal.data.code == "timeout" and finished.terminal.data.status == 504
     [event] = await probe.outcomes(finished.run_id)
     assert event["type"] == "run.failed" and event["status"] == "timeout"
     assert (await probe.record(finished.run_id)).status == "timeout"
@@ -120,8 +121,8 @@ async def test_a_rejected_llm_key_fails_the_run_with_502_telling_the_owner_only_
     key = "sk-ant-platform"  # the runner's platform key (conftest), echoed upper-cased and cut short
     model = fake_llm.model(fake_llm.error(401, f"invalid x-api-key {key.upper()} (starts {key[:-2]})"))
     finished = await probe.run(probe.endpoint(llm_provider="anthropic", llm_model=model))
-    assert finished.terminal.data["code"] == "llm_auth_error" and finished.terminal.data["status"] == 502
-    assert finished.terminal.data["message"] == "anthropic answered 401"  # the caller's, fixed
+    assert finished.terminal.data.code == "llm_auth_error" and finished.terminal.data.status == 502
+    assert finished.terminal.data.message == "anthropic answered 401"  # the caller's, fixed
     owners = (await probe.record(finished.run_id)).error.message, (await probe.outcomes(finished.run_id))[0]["error"]
     assert (
         owners[0]
@@ -163,7 +164,7 @@ async def test_mcp_headers_come_from_the_servers_secret(probe, rnc, mcp_server):
 async def test_link_local_urls_are_refused_at_run_time(probe):
     custom = probe.endpoint(llm_provider="custom", llm_model="llama3", llm_base_url="http://169.254.169.254/v1")
     refused = await probe.run(custom)
-    assert refused.terminal.data["code"] == "url_not_allowed" and refused.terminal.data["status"] == 502
+    assert refused.terminal.data.code == "url_not_allowed" and refused.terminal.data.status == 502
 
     metadata = probe.weather(slug="meta", url="http://169.254.169.254/mcp")
     endpoint = probe.endpoint(servers=[metadata])
@@ -236,6 +237,7 @@ async def test_two_runners_racing_on_one_run_announce_the_first_recorded_outcome
 async def test_the_row_a_run_finishes_with_is_the_row_stored(probe, service):
     """`finish` does not read the row back: it returns the values written plus what the statement kept of an
     earlier attempt's `running` row — which must be exactly what a later read returns."""
+    from agentry_runner import outcome
     from agentry_runner.agent import RunState
     from agentry_runner.models import Run, StoredRun
     from agentry_runner.repository import RunsRepository
@@ -244,14 +246,16 @@ async def test_the_row_a_run_finishes_with_is_the_row_stored(probe, service):
     repo = RunsRepository(service.db)
     event = probe.event(probe.endpoint(async_mode=True), {"b": 1, "a": [1.5, None]})
     first_attempt = event.requested_at + timedelta(milliseconds=3)
-    await repo.mark_running(service._base(event, 1, first_attempt))
+    await repo.mark_running(outcome.start(event, 1, first_attempt))
     output = {"zeta": 1, "alpha": {"x": [True, 2.25, "\u00e9"]}}
-    values = service._finished(event, 2, first_attempt + timedelta(seconds=1), RunState(), "succeeded", output)
-    stored, ours = await repo.finish(values)
+    ended = outcome.finished(
+        event, 2, first_attempt + timedelta(seconds=1), RunState(), "succeeded", markup=1.0, output=output
+    )
+    stored, ours = await repo.finish(ended)
     assert ours and stored == await repo.get(event.run_id)
     assert stored.started_at == first_attempt and stored.attempts == 2 and stored.output == output
     # A second outcome for the same run changes nothing and gets the stored row back.
-    late = service._finished(event, 3, first_attempt, RunState(), "failed", error=("internal_error", "late"))
+    late = outcome.failed(event, 3, first_attempt, "internal_error", "late")
     assert await repo.finish(late) == (stored, False)
 
 

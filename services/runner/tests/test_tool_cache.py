@@ -87,14 +87,14 @@ def transport() -> httpx2.AsyncBaseTransport:
 async def test_runs_without_tool_calls_list_a_server_once_and_a_tool_call_still_works(service, probe, counting):
     endpoint = probe.endpoint(servers=[probe.weather(slug="clock", url=counting.url)])
     for _ in range(RUNS):
-        values = await service.execute(probe.event(endpoint, "what time is it?"), 1)
-        assert values["status"] == "succeeded" and values["tool_calls"] == []
+        ended = await service.execute(probe.event(endpoint, "what time is it?"), 1)
+        assert ended.status == "succeeded" and ended.tool_calls == []
     assert counting.methods["tools/list"] == 1 and counting.handshakes == 1
 
     asked = {"mock": {"tool": "clock__now", "arguments": {"zone": "UTC"}}}
-    values = await service.execute(probe.event(endpoint, asked), 1)
-    [call] = values["tool_calls"]
-    assert values["status"] == "succeeded" and call["result"] == {"result": "12:00 in UTC"} and call["error"] is None
+    ended = await service.execute(probe.event(endpoint, asked), 1)
+    [call] = ended.tool_calls
+    assert ended.status == "succeeded" and call["result"] == {"result": "12:00 in UTC"} and call["error"] is None
     # Only the run that calls a tool opens a session: its handshake, the call (and the SDK's own re-listing, with
     # which it checks a result against the tool's output schema).
     assert counting.methods["tools/call"] == 1 and counting.handshakes == 2

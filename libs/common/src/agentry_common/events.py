@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer
 
 
 def new_id(prefix: str) -> str:
@@ -256,17 +256,115 @@ class SecretsChanged(Event):
 ProgressKind = Literal["thinking", "tool_call", "tool_result", "done", "error"]
 
 
-class RunProgress(Event):
+# The `data` of each kind of progress: what a streaming caller gets in the SSE event of that name. Field order
+# is the wire's key order, so keep it.
+class ThinkingData(Contract):
+    iteration: int = Field(ge=1, description="Which LLM call of the run is starting (1 for the first).")
+
+
+class ToolCallData(Contract):
+    name: str = Field(description="The tool the model called (`<server slug>__<tool>`).")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="The arguments the model gave it.")
+
+
+class ToolResultData(Contract):
+    name: str = Field(description="The tool that answered.")
+    result: Any = Field(None, description="What it returned, clipped like the run record's; null on error.")
+    error: str | None = Field(None, description="Why the call failed, if it did (the run goes on).")
+    latency_ms: int = Field(0, ge=0, description="How long the call took.")
+
+
+class DoneData(Contract):
+    output: Any = Field(None, description="The run's output: text, or the JSON value for `output_format: json`.")
+    usage: Usage = Field(default_factory=Usage, description="What the run consumed.")
+    tool_calls: list[ToolCall] = Field(default_factory=list, description="The run's tool calls, in order.")
+
+
+class ErrorData(Contract):
+    code: str = Field(description="Stable snake_case error code, e.g. `llm_provider_error`, `timeout`.")
+    message: str = Field(description="What the caller is told (never the provider's own words, never a secret).")
+    status: int = Field(description="The HTTP status the caller gets for this error (e.g. 502, 504).")
+    usage: Usage | None = Field(
+        None, description="What the run consumed; absent when the gateway, not the runner, ends the run."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_usage(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An error the gateway made up (a lost answer) never had a usage: its frame has no `usage` key at all.
+        data: dict[str, Any] = handler(self)
+        if self.usage is None:
+            data.pop("usage", None)
+        return data
+
+
+ProgressData = ThinkingData | ToolCallData | ToolResultData | DoneData | ErrorData
+
+
+class _Progress(Event):
     """Ephemeral progress of one run on `run.progress.<run_id>`; `done` and `error` are terminal."""
 
     type: Literal["run.progress"] = "run.progress"
     run_id: str = Field(description="The run this progress belongs to.")
     event: ProgressKind = Field(description="The SSE event name; `done` and `error` end the run.")
-    data: dict[str, Any] = Field(default_factory=dict, description="The SSE event's data.")
 
     @property
     def terminal(self) -> bool:
         return self.event in ("done", "error")
+
+
+class ThinkingProgress(_Progress):
+    """An LLM call of the run starts."""
+
+    event: Literal["thinking"] = Field("thinking", description="The SSE event name.")
+    data: ThinkingData = Field(description="The SSE event's data.")
+
+
+class ToolCallProgress(_Progress):
+    """The model called a tool; its result follows."""
+
+    event: Literal["tool_call"] = Field("tool_call", description="The SSE event name.")
+    data: ToolCallData = Field(description="The SSE event's data.")
+
+
+class ToolResultProgress(_Progress):
+    """A tool call ended (with its result or its error)."""
+
+    event: Literal["tool_result"] = Field("tool_result", description="The SSE event name.")
+    data: ToolResultData = Field(description="The SSE event's data.")
+
+
+class DoneProgress(_Progress):
+    """The run succeeded and is recorded (terminal)."""
+
+    event: Literal["done"] = Field("done", description="The SSE event name; ends the run.")
+    data: DoneData = Field(description="The SSE event's data.")
+
+
+class ErrorProgress(_Progress):
+    """The run failed or timed out and is recorded, or the gateway gave up waiting (terminal)."""
+
+    event: Literal["error"] = Field("error", description="The SSE event name; ends the run.")
+    data: ErrorData = Field(description="The SSE event's data.")
+
+
+# One message on `run.progress.<run_id>`: `{..., "event": <kind>, "data": {...}}`, its `data` typed by `event`.
+RunProgress = Annotated[
+    ThinkingProgress | ToolCallProgress | ToolResultProgress | DoneProgress | ErrorProgress,
+    Field(discriminator="event", title="RunProgress"),  # the title names its schema in docs/asyncapi.json
+]
+run_progress: TypeAdapter[RunProgress] = TypeAdapter(RunProgress)
+_PROGRESS_OF: dict[type[Contract], type[_Progress]] = {
+    ThinkingData: ThinkingProgress,
+    ToolCallData: ToolCallProgress,
+    ToolResultData: ToolResultProgress,
+    DoneData: DoneProgress,
+    ErrorData: ErrorProgress,
+}
+
+
+def progress_of(run_id: str, data: ProgressData, **fields: Any) -> RunProgress:
+    """The progress message carrying `data`: its kind (`event`) follows from the data's type."""
+    return cast(RunProgress, _PROGRESS_OF[type(data)](run_id=run_id, data=data, **fields))
 
 
 AnyEvent = Annotated[

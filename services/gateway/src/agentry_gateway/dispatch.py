@@ -19,13 +19,26 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind
+from sse_starlette import ServerSentEvent
 
 from agentry_common import asyncapi, rpc, subjects, tracing
 from agentry_common.broker import publish_event
 from agentry_common.errors import AgentryError, ServiceUnavailable, Timeout, error_from
-from agentry_common.events import ChatTurn, EndpointSnapshot, RunProgress, RunRequested, ToolCall, Usage, new_id
+from agentry_common.events import (
+    ChatTurn,
+    DoneData,
+    EndpointSnapshot,
+    ErrorData,
+    ErrorProgress,
+    RunProgress,
+    RunRequested,
+    new_id,
+    progress_of,
+    run_progress,
+)
 from agentry_common.requests import GetRun, RunRecord
 
+from . import sse
 from .schemas import RunResult
 from .settings import Settings
 
@@ -37,7 +50,7 @@ asyncapi.publishes(
     "snapshot of its endpoint's configuration (secret ids, never secrets).",
 )  # fmt: skip
 asyncapi.consumes(
-    subjects.RUN_PROGRESS, RunProgress, by="gateway",
+    subjects.RUN_PROGRESS, RunProgress, by="gateway",  # type: ignore[arg-type]  # a union of Event classes
     description="The gateway subscribes to a run's progress before publishing it, and answers (or streams "
     "the SSE events) from it.",
 )  # fmt: skip
@@ -45,20 +58,25 @@ asyncapi.consumes(
 
 def _terminal_from_record(record: RunRecord) -> RunProgress | None:
     if record.status == "succeeded":
-        tool_calls = [c.model_dump(mode="json") for c in record.tool_calls]
-        data = {"output": record.output, "usage": record.usage.model_dump(), "tool_calls": tool_calls}
-        return RunProgress(run_id=record.id, event="done", data=data)
+        done = DoneData(output=record.output, usage=record.usage, tool_calls=record.tool_calls)
+        return progress_of(record.id, done)
     if record.status in ("failed", "timeout"):
         err = record.error.for_caller() if record.error else None
         status = record.http_status or (504 if record.status == "timeout" else 500)
-        data = {"code": err.code if err else record.status, "message": err.message if err else "", "status": status}
-        return RunProgress(run_id=record.id, event="error", data=data)
+        failed = ErrorData(code=err.code if err else record.status, message=err.message if err else "", status=status)
+        return progress_of(record.id, failed)
     return None
 
 
-def raise_for_error(run_id: str, progress: RunProgress) -> None:
+def progress_frame(run_id: str, progress: RunProgress) -> ServerSentEvent:
+    """The SSE event of one progress message: named by its kind, its data the progress data after the run id."""
+    data = {"run_id": run_id, **progress.data.model_dump(mode="json")}
+    return sse.event(orjson.dumps(data).decode(), progress.event)
+
+
+def raise_for_error(run_id: str, progress: ErrorProgress) -> None:
     data = progress.data
-    err = error_from(int(data.get("status", 500)), str(data.get("code", "run_failed")), str(data.get("message", "")))
+    err = error_from(data.status, data.code, data.message)
     err.headers["X-Run-Id"] = run_id
     raise err
 
@@ -162,7 +180,7 @@ class Dispatcher:
                 except NatsTimeout:
                     yield await self._recover(run_id)
                     return
-                progress = RunProgress.model_validate(orjson.loads(msg.data))
+                progress = run_progress.validate_json(msg.data)
                 yield progress
                 if progress.terminal:
                     return
@@ -179,11 +197,8 @@ class Dispatcher:
         terminal = _terminal_from_record(record) if record else None
         if terminal is not None:
             return terminal
-        return RunProgress(
-            run_id=run_id,
-            event="error",
-            data={"code": "timeout", "message": "the run did not finish in time", "status": Timeout.status_code},
-        )
+        lost = ErrorData(code="timeout", message="the run did not finish in time", status=Timeout.status_code)
+        return progress_of(run_id, lost)
 
     async def run(
         self,
@@ -203,9 +218,8 @@ class Dispatcher:
         ) as events:
             async for progress in events:
                 if progress.event == "done":
-                    usage = Usage.model_validate(progress.data.get("usage") or {})
-                    calls = [ToolCall.model_validate(c) for c in progress.data.get("tool_calls") or []]
-                    return RunResult(run_id=run_id, output=progress.data.get("output"), usage=usage, tool_calls=calls)
+                    done = progress.data
+                    return RunResult(run_id=run_id, output=done.output, usage=done.usage, tool_calls=done.tool_calls)
                 if progress.event == "error":
                     raise_for_error(run_id, progress)
         raise AgentryError("run ended without a result")  # unreachable: _follow always ends terminal
@@ -232,17 +246,17 @@ class Dispatcher:
         is_test: bool,
         run_id: str | None = None,
         key_id: str | None = None,
-    ) -> tuple[str, AsyncIterator[bytes]]:
-        """Start the run now (so a broker failure is still a 503), and relay its progress as SSE frames."""
+    ) -> tuple[str, AsyncIterator[ServerSentEvent]]:
+        """Start the run now (so a broker failure is still a 503), and relay its progress as SSE events: the
+        event's name is the progress kind, its data the progress data after the run's id."""
         run_id, events = await self.progress(snapshot, input, is_test, run_id, key_id)
 
-        async def sse() -> AsyncIterator[bytes]:
+        async def frames() -> AsyncIterator[ServerSentEvent]:
             async with aclosing(events):
                 async for progress in events:
-                    data = {"run_id": run_id, **progress.data}
-                    yield b"event: " + progress.event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+                    yield progress_frame(run_id, progress)
 
-        return run_id, sse()
+        return run_id, frames()
 
     async def submit(
         self,

@@ -19,13 +19,21 @@ from opentelemetry.trace import SpanKind
 
 from agentry_common import tracing
 from agentry_common.errors import AgentryError, UpstreamFailed
-from agentry_common.events import ChatTurn, EndpointSnapshot, ToolCall
+from agentry_common.events import (
+    ChatTurn,
+    EndpointSnapshot,
+    ProgressData,
+    ThinkingData,
+    ToolCall,
+    ToolCallData,
+    ToolResultData,
+)
 
 from . import metrics, output
 from .providers import ChatRequest, Completion, Connection, Message, Provider, ToolRequest
 from .tools import Toolbox
 
-Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+Emit = Callable[[ProgressData], Awaitable[None]]
 LIMIT_REACHED = "not called: the run's tool call limit (max_tool_calls) is reached"
 # A tool may return megabytes. The model reads up to MODEL_RESULT_CHARS of it; the run record, the progress
 # events and the history keep RECORD_RESULT_CHARS, which keeps every message under NATS's payload limit.
@@ -43,7 +51,7 @@ class RunState:
     tool_calls: list[ToolCall] = field(default_factory=list)
 
 
-async def _silent(kind: str, data: dict[str, Any]) -> None:
+async def _silent(data: ProgressData) -> None:
     return None
 
 
@@ -115,7 +123,7 @@ class Agent:
         self, endpoint: EndpointSnapshot, system: str, messages: list[Message], allow_tools: bool
     ) -> Completion:
         self.state.iterations += 1
-        await self.emit("thinking", {"iteration": self.state.iterations})
+        await self.emit(ThinkingData(iteration=self.state.iterations))
         request = ChatRequest(
             model=endpoint.llm_model,
             system=system,
@@ -185,7 +193,7 @@ class Agent:
             messages.append(Message("tool", LIMIT_REACHED, tool_call_id=request.id, name=request.name, is_error=True))
 
     async def _call(self, request: ToolRequest) -> ToolCall:
-        await self.emit("tool_call", {"name": request.name, "arguments": request.arguments})
+        await self.emit(ToolCallData(name=request.name, arguments=request.arguments))
         attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": request.name}
         with tracing.span(f"execute_tool {request.name}", attributes=attributes) as span:
             if request.arguments_error is not None:
@@ -197,7 +205,6 @@ class Agent:
                 tracing.fail(span, "tool_error")
         kept = recorded(call)
         await self.emit(
-            "tool_result",
-            {"name": kept.name, "result": kept.result, "error": kept.error, "latency_ms": kept.latency_ms},
+            ToolResultData(name=kept.name, result=kept.result, error=kept.error, latency_ms=kept.latency_ms)
         )
         return call

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from .database import Database
 from .models import TERMINAL, Run, StoredRun
+from .outcome import RunOutcome, RunStart
 
 RUNS: Table = Run.__table__  # type: ignore[assignment]  # a declarative class always maps a Table
 # The SQL text is assembled from the table's own names and constants, never from a value (S608 below).
@@ -75,22 +76,22 @@ class RunsRepository:
         rows = await self.db.fetch(_GET, {"run_id": run_id})
         return _run(rows[0]) if rows else None
 
-    async def mark_running(self, values: dict[str, Any]) -> None:
+    async def mark_running(self, start: RunStart) -> None:
         """Insert or refresh the `running` row of an attempt; a terminal row is left alone."""
-        await self.db.fetch(_MARK_RUNNING, _bound({**_defaults(), **values, "status": "running"}))
+        await self.db.fetch(_MARK_RUNNING, _bound({**_defaults(), **start.row(), "status": "running"}))
 
-    async def finish(self, values: dict[str, Any]) -> tuple[StoredRun, bool]:
+    async def finish(self, outcome: RunOutcome) -> tuple[StoredRun, bool]:
         """Record the run's outcome unless one is already recorded.
 
         Returns the stored terminal row and whether it is ours: the first outcome written wins, so two
         runners that ran the same run (a redelivery while the first was still alive) announce the same one.
         Ours is the values written with what the statement kept of an earlier attempt's row (`_KEPT`).
         """
-        row = {**_defaults(), **values}
+        row = {**_defaults(), **outcome.row()}
         kept = await self.db.fetch(_FINISH, _bound(row))
         if kept:
             return _run({**row, **kept[0]}), True
-        existing = await self.get(values["id"])
+        existing = await self.get(outcome.id)
         assert existing is not None
         return existing, False
 

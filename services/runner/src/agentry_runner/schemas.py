@@ -13,7 +13,17 @@ from typing import Any
 import orjson
 
 from agentry_common.errors import ValidationFailed
-from agentry_common.events import RunCompleted, RunError, RunFailed, RunProgress, ToolCall, Usage
+from agentry_common.events import (
+    DoneData,
+    ErrorData,
+    RunCompleted,
+    RunError,
+    RunFailed,
+    RunProgress,
+    ToolCall,
+    Usage,
+    progress_of,
+)
 from agentry_common.requests import RunRecord
 
 from .models import StoredRun
@@ -83,13 +93,13 @@ def outcome_event(run: StoredRun) -> RunCompleted | RunFailed:
 
 
 def terminal_progress(run: StoredRun) -> RunProgress:
-    used = usage(run).model_dump(mode="json")
+    used = usage(run)
     if run.status == "succeeded":
-        data = {"output": run.output, "usage": used, "tool_calls": run.tool_calls}
-        return RunProgress(id=f"evt_done_{run.id}", run_id=run.id, event="done", data=data)
+        done = DoneData(output=run.output, usage=used, tool_calls=[ToolCall.model_validate(c) for c in run.tool_calls])
+        return progress_of(run.id, done, id=f"evt_done_{run.id}")
     err = (error(run) or RunError(code="internal_error", message="the run failed")).for_caller()
-    data = {"code": err.code, "message": err.message, "status": http_status(run), "usage": used}
-    return RunProgress(id=f"evt_error_{run.id}", run_id=run.id, event="error", data=data)
+    failed = ErrorData(code=err.code, message=err.message, status=http_status(run), usage=used)
+    return progress_of(run.id, failed, id=f"evt_error_{run.id}")
 
 
 def encode_cursor(run: StoredRun) -> str:

@@ -16,7 +16,7 @@ from agentry_common.errors import NotFound, UpstreamFailed
 from agentry_common.requests import ListTools, ToolInfo, ToolList
 from agentry_common.secrets import SecretCache
 
-from .service import HttpClients
+from .clients import HttpClients
 from .tool_cache import ToolCache
 from .tools import Toolbox
 

@@ -23,15 +23,16 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
+from sse_starlette import ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentry_common.app import FASTAPI_UNPARSABLE_BODY, error_response, validation_message
 from agentry_common.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
-from agentry_common.events import ChatTurn, RunProgress
+from agentry_common.events import ChatTurn, RunProgress, Usage
 from agentry_common.requests import VerifiedKey
 
+from .. import sse
 from ..catalog_cache import RunnableEndpoint
 from ..dispatch import raise_for_error
 from ..openai_schemas import (
@@ -197,8 +198,8 @@ def _output_text(output: Any) -> str:
     return output if isinstance(output, str) else orjson.dumps(output).decode()
 
 
-def _usage(usage: dict[str, Any]) -> CompletionUsage:
-    prompt, completion = int(usage.get("tokens_input", 0)), int(usage.get("tokens_output", 0))
+def _usage(usage: Usage) -> CompletionUsage:
+    prompt, completion = usage.tokens_input, usage.tokens_output
     return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
@@ -231,9 +232,8 @@ async def chat_completions(
             if body.stream:
                 _, events = await gw.dispatcher.progress(snap, value, False, run_id, admitted.key_id, history)
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
-                frames = chunks(run_id, body.model, events, include_usage)
-                return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+                headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id}
+                return sse.response(chunks(run_id, body.model, events, include_usage), headers)
             result = await gw.dispatcher.run(snap, value, False, run_id, admitted.key_id, history)
         headers = {**(await admission.decision()).headers(), "X-Run-Id": result.run_id}
     completion = ChatCompletion(
@@ -241,43 +241,44 @@ async def chat_completions(
         created=int(time.time()),
         model=body.model,
         choices=[Choice(message=AssistantMessage(content=_output_text(result.output)))],
-        usage=_usage(result.usage.model_dump()),
+        usage=_usage(result.usage),
     )
     return Response(completion.model_dump_json().encode(), headers=headers, media_type="application/json")
 
 
 async def chunks(
     run_id: str, model: str, events: AsyncGenerator[RunProgress, None], include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[ServerSentEvent]:
     """`chat.completion.chunk` events from the run's progress. The output arrives whole with `done`; progress
     before it (`thinking`, `tool_call`, `tool_result`) goes out as SSE comments, which SDKs skip and people
     watching with curl see, and which keep the connection alive through long tool calls."""
     created = int(time.time())
 
-    def chunk(delta: dict[str, Any] | None, finish: str | None = None, usage: Any = None) -> bytes:
+    def chunk(delta: dict[str, Any] | None, finish: str | None = None, usage: Any = None) -> ServerSentEvent:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
         body: dict[str, Any] = {"id": run_id, "object": "chat.completion.chunk", "created": created, "model": model}
         body.update(system_fingerprint=None, choices=choices)
         if include_usage:
             body["usage"] = usage
-        return b"data: " + orjson.dumps(body) + b"\n\n"
+        return sse.event(orjson.dumps(body).decode())
 
     yield chunk({"role": "assistant", "content": ""})
     async with aclosing(events):
         async for progress in events:
             if progress.event == "done":
-                yield chunk({"content": _output_text(progress.data.get("output"))})
+                yield chunk({"content": _output_text(progress.data.output)})
                 yield chunk({}, finish="stop")
                 if include_usage:
-                    yield chunk(None, usage=_usage(progress.data.get("usage") or {}).model_dump())
-                yield b"data: [DONE]\n\n"
+                    yield chunk(None, usage=_usage(progress.data.usage).model_dump())
+                yield sse.event("[DONE]")
             elif progress.event == "error":
                 try:
                     raise_for_error(run_id, progress)
                 except Exception as err:
-                    yield b"data: " + bytes(openai_error(err).body) + b"\n\n"
+                    yield sse.event(bytes(openai_error(err).body).decode())
             else:
-                yield b": " + progress.event.encode() + b" " + orjson.dumps(progress.data) + b"\n\n"
+                data = orjson.dumps(progress.data.model_dump(mode="json")).decode()
+                yield sse.comment(f"{progress.event} {data}")
 
 
 async def _model(gw: Gateway, verdict: VerifiedKey) -> Model:

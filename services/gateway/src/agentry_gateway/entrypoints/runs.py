@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
 from agentry_common import rpc, subjects
 from agentry_common.app import ERROR_RESPONSES
@@ -26,6 +25,7 @@ from agentry_common.errors import (
 from agentry_common.events import EndpointSnapshot, new_id
 from agentry_common.requests import Charges, GetCharges, ListRuns, RunPage, RunRecord, VerifiedKey
 
+from .. import sse
 from ..auth import User
 from ..catalog_cache import RunnableEndpoint
 from ..client_ip import client_ip_of
@@ -157,8 +157,7 @@ async def run_endpoint(
                 return _json(accepted, 202, {**(await admission.decision()).headers(), "X-Run-Id": run_id})
             if snap.enable_streaming:
                 _, frames = await gw.dispatcher.stream(snap, body.input, is_test=False, run_id=run_id, key_id=key_id)
-                headers = {**(await admission.decision()).headers(), "X-Run-Id": run_id, "Cache-Control": "no-cache"}
-                return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+                return sse.response(frames, {**(await admission.decision()).headers(), "X-Run-Id": run_id})
             result = await gw.dispatcher.run(snap, body.input, is_test=False, run_id=run_id, key_id=key_id)
         headers = (await admission.decision()).headers()
     return _json(result.model_dump(mode="json"), 200, {**headers, "X-Run-Id": result.run_id})

@@ -1,37 +1,14 @@
-"""Run rate limits, exact across every gateway replica: a sliding-window log per key, kept by NATS.
-
-Each scope is a JetStream stream (memory storage) with `max_msgs_per_subject = limit`, `discard: new` per
-subject and `max_age = window`. An admission is an empty message on the key's subject: the stream refuses
-the (limit+1)-th message inside any window — its leader orders every write, so N replicas cannot overshoot —
-and each admission expires exactly one window after it was made. That is a true sliding window (never more
-than `limit` in any window-long interval, no burst across a boundary), decided in one round trip with no
-compare-and-set retries; a second round trip reads the window (count, oldest admission) for the headers,
-while the run is being dispatched (`Admission`), so it adds no latency.
-bench/ratelimit.py measures this against KV compare-and-set (GCRA) and counter streams.
-
-A caller key with its own `rate_limit_per_minute` adds a key scope, checked first. Its limit is the key's, and a
-stream's per-subject limit is the stream's, so there is one key stream per limit value in use (`…_KEY_<limit>`),
-declared on first use: the same exact window, whatever the limit.
-
-A public run must pass the client-IP scope, then the endpoint scope; a slot taken in the first is handed
-back when the second refuses, so a refused request consumes no quota (an address over its own limit never
-eats into the endpoint's). The limit state is ephemeral: a standalone NATS restart forgets the windows (the
-streams are recreated on first use); on an R3 cluster they survive a server loss.
-"""
+"""The limiter's windows, kept by NATS: one memory stream per scope (see the package's docstring)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import NoReturn
 
 import nats.errors
@@ -41,10 +18,10 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
 from prometheus_client import Counter, Histogram
 
-from agentry_common.errors import AgentryError, RateLimited, ServiceUnavailable
+from agentry_common.errors import RateLimited, ServiceUnavailable
 
-from .client_ip import parse_ip
-from .settings import Settings
+from ..settings import Settings
+from .decision import Admission, Decision, Scope, Window, client_key, subject_token, tighter
 
 log = logging.getLogger(__name__)
 
@@ -70,114 +47,7 @@ DECISION_SECONDS = Histogram(
 _REFUSED = "maximum messages per subject exceeded"  # the stream's answer to the (limit+1)-th admission
 _STREAM_NOT_FOUND = 10059
 _STREAM_NAME_IN_USE = 10058
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NATS_FAILURES = (nats.errors.Error, asyncio.TimeoutError, OSError)
-
-
-class Scope(StrEnum):
-    ENDPOINT = "endpoint"
-    CLIENT_IP = "client_ip"
-    TEST_RUN = "test_run"
-    KEY = "key"
-
-
-@dataclass(frozen=True)
-class Decision:
-    limit: int
-    remaining: int
-    reset_s: int
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(self.reset_s),
-        }
-
-    @contextmanager
-    def on_errors(self) -> Iterator[None]:
-        """An error answered after the limit check carries the X-RateLimit-* headers too."""
-        try:
-            yield
-        except AgentryError as err:
-            err.headers = {**self.headers(), **err.headers}
-            raise
-
-
-class Admission:
-    """An admitted request; its Decision (the headers) is being read from the windows meanwhile."""
-
-    def __init__(self, pending: asyncio.Future[Decision]):
-        self._pending = pending
-
-    @classmethod
-    def known(cls, decision: Decision) -> Admission:
-        done: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        done.set_result(decision)
-        return cls(done)
-
-    async def decision(self) -> Decision:
-        return await self._pending
-
-    @asynccontextmanager
-    async def on_errors(self) -> AsyncIterator[None]:
-        """An error answered after the limit check carries the X-RateLimit-* headers too."""
-        try:
-            yield
-        except AgentryError as err:
-            err.headers = {**(await self.decision()).headers(), **err.headers}
-            raise
-        except BaseException:
-            self._pending.cancel()  # nobody will answer: don't leave the read behind
-            raise
-
-
-def seconds_until(at: float, now: float, window_s: float) -> int:
-    """Whole seconds from `now` until `at`, rounded up: at least 1, at most the window (clocks drift)."""
-    return max(1, min(math.ceil(window_s), math.ceil(at - now)))
-
-
-@dataclass(frozen=True)
-class Window:
-    """One key's sliding window as its stream holds it: the admissions still inside it, and the oldest."""
-
-    limit: int
-    window_s: float
-    count: int
-    oldest_at: float | None  # epoch seconds
-
-    def next_slot_in(self, now: float) -> int:
-        """Seconds until one more admission fits: now (1) while there is room, else when the oldest expires."""
-        if self.count < self.limit or self.oldest_at is None:
-            return 1
-        return seconds_until(self.oldest_at + self.window_s, now, self.window_s)
-
-    def decision(self, now: float) -> Decision:
-        """Headers for a request counted in this window; Reset is when Remaining next grows."""
-        remaining = max(0, self.limit - self.count)
-        if self.oldest_at is None:
-            return Decision(self.limit, remaining, math.ceil(self.window_s))
-        return Decision(self.limit, remaining, seconds_until(self.oldest_at + self.window_s, now, self.window_s))
-
-
-def tighter(decisions: list[Decision]) -> Decision:
-    """The decision a client should heed: fewest remaining, then the longest wait."""
-    return min(decisions, key=lambda d: (d.remaining, -d.reset_s))
-
-
-def _token(value: str) -> str:
-    """A subject token: the value itself when it is safe, else a digest (ids never contain dots)."""
-    return value if _TOKEN.fullmatch(value) else "h" + hashlib.sha256(value.encode()).hexdigest()[:32]
-
-
-def client_key(ip: str) -> str:
-    """The client-IP scope's key: an IPv4 address, or an IPv6 /64 (one subscriber's usual allocation)."""
-    addr = parse_ip(ip)
-    if addr is None:
-        return _token(ip or "unknown")
-    if addr.version == 6:
-        return f"v6_{int(addr) >> 64:016x}"
-    return "v4_" + str(addr).replace(".", "-")
 
 
 class LimiterUnavailable(Exception):
@@ -279,7 +149,7 @@ class Limits:
         self, endpoint_id: str, public: bool, client_ip: str, key_id: str | None = None, key_limit: int | None = None
     ) -> Admission:
         """Admit a run (or raise RateLimited); its headers are read while the caller dispatches the run."""
-        endpoint = _token(endpoint_id)
+        endpoint = subject_token(endpoint_id)
         checks = [(self.endpoint, self.endpoint.subject(endpoint))]
         if public:  # the narrower scope first, so an address over its limit never takes an endpoint slot
             checks.insert(0, (self.client_ip, self.client_ip.subject(endpoint, client_key(client_ip))))
@@ -288,11 +158,11 @@ class Limits:
                 scope = await self._key_scope(key_limit)
             except LimiterUnavailable as err:
                 return Admission.known(self._unavailable(endpoint_id, self.endpoint, err))
-            checks.insert(0, (scope, scope.subject(_token(key_id))))
+            checks.insert(0, (scope, scope.subject(subject_token(key_id))))
         return await self._decide(endpoint_id, checks)
 
     async def start_test(self, endpoint_id: str) -> Admission:
-        return await self._decide(endpoint_id, [(self.test_run, self.test_run.subject(_token(endpoint_id)))])
+        return await self._decide(endpoint_id, [(self.test_run, self.test_run.subject(subject_token(endpoint_id)))])
 
     async def _decide(self, endpoint_id: str, checks: list[tuple[ScopeStream, str]]) -> Admission:
         started = time.perf_counter()
