@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from agentry_common.stack import Stack
+from agentry_dev.stack import Stack
 
 
 class Processes:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from agentry_common.stack import Stack, dev_token
+from agentry_dev.stack import Stack, dev_token
 
 from .machine import Processes
 from .wire import COMPLETION, MODEL, Connection, percentile, upstream_stats
