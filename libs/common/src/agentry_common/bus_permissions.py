@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from typing import TypedDict
 
+from agentry_common.jetstream import next_subject
+
 from . import subjects as s
 
 
@@ -113,7 +115,7 @@ def subscriber_permissions(durable: str, user: str = WEBHOOK_FORWARDER) -> Permi
             f"$JS.API.CONSUMER.*.{stream}.{durable}",  # CREATE (no filter), INFO, DELETE of its own consumer
             f"$JS.API.CONSUMER.*.{stream}.{durable}.>",  # CREATE with a filter subject
             f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",  # what nats-py's add_consumer sends
-            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            next_subject(stream, durable),
             f"$JS.ACK.{stream}.{durable}.>",
         ]
     return {"publish": publish, "subscribe": [_own_inboxes(user)], "allow_responses": False}
