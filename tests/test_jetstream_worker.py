@@ -169,3 +169,21 @@ async def test_a_worker_stopping_mid_handler_hands_its_message_back_at_once(nc: 
     await first.stop(grace_s=0.1)
     await asyncio.wait_for(taken.wait(), 20)
     await eventually(lambda: _idle(stream))
+
+
+async def test_a_worker_stopping_lets_the_handlers_under_way_finish_and_settle(nc: Client, stream: Stream) -> None:
+    started = asyncio.Event()
+
+    async def slow(msgs: list[Msg]) -> list[Verdict]:
+        started.set()
+        await asyncio.sleep(1.0)
+        return [ACK] * len(msgs)
+
+    [seq] = await stream.publish(b"charge")
+    worker = await stream.worker(nc, slow, capacity=10, batch=5, wait_s=0.2)
+    await asyncio.wait_for(started.wait(), 20)
+    await worker.stop()  # as billing stops: no grace limit
+
+    await nc.flush()
+    info = await stream.info()
+    assert info.ack_floor.stream_seq == seq and info.num_ack_pending == 0

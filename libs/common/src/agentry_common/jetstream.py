@@ -10,8 +10,9 @@ Why a pull request of our own rather than nats-py's `PullSubscription.fetch` or 
 - `fetch` awaits each message of a batch with a timeout task of its own; at thousands of charges per second
   that per-message cost was most of billing's CPU. Here one callback subscription receives the whole batch,
   so a message costs a list append (docs/benchmarks.md: 7,500 to 7,800 charges/s batched with fsync on).
-- A message fetched without a free slot would wait in a client buffer with its ack timer running and no
-  heartbeat (FastStream's and nats-py's push/pull subscribers prefetch), and be redelivered elsewhere.
+- FastStream's subscribers take pushed messages (buffered in the client) or `fetch` batches handled one after
+  the other; neither sizes its pull to the free slots, and a message fetched without a free slot waits with its
+  ack timer running and no heartbeat, to be redelivered elsewhere while it waits.
 So the pull request protocol (`$JS.API.CONSUMER.MSG.NEXT`) is spelled here and nowhere else: `next_subject`.
 """
 
