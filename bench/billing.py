@@ -30,10 +30,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from agentry_billing.audit import check_wallets
-from agentry_billing.entrypoints.jetstream import BatchPublisher
 from agentry_billing.repository import BillingRepository
 from agentry_billing.service import credit_wallet
 from agentry_common import subjects
+from agentry_common.batch_publish import BatchPublisher
 from agentry_common.broker import ensure_streams
 from agentry_common.db import make_engine, make_sessionmaker
 from agentry_common.events import RunCompleted, Usage

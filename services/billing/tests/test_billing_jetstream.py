@@ -11,8 +11,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from agentry_billing.entrypoints.jetstream import MAX_ATOMIC, BatchPublisher
 from agentry_common import subjects
+from agentry_common.batch_publish import MAX_ATOMIC, BatchPublisher
 from agentry_common.broker import ensure_streams
 
 

@@ -69,6 +69,21 @@ async def test_rate_limited_call_is_retried_then_succeeds(fake_llm, llm_http, pr
     assert len(fake_llm.requests(model)) == 2
 
 
+async def test_a_retry_waits_as_long_as_the_provider_asks(fake_llm, llm_http, provider):
+    model = fake_llm.model(fake_llm.error(429, "slow down", **{"Retry-After": "1"}), ok_reply(fake_llm, provider))
+    started = asyncio.get_running_loop().time()
+    completion = await complete(fake_llm, llm_http, provider, model)
+    assert completion.text == "fine"
+    assert asyncio.get_running_loop().time() - started >= 1.0  # not the 10 ms backoff: the provider's second
+
+
+async def test_the_last_failure_says_how_many_attempts_were_made(fake_llm, llm_http, provider):
+    model = fake_llm.model(fake_llm.error(502, "bad gateway"))
+    with pytest.raises(ProviderFailed) as failed:
+        await complete(fake_llm, llm_http, provider, model)
+    assert failed.value.message == f"{provider} answered 502; gave up after 3 attempts"
+
+
 async def test_server_errors_are_retried_then_reported_as_provider_error(fake_llm, llm_http, provider):
     model = fake_llm.model(fake_llm.error(500, "boom"))
     with pytest.raises(UpstreamFailed) as failed:

@@ -17,6 +17,7 @@ import json
 from typing import TypedDict
 
 from agentry_common import subjects as s
+from agentry_common.jetstream import next_subject
 from agentry_common.subjects import inbox_prefix
 
 
@@ -108,7 +109,7 @@ def subscriber_permissions(durable: str, user: str = WEBHOOK_FORWARDER) -> Permi
             f"$JS.API.CONSUMER.*.{stream}.{durable}",  # CREATE (no filter), INFO, DELETE of its own consumer
             f"$JS.API.CONSUMER.*.{stream}.{durable}.>",  # CREATE with a filter subject
             f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",  # what nats-py's add_consumer sends
-            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            next_subject(stream, durable),
             f"$JS.ACK.{stream}.{durable}.>",
         ]
     return {"publish": publish, "subscribe": [_own_inboxes(user)], "allow_responses": False}

@@ -6,15 +6,16 @@ published, then — only then — the batch is acknowledged. A crash at any poin
 unacknowledged; their redelivery finds the charges already made and publishes the same outcomes again.
 While one batch's outcomes are being stored by JetStream, the next batch is already being charged.
 
-It is a hand-written loop rather than a FastStream batch subscriber because the guarantees live in the
-acknowledgements: an unreadable event is terminated alone, one that fails to charge is redelivered alone
-after a delay, and nothing is acknowledged before its outcome is stored.
+It runs on the shared pull worker (`agentry_common.jetstream`) rather than a FastStream batch subscriber because
+the guarantees live in the acknowledgements: an unreadable event is terminated alone, one that fails to charge
+is redelivered alone after a delay, and nothing is acknowledged before its outcome is stored. The worker holds
+at most `charge_inflight_batches + 1` batches: one being charged (charging is one batch at a time), the others
+publishing their outcomes or waiting for their turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -22,16 +23,17 @@ from collections.abc import Callable, Mapping, Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError
 from psycopg import errors as pg_errors
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt
 
 from agentry_common import asyncapi, subjects
+from agentry_common.batch_publish import BatchPublisher
 from agentry_common.events import BalanceLow, ChargeCollected, ChargeUncollected, Event, RunCompleted, RunFailed
+from agentry_common.jetstream import ACK, TERM, LagGauges, Nak, PullWorker, Verdict
 
 from .. import metrics, service, spend, usage
 from ..domain import ChargeOutcome, ChargeRun, UnbillableEvent
@@ -40,7 +42,6 @@ from ..repository import BillingRepository
 from ..settings import Settings
 from ..spend_repository import SpendRepository
 from ..usage_repository import UsageRepository
-from .jetstream import BatchPublisher, BatchPuller
 from .traces import Carrier, charge_spans
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,15 @@ asyncapi.publishes(
 )  # fmt: skip
 
 
-def _retryable(err: Exception) -> bool:
+def _retryable(err: BaseException) -> bool:
     if isinstance(err, service.ChargeConflict):
         return True
     return isinstance(err, DBAPIError) and isinstance(err.orig, _RETRYABLE_SQL)
+
+
+def _backoff(state: RetryCallState) -> float:
+    """40, 80, 160, 320 ms after attempts 1 to 4, each up to twice as long at random (replicas drift apart)."""
+    return 0.02 * 2.0**state.attempt_number * (1 + random.random())
 
 
 def outcome_subject(outcome: ChargeOutcome) -> str:
@@ -119,12 +125,8 @@ class ChargeConsumer:
         self.on_recharges = on_recharges  # auto-recharges a committed batch started (payments)
         self.sessions = sessions
         self.publisher = publisher
-        self._stopping = asyncio.Event()
-        self._inflight = asyncio.Semaphore(settings.charge_inflight_batches)
-        self._finishing: set[asyncio.Task[None]] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._js: JetStreamContext | None = None
-        self._puller: BatchPuller | None = None
+        self._charging = asyncio.Lock()  # one batch charged at a time; the others publish or wait
+        self._worker: PullWorker | None = None
 
     @property
     def config(self) -> ConsumerConfig:
@@ -141,58 +143,52 @@ class ChargeConsumer:
         )
 
     async def start(self, nc: Client) -> None:
-        self._js = nc.jetstream()
-        try:
-            await self._js.add_consumer(STREAM, self.config)  # create or update: every replica may do it
-        except APIError as err:
-            # A durable set up by an operator with settings that cannot be updated in place: use it as it is.
-            await self._js.consumer_info(STREAM, self.settings.charge_consumer)
-            log.warning("using the existing consumer as configured: %s", err.description)
-        self._puller = BatchPuller(nc, STREAM, self.settings.charge_consumer)
-        await self._puller.start()
-        self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._sample_lag())]
-        log.info("charging run.completed", extra={"consumer": self.settings.charge_consumer})
+        s = self.settings
+        lag = LagGauges(
+            metrics.CONSUMER_PENDING, metrics.CONSUMER_ACK_PENDING, metrics.CONSUMER_REDELIVERED,
+            every_s=s.consumer_lag_sample_s,
+        )  # fmt: skip
+        self._worker = PullWorker(
+            nc, STREAM, self.config, self.handle, capacity=s.charge_batch_size * (s.charge_inflight_batches + 1),
+            batch=s.charge_batch_size, wait_s=s.charge_fetch_wait_s, lag=lag,
+        )  # fmt: skip
+        await self._worker.start()
+        log.info("charging run.completed", extra={"consumer": s.charge_consumer})
 
     async def stop(self) -> None:
-        """Finish the batch at hand and publish its outcomes; nothing fetched is left unacknowledged."""
-        self._stopping.set()
-        consume, sample = self._tasks or (None, None)
-        if sample is not None:
-            sample.cancel()
-        if consume is not None:
-            await asyncio.gather(consume, return_exceptions=True)
-        if self._finishing:
-            await asyncio.gather(*self._finishing, return_exceptions=True)
-        if sample is not None:
-            await asyncio.gather(sample, return_exceptions=True)
-        if self._puller is not None:
-            for msg in await self._puller.stop():  # delivered after the last batch: another replica takes them
-                with contextlib.suppress(Exception):
-                    await msg.nak()
+        """Finish the batches at hand and publish their outcomes; nothing fetched is left unacknowledged."""
+        if self._worker is not None:
+            await self._worker.stop()
 
-    async def _consume(self) -> None:
-        assert self._puller is not None
-        while not self._stopping.is_set():
-            try:
-                msgs = await self._puller.fetch(self.settings.charge_batch_size, self.settings.charge_fetch_wait_s)
-            except Exception as err:
-                log.warning("cannot fetch run.completed: %s", type(err).__name__)
-                await asyncio.sleep(1)
-                continue
-            if not msgs:
-                continue
-            try:
-                await self.handle(msgs)
-            except Exception:
-                # Unacknowledged messages come back after ack_wait; nothing is lost, only delayed.
-                log.exception("charging a batch failed unexpectedly")
-                await asyncio.sleep(1)
+    async def handle(self, msgs: Sequence[Msg]) -> list[Verdict]:
+        """Charge a batch, then store its outcomes: one verdict per event (ack once its outcome is stored)."""
+        verdicts: list[Verdict] = [TERM] * len(msgs)
+        async with self._charging:
+            charged, outcomes, alerts, carried = await self._charge_batch(msgs, verdicts)
+        if not charged:
+            return verdicts
+        try:
+            await publish_outcomes(self.publisher, outcomes, carried, alerts)
+        except Exception as err:
+            # Committed but not announced: redelivery finds the charges and publishes their outcomes then.
+            metrics.BATCH_FAILURES.labels("publish").inc()
+            log.warning("charge outcomes not stored (%s); redelivering their events", type(err).__name__)
+            for i in charged:
+                verdicts[i] = Nak(self.settings.charge_retry_delay_s)
+            return verdicts
+        for i in charged:
+            verdicts[i] = ACK
+        return verdicts
 
-    async def handle(self, msgs: Sequence[Msg]) -> None:
+    async def _charge_batch(
+        self, msgs: Sequence[Msg], verdicts: list[Verdict]
+    ) -> tuple[list[int], list[ChargeOutcome], list[BalanceLow], dict[str, Carrier]]:
+        """Charge and count the batch's events in one transaction (one by one if that fails). Unreadable events
+        keep their `TERM`, those that failed to charge get a delayed `Nak`; returns the indexes of the charged."""
         started, started_ns = time.monotonic(), time.time_ns()
-        items: list[tuple[Msg, ChargeRun | None, usage.UsageRun]] = []
+        items: list[tuple[int, ChargeRun | None, usage.UsageRun]] = []
         traces: dict[str, Carrier] = {}  # run_id → the trace its run.completed carries on
-        for msg in msgs:
+        for i, msg in enumerate(msgs):
             try:
                 event: RunCompleted | RunFailed
                 if msg.subject == subjects.RUN_FAILED:
@@ -208,81 +204,73 @@ class ChargeConsumer:
                     "run event cannot be charged or counted and is dropped",
                     extra={"stream_seq": msg.metadata.sequence.stream, "reason": str(err)[:300]},
                 )
-                await msg.term()
                 continue
             if run is None and isinstance(event, RunCompleted):
                 metrics.SKIPPED.labels("test" if event.is_test else "free").inc()
             elif run is not None and event.trace:
                 traces[run.run_id] = event.trace
-            items.append((msg, run, counted))
+            items.append((i, run, counted))
 
         outcomes: list[ChargeOutcome] = []
         alerts: list[BalanceLow] = []
-        failed: list[Msg] = []
-        to_ack: list[Msg] = []  # charged and counted: acknowledged once the outcomes are stored
+        charged: list[int] = []  # acknowledged once the outcomes are stored
         if items:
             try:
                 outcomes, alerts = await self._charge(
                     [run for _, run, _ in items if run is not None], [c for _, _, c in items]
                 )
-                to_ack += [msg for msg, _, _ in items]
+                charged += [i for i, _, _ in items]
             except Exception:
                 metrics.BATCH_FAILURES.labels("batch").inc()
                 log.exception("a batch of %d could not be charged; charging its events one by one", len(items))
-                for msg, run, counted in items:
+                for i, run, counted in items:
                     try:
                         done, fired = await self._charge([run] if run is not None else [], [counted])
                         outcomes += done
                         alerts += fired
-                        to_ack.append(msg)
+                        charged.append(i)
                     except Exception:
                         metrics.BATCH_FAILURES.labels("single").inc()
                         log.exception("run event could not be charged; redelivering later",
                                       extra={"run_id": counted.run_id})  # fmt: skip
-                        failed.append(msg)
+                        verdicts[i] = Nak(self.settings.charge_retry_delay_s)
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         metrics.BATCH_EVENTS.observe(len(msgs))
-        for msg in failed:
-            await msg.nak(delay=self.settings.charge_retry_delay_s)
-        carried = charge_spans(outcomes, traces, started_ns)
-        await self._inflight.acquire()
-        task = asyncio.create_task(self._finish(outcomes, alerts, to_ack, carried))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        return charged, outcomes, alerts, charge_spans(outcomes, traces, started_ns)
 
     async def _charge(
         self, runs: list[ChargeRun], counted: list[usage.UsageRun]
     ) -> tuple[list[ChargeOutcome], list[BalanceLow]]:
         """Charge the billable runs and count every run, in one transaction; the outcomes and the low-balance
         crossings it caused."""
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                async with self.sessions() as session, session.begin():
-                    batch = await service.charge_runs(
-                        BillingRepository(session), runs, auto_recharge=self.on_recharges is not None
-                    )
-                    # A capped key's hold on these runs' prices becomes spent, with the charges or not at all.
-                    holds = SpendRepository(session)
-                    await spend.end_holds(holds, [run.run_id for run in runs], "settled")
-                    # A failed run's hold goes back (ending a hold that does not exist changes nothing).
-                    await spend.end_holds(holds, [c.run_id for c in counted if not c.succeeded], "released")
-                    urepo = UsageRepository(session)
-                    await usage.record(urepo, counted, batch.outcomes)
-                    new = {o.charge_id for o in batch.new}
-                    alerts = await usage.low_balance_crossings(
-                        urepo, [o.owner_id for o in batch.new],
-                        [o.owner_id for o in batch.outcomes if o.charge_id not in new],
-                    )  # fmt: skip
-            except Exception as err:
-                if attempt == ATTEMPTS or not _retryable(err):
-                    raise
-                await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))
-                continue
-            self._count(batch)
-            if batch.recharges and self.on_recharges is not None:
-                self.on_recharges(batch.recharges)
-            return batch.outcomes, alerts
-        raise AssertionError("unreachable")
+        batch, alerts = await self._charge_once(runs, counted)
+        self._count(batch)
+        if batch.recharges and self.on_recharges is not None:
+            self.on_recharges(batch.recharges)
+        return batch.outcomes, alerts
+
+    @retry(retry=retry_if_exception(_retryable), stop=stop_after_attempt(ATTEMPTS), wait=_backoff, reraise=True)
+    async def _charge_once(
+        self, runs: list[ChargeRun], counted: list[usage.UsageRun]
+    ) -> tuple[service.ChargeBatch, list[BalanceLow]]:
+        """One try; a deadlock, serialization failure or charge conflict is tried again (`ATTEMPTS` in all)."""
+        async with self.sessions() as session, session.begin():
+            batch = await service.charge_runs(
+                BillingRepository(session), runs, auto_recharge=self.on_recharges is not None
+            )
+            # A capped key's hold on these runs' prices becomes spent, with the charges or not at all.
+            holds = SpendRepository(session)
+            await spend.end_holds(holds, [run.run_id for run in runs], "settled")
+            # A failed run's hold goes back (ending a hold that does not exist changes nothing).
+            await spend.end_holds(holds, [c.run_id for c in counted if not c.succeeded], "released")
+            urepo = UsageRepository(session)
+            await usage.record(urepo, counted, batch.outcomes)
+            new = {o.charge_id for o in batch.new}
+            alerts = await usage.low_balance_crossings(
+                urepo, [o.owner_id for o in batch.new],
+                [o.owner_id for o in batch.outcomes if o.charge_id not in new],
+            )  # fmt: skip
+        return batch, alerts
 
     @staticmethod
     def _count(batch: service.ChargeBatch) -> None:
@@ -294,37 +282,3 @@ class ChargeConsumer:
                 metrics.CHARGED_CENTS.labels(label).inc(sum(amounts))
         if batch.duplicates:
             metrics.DUPLICATES.inc(batch.duplicates)
-
-    async def _finish(
-        self, outcomes: list[ChargeOutcome], alerts: list[BalanceLow], msgs: list[Msg], traces: dict[str, Carrier]
-    ) -> None:
-        try:
-            await publish_outcomes(self.publisher, outcomes, traces, alerts)
-        except Exception as err:
-            # Committed but not announced: redelivery finds the charges and publishes their outcomes then.
-            metrics.BATCH_FAILURES.labels("publish").inc()
-            log.warning("charge outcomes not stored (%s); redelivering their events", type(err).__name__)
-            for msg in msgs:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=self.settings.charge_retry_delay_s)
-            return
-        finally:
-            self._inflight.release()
-        try:
-            for msg in msgs:
-                await msg.ack()
-        except Exception as err:  # connection lost: the rest come back, find their charges, are acked then
-            log.warning("acknowledging charged events failed: %s", type(err).__name__)
-
-    async def _sample_lag(self) -> None:
-        assert self._js is not None
-        while True:
-            try:
-                info = await self._js.consumer_info(STREAM, self.settings.charge_consumer)
-            except Exception as err:
-                log.debug("consumer info unavailable: %s", type(err).__name__)
-            else:
-                metrics.CONSUMER_PENDING.set(info.num_pending or 0)
-                metrics.CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0)
-                metrics.CONSUMER_REDELIVERED.set(info.num_redelivered or 0)
-            await asyncio.sleep(self.settings.consumer_lag_sample_s)
