@@ -21,6 +21,7 @@ from typing import TypeVar
 import psycopg
 from nats.aio.client import Client as Nats
 from opentelemetry.trace import SpanKind
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from agentry_common import asyncapi, subjects, tracing
 from agentry_common.broker import publish_event
@@ -52,6 +53,8 @@ __all__ = ["HttpClients", "RunnerService"]  # HttpClients: where the entrypoints
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# An outage a run rides out (restart, failover, pool exhausted), not a statement that is wrong.
+_DATABASE_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError)
 
 
 asyncapi.consumes(
@@ -144,18 +147,34 @@ class RunnerService:
         """Run one database statement of a run, riding out an outage in-process: handing the run back would
         spend one of its deliveries (and, on the last, record it failed) for an outage, not a crash. The
         heartbeat keeps the message alive meanwhile; past `runner_record_retry_s` it goes back anyway."""
-        deadline = asyncio.get_running_loop().time() + self.settings.runner_record_retry_s
-        pause = 0.2
-        while True:
-            try:
-                async with self.unit_of_work() as repo:
-                    return await statement(repo)
-            except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError):
-                if asyncio.get_running_loop().time() + pause > deadline:
-                    raise
-                log.warning("database unavailable; retrying", exc_info=False)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+        # The first try goes without tenacity: its bookkeeping costs tens of microseconds, on every run's path.
+        # Its failure is replayed as tenacity's first attempt, so the waits are those of every attempt.
+        first: Exception | None
+        try:
+            return await self._statement(statement)
+        except _DATABASE_DOWN as failed:
+            first = failed
+
+        async def attempt() -> T:
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return await self._statement(statement)
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.runner_record_retry_s
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_DATABASE_DOWN), wait=wait_exponential(multiplier=0.2, max=5.0),
+            stop=lambda state: loop.time() + state.upcoming_sleep > deadline, reraise=True,
+            before_sleep=lambda _: log.warning("database unavailable; retrying", exc_info=False),
+        )  # fmt: skip
+        result: T = await retrying(attempt)
+        return result
+
+    async def _statement(self, statement: Callable[[RunsRepository], Awaitable[T]]) -> T:
+        async with self.unit_of_work() as repo:
+            return await statement(repo)
 
     def _count(self, endpoint: EndpointSnapshot, run: StoredRun) -> None:
         provider = provider_label(endpoint)

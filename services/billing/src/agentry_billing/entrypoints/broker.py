@@ -6,6 +6,7 @@ from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
 
 from agentry_common import asyncapi, subjects
+from agentry_common.batch_publish import PublishFailed
 from agentry_common.errors import ServiceUnavailable
 from agentry_common.events import DepositSucceeded
 from agentry_common.payment_requests import DepositStarted
@@ -25,7 +26,6 @@ from .. import metrics, service
 from ..settings import settings
 from .consumer import publish_outcomes
 from .container import BillingDep
-from .jetstream import PublishFailed
 
 QUEUE = "billing"
 router = NatsRouter()

@@ -8,6 +8,7 @@ from typing import Annotated
 from faststream import Context
 from faststream.nats import NatsBroker
 
+from agentry_common.batch_publish import BatchPublisher
 from agentry_common.container import CONTAINER, ServiceContainer, SqlDatabase
 
 from ..payments_repository import Recharge
@@ -17,7 +18,6 @@ from ..spend_repository import SpendRepository
 from ..stripe_api import StripeApi
 from ..usage_repository import UsageRepository
 from .consumer import ChargeConsumer
-from .jetstream import BatchPublisher
 
 
 class Billing(ServiceContainer):
