@@ -28,16 +28,8 @@ ROOMS = [
     "entrypoints/container.py",
     "entrypoints/broker.py",
 ]
-# The gateway answers nothing on the bus: what it hears there (keys.revoked, catalog.changed, run progress)
-# is heard by the components that cache or wait for it (auth, catalog_cache, dispatch), not by handlers.
-WITHOUT_BROKER_HANDLERS = {"agentry_gateway"}
-
 # Module-level calls that would make a process-wide engine, session factory or container outside the lifespan.
 BUILT_IN_THE_LIFESPAN = {"make_engine", "make_sessionmaker", "create_async_engine", "SqlDatabase", "Database"}
-
-
-def _rooms(package: Path) -> list[str]:
-    return [r for r in ROOMS if not (r == "entrypoints/broker.py" and package.name in WITHOUT_BROKER_HANDLERS)]
 
 
 def _container_argument(api: Path) -> str:
@@ -59,7 +51,7 @@ def test_every_service_has_the_same_rooms() -> None:
         "agentry_webhooks",
     ]
     for package in PACKAGES:
-        missing = [room for room in _rooms(package) if not (package / room).exists()]
+        missing = [room for room in ROOMS if not (package / room).exists()]
         assert not missing, f"{package.name} lacks {missing}"
         name = _container_argument(package / "entrypoints/api.py")
         api = importlib.import_module(f"{package.name}.entrypoints.api")

@@ -4,9 +4,11 @@ gone share one lookup, and a change announced during a lookup is not undone by c
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from nats.aio.client import Client
 
@@ -74,24 +76,38 @@ async def test_a_lookup_that_straddles_a_change_is_not_cached(make_endpoint, ses
     assert sessions.opened == 2  # read again: the first result may predate the change
 
 
+async def _lookups(http: httpx.AsyncClient, gateway_url: str) -> dict[str, float]:
+    text = (await http.get(f"{gateway_url}/metrics")).text
+    found = re.findall(r'^agentry_gateway_endpoint_lookups_total\{cache="(hit|miss)"\} ([0-9.e+]+)$', text, re.M)
+    return {cache: float(value) for cache, value in found}
+
+
 async def test_a_catalog_changed_broadcast_drops_the_entry_and_a_malformed_one_is_ignored(
-    make_endpoint, sessions, nc: Client
+    make_endpoint, nc: Client, http: httpx.AsyncClient, gateway_url: str
 ) -> None:
+    """Through a running gateway's bus entrypoint (`entrypoints/broker.py`): its cache is read on every run
+    request, before the key is checked, so a request with a malformed key is a lookup and nothing more."""
     created = await make_endpoint()
-    slug, endpoint_id = created["endpoint"]["slug"], created["endpoint"]["id"]
-    cache = EndpointCache(sessions, nc, ttl_s=60)  # type: ignore[arg-type]
-    await cache.start()
-    await cache.by_slug(slug)
+    endpoint_id = created["endpoint"]["id"]
+
+    async def lookup() -> str:
+        before = await _lookups(http, gateway_url)
+        r = await http.post(created["run_url"], json={"input": "hi"}, headers={"X-API-Key": "not-a-key"})
+        assert r.status_code == 401, r.text
+        after = await _lookups(http, gateway_url)
+        (result,) = [cache for cache in ("hit", "miss") if after.get(cache, 0) > before.get(cache, 0)]
+        return result
+
+    await lookup()
+    assert await lookup() == "hit"
 
     await nc.publish(subjects.CATALOG_CHANGED, b'{"endpoint_id": ["not", "an", "id"]}')
     await nc.publish(subjects.CATALOG_CHANGED, CatalogChanged(endpoint_id="aep_other").model_dump_json().encode())
     await nc.flush()
     await asyncio.sleep(0.2)
-    await cache.by_slug(slug)
-    assert sessions.opened == 1  # still cached: neither message was about it
+    assert await lookup() == "hit"  # still cached: neither message was about it
 
     await nc.publish(subjects.CATALOG_CHANGED, CatalogChanged(endpoint_id=endpoint_id).model_dump_json().encode())
     await nc.flush()
     await asyncio.sleep(0.2)
-    await cache.by_slug(slug)
-    assert sessions.opened == 2
+    assert await lookup() == "miss"

@@ -16,13 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import jwt
-import orjson
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from agentry_common import asyncapi, rpc, subjects
+from agentry_common import rpc, subjects
 from agentry_common.errors import ServiceUnavailable, Unauthorized
-from agentry_common.events import KeysRevoked
 from agentry_common.requests import Done, KeysUsed, VerifiedKey, VerifyKey
 
 from .metrics import KEY_VERIFICATIONS
@@ -30,11 +27,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 USE_REPORT_INTERVAL_S = 60.0
-
-asyncapi.consumes(
-    subjects.KEYS_REVOKED, KeysRevoked, by="gateway",
-    description="Every gateway replica drops its cached verdicts for the endpoint at once.",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,7 @@ class KeyVerifier:
         self._flights: dict[bytes, asyncio.Future[VerifiedKey]] = {}  # verifications under way, by key digest
 
     async def start(self) -> None:
-        await self.nc.subscribe(subjects.KEYS_REVOKED, cb=self._on_revoked)
+        """Start reporting key uses; revocations come in through `revoked` (`entrypoints/broker.py`)."""
         self._flusher = asyncio.create_task(self._flush_uses())
 
     def used(self, key_id: str) -> None:
@@ -131,8 +123,8 @@ class KeyVerifier:
             except Exception as err:  # a lost report only leaves last_used_at a little older
                 log.warning("could not report key uses: %s", type(err).__name__)
 
-    async def _on_revoked(self, msg: Msg) -> None:
-        endpoint_id = orjson.loads(msg.data).get("endpoint_id")
+    def revoked(self, endpoint_id: str) -> None:
+        """An endpoint's key changed (rotated, revoked, limits): drop its cached verdicts."""
         now = time.monotonic()
         # A revocation matters only to verifications already under way when it came (they may not cache
         # their verdict); those end within the RPC timeout, so older revocations are forgotten.

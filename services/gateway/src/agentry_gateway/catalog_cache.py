@@ -13,8 +13,6 @@ from typing import Any
 
 import jsonschema
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentry_common import asyncapi, subjects
@@ -29,10 +27,6 @@ log = logging.getLogger(__name__)
 asyncapi.publishes(
     subjects.CATALOG_CHANGED, CatalogChanged, by="gateway",
     description="After a change to an endpoint or to a workspace's MCP servers is committed.",
-)  # fmt: skip
-asyncapi.consumes(
-    subjects.CATALOG_CHANGED, CatalogChanged, by="gateway",
-    description="Every gateway replica drops its cached configs of the endpoint (or the workspace) at once.",
 )  # fmt: skip
 
 
@@ -62,17 +56,6 @@ class EndpointCache:
         self._by_slug: dict[str, tuple[RunnableEndpoint, float]] = {}
         self._loading: dict[str, asyncio.Task[RunnableEndpoint]] = {}
         self._generation = 0  # bumped by every forget: a lookup that straddles one caches nothing
-
-    async def start(self) -> None:
-        await self.nc.subscribe(subjects.CATALOG_CHANGED, cb=self._on_changed)
-
-    async def _on_changed(self, msg: Msg) -> None:
-        try:
-            changed = CatalogChanged.model_validate_json(msg.data)
-        except ValidationError:
-            log.error("dropping a catalog.changed that is not a CatalogChanged")
-            return
-        self.forget(changed.endpoint_id, changed.workspace_id)
 
     def forget(self, endpoint_id: str | None = None, workspace_id: str | None = None) -> None:
         self._generation += 1

@@ -13,12 +13,14 @@ from agentry_common.errors import PayloadTooLarge
 
 from ..console import install as install_console
 from ..settings import settings
+from . import broker as bus
 from . import keys, management, openai_compat, payments, runs, usage, wallet, webhooks
 from .container import Gateway
 from .deps import storable_params
 from .fastpath import RunFastPath
 
 broker = make_broker(settings, "gateway")
+broker.include_router(bus.router)
 
 
 class BodyLimit:

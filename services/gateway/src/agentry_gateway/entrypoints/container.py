@@ -3,9 +3,12 @@ reach it as `GatewayDep` (`deps`)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from faststream import Context
 from faststream.nats import NatsBroker
 
-from agentry_common.container import ServiceContainer, SqlDatabase
+from agentry_common.container import CONTAINER, ServiceContainer, SqlDatabase
 
 from ..auth import JwtVerifier, KeyVerifier
 from ..catalog_cache import EndpointCache
@@ -41,7 +44,10 @@ class Gateway(ServiceContainer):
         self.spend = SpendCaps(nc, settings)
 
     async def start(self) -> None:
-        await self.cache.start()
         await self.keys.start()
         await self.dispatcher.start()
         await self.limits.start()
+
+
+# A FastStream handler's parameter: the running process's container (routes use `deps.GatewayDep`).
+GatewayContext = Annotated[Gateway, Context(CONTAINER)]
