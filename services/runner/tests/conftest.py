@@ -256,7 +256,17 @@ class Probe:
         return await rpc.call(self.nc, subjects.RUNS_GET, GetRun(run_id=run_id), RunRecord)
 
     async def outcomes(self, run_id: str) -> list[dict[str, Any]]:
-        """Every run.completed / run.failed of this run stored in the RUN_EVENTS stream."""
+        """Every run.completed / run.failed of this run stored in the RUN_EVENTS stream, once there is one: the
+        runner sends the terminal progress (what `run` waits for) before JetStream has stored the outcome event,
+        so right after a run the event may still be on its way."""
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            found = await self._stored_outcomes(run_id)
+            if found or asyncio.get_running_loop().time() > deadline:
+                return found
+            await asyncio.sleep(0.05)
+
+    async def _stored_outcomes(self, run_id: str) -> list[dict[str, Any]]:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=10)
         sub = await self.js.pull_subscribe("run.*", stream=subjects.RUN_EVENTS_STREAM.name, config=config)
         try:

@@ -56,7 +56,9 @@ async def test_a_failed_statement_raises_and_its_connection_stays_usable(servers
     with pytest.raises(psycopg.errors.DivisionByZero):
         await db.fetch("SELECT 1 / 0", {})
     assert await db.fetch("SELECT %(x)s::int AS x", {"x": 7}) == [{"x": 7}]
-    assert await backends(servers, name) == before
+    # Every connection is still there: none was closed for the failed statement. (The pool may have opened one
+    # more meanwhile, when a statement found both busy on a loaded machine; that is not what this is about.)
+    assert before <= await backends(servers, name)
 
 
 async def test_connections_opened_for_a_peak_are_kept_for_the_next(named) -> None:
