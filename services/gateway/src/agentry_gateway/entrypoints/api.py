@@ -97,6 +97,6 @@ for router in (
 ):
     app.include_router(router, dependencies=[Depends(storable_params)])
 app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-# Outermost of ours: a well-formed run request skips routing, dependencies and the two middlewares above
-# (it enforces the same body limit and records the same metrics itself).
-app.add_middleware(RunFastPath, fastapi=app, max_bytes=settings.max_body_bytes)
+# In front of FastAPI: a well-formed run request skips FastAPI's own layers, routing, dependencies and the two
+# middlewares above (it enforces the same body limit and records the same metrics itself).
+app.set_front(lambda behind: RunFastPath(behind, fastapi=app, max_bytes=settings.max_body_bytes))

@@ -2,7 +2,8 @@
 
 Every run passes through this route, and FastAPI's routing, middleware layers and dependency solving cost
 ~0.2 ms of CPU per request on the development machine — as much as the rest of the gateway's own work on a
-run. This middleware serves a well-formed run request itself: it reads the JSON body, validates it with the
+run. This front door (`ServiceApp.set_front`: it sees each request before FastAPI does, so not even FastAPI's
+own outer layers run for a run) serves a well-formed run request itself: it reads the JSON body, validates it with the
 route's own model and calls the route's own handler (`runs.run_endpoint`), and renders errors with the same
 handlers the app installs. Anything else goes to the app unchanged, with the body replayed: a body that is not
 a JSON object, fails validation, is too large or is not `application/json`; a slug that is unstorable; and
