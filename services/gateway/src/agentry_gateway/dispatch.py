@@ -6,6 +6,7 @@ terminal message is lost anyway, it asks the runner for the record before answer
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -144,20 +146,26 @@ class Dispatcher:
         run_id: str,
         key_id: str | None,
         history: Sequence[ChatTurn],
-    ) -> Subscription:
+    ) -> tuple[Subscription, asyncio.Future[Msg] | None]:
         """Subscribe to the run's progress, then publish it: the answer cannot arrive before we listen.
 
         A run that streams nothing sends one progress message, its terminal one, so the server is told to drop
-        the interest after it (`max_msgs=1`, in the same write as the SUB): no UNSUB per run.
+        the interest after it (`max_msgs=1`, in the same write as the SUB): no UNSUB per run. That one message
+        resolves a future (nats-py's `subscribe(future=)`): `next_msg` would cost a uuid and two tasks per run.
         """
-        once = not snapshot.enable_streaming
-        sub = await self.nc.subscribe(subjects.run_progress(run_id), max_msgs=1 if once else 0)
+        subject = subjects.run_progress(run_id)
+        only: asyncio.Future[Msg] | None = None
+        if snapshot.enable_streaming:
+            sub = await self.nc.subscribe(subject)
+        else:
+            only = asyncio.get_running_loop().create_future()
+            sub = await self.nc.subscribe(subject, future=only, max_msgs=1)
         try:
             await self._publish(snapshot, input, is_test, run_id, key_id, history)
         except BaseException:
             await self._close(sub, run_id)
             raise
-        return sub
+        return sub, only
 
     async def _close(self, sub: Subscription, run_id: str) -> None:
         try:
@@ -166,9 +174,9 @@ class Dispatcher:
             log.debug("unsubscribe failed", extra={"run_id": run_id})
 
     async def _follow(
-        self, sub: Subscription, run_id: str, timeout_ms: int, once: bool = False
+        self, sub: Subscription, run_id: str, timeout_ms: int, only: asyncio.Future[Msg] | None = None
     ) -> AsyncGenerator[RunProgress, None]:
-        """Yield the run's progress up to and including its terminal event (`once`: the only one it sends)."""
+        """Yield the run's progress up to and including its terminal event (`only`: the one it sends)."""
         deadline = time.monotonic() + timeout_ms / 1000 + self.settings.run_wait_grace_s
         try:
             while True:
@@ -176,8 +184,11 @@ class Dispatcher:
                 try:
                     if remaining <= 0:
                         raise NatsTimeout
-                    msg = await sub.next_msg(timeout=remaining)
-                except NatsTimeout:
+                    if only is not None:
+                        msg = await asyncio.wait_for(only, remaining)
+                    else:
+                        msg = await sub.next_msg(timeout=remaining)
+                except (NatsTimeout, TimeoutError):
                     yield await self._recover(run_id)
                     return
                 progress = run_progress.validate_json(msg.data)
@@ -185,7 +196,7 @@ class Dispatcher:
                 if progress.terminal:
                     return
         finally:
-            if not (once and sub.delivered):  # else the server dropped the interest with the message
+            if not (only is not None and sub.delivered):  # else the server dropped the interest with the message
                 await self._close(sub, run_id)
 
     async def _recover(self, run_id: str) -> RunProgress:
@@ -210,12 +221,10 @@ class Dispatcher:
         history: Sequence[ChatTurn] = (),
     ) -> RunResult:
         run_id = run_id or new_id("run")
-        sub = await self._open(snapshot, input, is_test, run_id, key_id, history)
+        sub, only = await self._open(snapshot, input, is_test, run_id, key_id, history)
         # Closed here, not by a finalizer task whenever the event loop gets to it: a streaming endpoint's
         # subscription ends before the answer is sent.
-        async with aclosing(
-            self._follow(sub, run_id, snapshot.timeout_ms, once=not snapshot.enable_streaming)
-        ) as events:
+        async with aclosing(self._follow(sub, run_id, snapshot.timeout_ms, only)) as events:
             async for progress in events:
                 if progress.event == "done":
                     done = progress.data
@@ -236,8 +245,8 @@ class Dispatcher:
         """Start the run now (so a broker failure is still a 503); its progress up to the terminal event.
         The snapshot must have `enable_streaming` (else the runner sends only the terminal event)."""
         run_id = run_id or new_id("run")
-        sub = await self._open(snapshot, input, is_test, run_id, key_id, history)
-        return run_id, self._follow(sub, run_id, snapshot.timeout_ms)
+        sub, only = await self._open(snapshot, input, is_test, run_id, key_id, history)
+        return run_id, self._follow(sub, run_id, snapshot.timeout_ms, only)
 
     async def stream(
         self,
