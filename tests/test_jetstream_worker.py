@@ -187,3 +187,43 @@ async def test_a_worker_stopping_lets_the_handlers_under_way_finish_and_settle(n
     await nc.flush()
     info = await stream.info()
     assert info.ack_floor.stream_seq == seq and info.num_ack_pending == 0
+
+
+async def test_a_gathering_worker_takes_what_arrived_once_per_interval_and_a_backlog_at_once(
+    nc: Client, stream: Stream
+) -> None:
+    """Billing's mode: no pull request waits open (so no wake-up per message as runs finish one by one); each
+    interval takes what arrived in one burst, and a request that comes back full is followed at once."""
+    requests: list[bytes] = []
+
+    async def note(msg: Msg) -> None:
+        requests.append(msg.data)
+
+    watcher = await nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{stream.name}.worker", cb=note)
+    batches: list[list[bytes]] = []
+
+    async def handle(msgs: list[Msg]) -> list[Verdict]:
+        batches.append([m.data for m in msgs])
+        return [ACK] * len(msgs)
+
+    await stream.publish(*(f"b{i}".encode() for i in range(250)))  # a backlog beyond the worker's capacity
+    await stream.worker(nc, handle, capacity=100, batch=50, wait_s=0.4, gather=True)
+
+    async def all_handled() -> bool:
+        return sum(len(b) for b in batches) == 250
+
+    await eventually(all_handled)
+    for i in range(12):  # then runs finishing one by one
+        await stream.publish(f"t{i}".encode())
+        await asyncio.sleep(0.05)
+
+    async def trickle_handled() -> bool:
+        return sum(len(b) for b in batches) == 262
+
+    await eventually(trickle_handled)
+    handled = [d for b in batches for d in b]
+    assert sorted(handled) == sorted([f"b{i}".encode() for i in range(250)] + [f"t{i}".encode() for i in range(12)])
+    assert len(batches) <= 5 + 6  # the backlog in batches of 50, the trickle gathered (~0.6 s of it in 0.4 s steps)
+    assert requests and all(b'"no_wait":true' in r for r in requests)
+    assert (await stream.info()).num_ack_pending == 0
+    await watcher.unsubscribe()

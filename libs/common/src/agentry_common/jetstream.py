@@ -85,6 +85,11 @@ class PullWorker:
     `batch` messages — with `batch=1` each message the moment it arrives — each hand-over a task of its own, so
     the handler decides what may run side by side. With `heartbeat_s`, a hand-over's messages are kept alive
     (`+WPI`) while its handler runs.
+
+    With `gather`, no request waits open: every `wait_s` the worker asks for what is pending (`no_wait`) and
+    gets it in one burst, and asks again at once while a request comes back full. For a consumer that hands
+    over batches anyway (billing), that is one wake-up per interval instead of one per message as they trickle
+    in; a message waits at most `wait_s` either way.
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class PullWorker:
         wait_s: float = 5.0,
         heartbeat_s: float | None = None,
         lag: LagGauges | None = None,
+        gather: bool = False,
     ):
         assert config.durable_name, "a pull worker needs a durable consumer"
         assert 1 <= batch <= capacity
@@ -106,7 +112,7 @@ class PullWorker:
         self.durable: str = config.durable_name
         self.js: JetStreamContext = nc.jetstream()
         self.capacity, self.batch, self.wait_s = capacity, batch, wait_s
-        self.heartbeat_s, self.lag = heartbeat_s, lag
+        self.heartbeat_s, self.lag, self.gather = heartbeat_s, lag, gather
         self.free = capacity  # slots neither holding a message nor reserved by the open pull request
         self.running: set[asyncio.Task[None]] = set()
         self._buffer: list[Msg] = []  # delivered, not yet handed over (batch > 1)
@@ -167,8 +173,10 @@ class PullWorker:
             want, self.free = self.free, 0
             self._awaiting, self._request = want, f"{self._inbox}.{next(self._requests)}"
             self._request_over.clear()
+            ask = {"batch": want, "no_wait": True} if self.gather else {"batch": want, "expires": expires}
+            unfilled = 0
             try:
-                await self.nc.publish(subject, orjson.dumps({"batch": want, "expires": expires}), reply=self._request)
+                await self.nc.publish(subject, orjson.dumps(ask), reply=self._request)
                 # No answer at all (NATS restarting?): give up on this request and ask again.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._request_over.wait(), timeout=self.wait_s + 2)
@@ -181,6 +189,8 @@ class PullWorker:
                 unfilled, self._awaiting, self._request = self._awaiting, 0, ""
                 self._release(unfilled)
                 self._hand_over()
+            if self.gather and unfilled:  # the stream had no more: gather what comes in the next interval
+                await asyncio.sleep(self.wait_s)
 
     async def _on_delivery(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None

@@ -16,7 +16,7 @@ class Settings(ServiceSettings):
         500, ge=1, le=5000, description="Most `run.completed` events charged in one database transaction."
     )
     charge_fetch_wait_s: float = Field(
-        0.5, gt=0, description="Longest wait for a batch to fill once its first event arrived (and idle poll)."
+        0.5, gt=0, description="How often billing takes the events that arrived (at once while a backlog remains)."
     )
     charge_inflight_batches: int = Field(
         4, ge=1, description="Committed batches whose outcome events may still be publishing while the next is charged."

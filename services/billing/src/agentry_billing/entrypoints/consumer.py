@@ -150,7 +150,7 @@ class ChargeConsumer:
         )  # fmt: skip
         self._worker = PullWorker(
             nc, STREAM, self.config, self.handle, capacity=s.charge_batch_size * (s.charge_inflight_batches + 1),
-            batch=s.charge_batch_size, wait_s=s.charge_fetch_wait_s, lag=lag,
+            batch=s.charge_batch_size, wait_s=s.charge_fetch_wait_s, lag=lag, gather=True,
         )  # fmt: skip
         await self._worker.start()
         log.info("charging run.completed", extra={"consumer": s.charge_consumer})
