@@ -61,6 +61,8 @@ DURATION_S = float(os.environ.get("BENCH_DURATION_S", "20"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "2")))
 ONE_CORE = os.environ.get("BENCH_ONE_CORE", "1") != "0" and len(os.sched_getaffinity(0)) >= 2
+# BENCH_TWO_CORES=0 measures the one-core mode only (for comparisons; its JSON line then lacks the two-core keys).
+TWO_CORES = os.environ.get("BENCH_TWO_CORES", "1") != "0" or not ONE_CORE
 SUBBENCHES = os.environ.get("BENCH_E2E_SUBBENCHES", "1") != "0"
 # BENCH_SECRET_CACHE_TTL_S=0 runs the runner without its secret cache (every BYO run asks the keys service).
 RUNNER_ENV = {"SECRET_CACHE_TTL_S": v} if (v := os.environ.get("BENCH_SECRET_CACHE_TTL_S")) else {}
@@ -71,7 +73,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def measure(bench: Bench, procs: Processes, sequential: int, warmup: int, one_core: bool) -> dict[str, Any]:
     idle = procs.rss_mib()
+    before = procs.cpu_s()
     seq = await bench.sequential(sequential, warmup)
+    # CPU per gateway run at one request at a time (the direct calls cost the stack nothing): where a
+    # sequential run's time goes when no other run shares the wake-ups.
+    runs = (sequential + warmup) * len(SEQ_PATHS)
+    seq_cpu = {name: round((used - before.get(name, 0.0)) * 1000 / runs, 3) for name, used in procs.cpu_s().items()}
+    seq_cpu["total"] = round(sum(seq_cpu.values()), 3)
     busy0, cpu0 = machine_busy_s(), sum(procs.cpu_s().values())
     load = await bench.sustained(procs, DURATION_S)
     for s in load.values():
@@ -90,6 +98,7 @@ async def measure(bench: Bench, procs: Processes, sequential: int, warmup: int, 
         "overhead_p50_ms": overhead,
         "overhead_p99_ms": overhead_p99,
         "sequential": seq,
+        "sequential_cpu_ms_per_run": seq_cpu,
         "sustained": load,
         "billing": billing,
         "upstream": await asyncio.to_thread(bench.upstream_check),
@@ -172,19 +181,28 @@ def report_mode(title: str, r: dict[str, Any], sequential: int) -> None:
     print(f"  other work on this shared machine during the load: {r['other_load_cores']:.2f} cores busy")
     cpu_p, cpu_b = load["platform"]["cpu_ms_per_run"], load["byo"]["cpu_ms_per_run"]
     rss = r["rss_mib"]
-    print(f"  {'process':<20}{'CPUs':>6}{'RSS MiB idle':>14}{'loaded':>8}{'CPU ms/run platform':>21}{'BYO':>7}")
+    seq_cpu = r["sequential_cpu_ms_per_run"]
+    print(f"  {'process':<20}{'CPUs':>6}{'RSS MiB idle':>14}{'loaded':>8}{'CPU ms/run platform':>21}{'BYO':>7}"
+          f"{'sequential':>12}")  # fmt: skip
     for name in cpu_p:
         cpus = ",".join(map(str, r["affinity"].get(name, []))) or "-"
         idle, loaded = rss["idle"].get(name, float("nan")), rss["loaded"].get(name, float("nan"))
-        print(f"    {name:<18}{cpus:>6}{idle:>14.1f}{loaded:>8.1f}{cpu_p[name]:>21.2f}{cpu_b[name]:>7.2f}")
+        print(f"    {name:<18}{cpus:>6}{idle:>14.1f}{loaded:>8.1f}{cpu_p[name]:>21.2f}{cpu_b[name]:>7.2f}"
+              f"{seq_cpu.get(name, float('nan')):>12.2f}")  # fmt: skip
+
+
+def pick(mode: dict[str, Any] | None, value: Any) -> Any:
+    """`value(mode)`, or None for a mode that was not measured."""
+    return value(mode) if mode else None
 
 
 def main() -> None:
     result: dict[str, Any] = {"bench": "e2e", "machine": machine(), "runner_env": RUNNER_ENV}
     print(f"e2e: 1 gateway, 1 runner, 1 billing, 1 keys; fsync on; upstream on loopback; {result['machine']}")
     # Each table as soon as it is measured: the sub-benches below take minutes on a busy machine.
-    two = run_mode(one_core=False)
-    report_mode("two cores: the stack, the bench client and the fake upstream share them", two, SEQUENTIAL)
+    two = run_mode(one_core=False) if TWO_CORES else None
+    if two is not None:
+        report_mode("two cores: the stack, the bench client and the fake upstream share them", two, SEQUENTIAL)
     one = run_mode(one_core=True) if ONE_CORE else None
     if one is not None:
         report_mode("one core: the stack on CPU 0; bench client and fake upstream on CPU 1", one,
@@ -197,19 +215,19 @@ def main() -> None:
         for path in LOAD_PATHS if mode else ():
             errors.update(mode["sustained"][path]["errors"])  # type: ignore[index]
     result.update(
-        overhead_p50_ms=two["overhead_p50_ms"]["platform"],
-        overhead_p50_ms_byo=two["overhead_p50_ms"]["byo"],
-        overhead_p50_ms_byo_key_only=two["overhead_p50_ms"]["byo_key_only"],
-        overhead_p99_ms=two["overhead_p99_ms"]["platform"],
-        overhead_p99_ms_byo=two["overhead_p99_ms"]["byo"],
-        runs_per_s=two["sustained"]["platform"]["runs_per_s"],
-        runs_per_s_byo=two["sustained"]["byo"]["runs_per_s"],
-        one_core_runs_per_s=one["sustained"]["platform"]["runs_per_s"] if one else None,
-        one_core_runs_per_s_byo=one["sustained"]["byo"]["runs_per_s"] if one else None,
-        one_core_overhead_p50_ms=one["overhead_p50_ms"]["platform"] if one else None,
-        one_core_overhead_p50_ms_byo=one["overhead_p50_ms"]["byo"] if one else None,
+        overhead_p50_ms=pick(two, lambda m: m["overhead_p50_ms"]["platform"]),
+        overhead_p50_ms_byo=pick(two, lambda m: m["overhead_p50_ms"]["byo"]),
+        overhead_p50_ms_byo_key_only=pick(two, lambda m: m["overhead_p50_ms"]["byo_key_only"]),
+        overhead_p99_ms=pick(two, lambda m: m["overhead_p99_ms"]["platform"]),
+        overhead_p99_ms_byo=pick(two, lambda m: m["overhead_p99_ms"]["byo"]),
+        runs_per_s=pick(two, lambda m: m["sustained"]["platform"]["runs_per_s"]),
+        runs_per_s_byo=pick(two, lambda m: m["sustained"]["byo"]["runs_per_s"]),
+        one_core_runs_per_s=pick(one, lambda m: m["sustained"]["platform"]["runs_per_s"]),
+        one_core_runs_per_s_byo=pick(one, lambda m: m["sustained"]["byo"]["runs_per_s"]),
+        one_core_overhead_p50_ms=pick(one, lambda m: m["overhead_p50_ms"]["platform"]),
+        one_core_overhead_p50_ms_byo=pick(one, lambda m: m["overhead_p50_ms"]["byo"]),
         errors=dict(errors),
-        all_charged=two["billing"]["all_charged"] and (one is None or one["billing"]["all_charged"]),
+        all_charged=all(mode["billing"]["all_charged"] for mode in (two, one) if mode),
         charges_per_s=charges,
         limiter_decisions_per_s=limiter,
         two_cores=two,
