@@ -99,6 +99,13 @@ class SecretCache:
     def __len__(self) -> int:
         return len(self._values)
 
+    def holds(self, owner_id: str, secret_ids: list[str]) -> bool:
+        """Whether `get` would answer each of these from memory, without waiting (so a caller need not run the
+        lookups side by side as tasks: each task costs a turn of the event loop)."""
+        if self.ttl_s <= 0 or self.nc.stats["reconnects"] != self._reconnects:
+            return False
+        return all((secret_id, owner_id) in self._values for secret_id in secret_ids)
+
     async def get(self, secret_id: str, owner_id: str) -> str:
         """The secret's value; raises NotFound (gone, or not this owner's) or ServiceUnavailable (keys away)."""
         reconnects = self.nc.stats["reconnects"]
