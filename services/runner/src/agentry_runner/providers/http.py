@@ -76,12 +76,18 @@ def _literal_allowed(host: str, allow_private: bool) -> bool:
 
 
 def platform_session() -> aiohttp.ClientSession:
-    """For the platform's own providers (OpenAI, Groq, Anthropic, Gemini): proxies from the environment."""
+    """For the platform's own providers (OpenAI, Groq, Anthropic, Gemini): proxies from the environment.
+    No cookie jar in either session: one is shared by every owner's runs, and a cookie one run's upstream set
+    must not ride along with another's (nor cost a jar lookup on every call)."""
     connector = aiohttp.TCPConnector(limit=LIMIT)
-    return aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=True)
+    jar = aiohttp.DummyCookieJar()
+    return aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=True, cookie_jar=jar)
 
 
 def guarded_session(*, allow_private: bool) -> aiohttp.ClientSession:
     """For user-supplied base URLs: every connection to a checked address, never through a proxy."""
     connector = aiohttp.TCPConnector(limit=LIMIT, resolver=GuardedResolver(allow_private=allow_private))
-    return aiohttp.ClientSession(connector=connector, trust_env=False, middlewares=(_literal_guard(allow_private),))
+    return aiohttp.ClientSession(
+        connector=connector, trust_env=False, middlewares=(_literal_guard(allow_private),),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )  # fmt: skip
