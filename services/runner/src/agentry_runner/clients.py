@@ -9,7 +9,7 @@ from agentry_common.events import EndpointSnapshot
 from agentry_common.netguard import guard_transport
 
 from .providers import PROVIDERS, Connection
-from .providers.http import guarded_session, platform_session
+from .providers.http import env_proxy, guarded_session, platform_session
 from .settings import Settings
 
 PLATFORM_PROVIDERS = ("openai", "groq", "anthropic", "gemini")
@@ -49,6 +49,8 @@ def connection(settings: Settings, clients: HttpClients, endpoint: EndpointSnaps
     api_key = byo_key or (platform_key.get_secret_value() if platform_key else None)
     if provider in PLATFORM_PROVIDERS and not api_key:
         raise UpstreamFailed(f"no API key is configured for provider {provider!r}", code="llm_auth_error")
+    proxy, proxy_auth = env_proxy(base_url) if client is clients.llm else (None, None)
     return Connection(
-        client, base_url, api_key, timeout_s=s.llm_timeout_s, max_retries=s.llm_max_retries, backoff_s=s.llm_backoff_s
-    )
+        client, base_url, api_key, timeout_s=s.llm_timeout_s, max_retries=s.llm_max_retries, backoff_s=s.llm_backoff_s,
+        proxy=proxy, proxy_auth=proxy_auth,
+    )  # fmt: skip

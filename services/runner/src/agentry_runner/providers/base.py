@@ -20,6 +20,7 @@ from typing import Any, Literal, NoReturn, Protocol
 import aiohttp
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from yarl import URL
 
 from agentry_common.errors import UpstreamFailed
 from agentry_common.events import PROVIDER_SAID
@@ -93,6 +94,8 @@ class Connection:
     timeout_s: float = 120.0
     max_retries: int = 3
     backoff_s: float = 0.5
+    proxy: URL | None = None  # a platform provider's, from the environment; never for a user-supplied URL
+    proxy_auth: aiohttp.BasicAuth | None = None
 
 
 class Provider(Protocol):
@@ -229,7 +232,10 @@ async def _post_once(
     """One POST: the JSON answer, `ProviderFailed` for what no retry can change, `_Retryable` for the rest."""
     retry_after = 0.0
     try:
-        async with conn.client.post(url, data=content, headers=headers, timeout=timeout, allow_redirects=False) as resp:
+        async with conn.client.post(
+            url, data=content, headers=headers, timeout=timeout, allow_redirects=False, proxy=conn.proxy,
+            proxy_auth=conn.proxy_auth,
+        ) as resp:  # fmt: skip
             status, answer = resp.status, await resp.read()
             retry_after = _retry_after(resp.headers.get("retry-after"))
     except TimeoutError:
