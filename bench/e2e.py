@@ -10,7 +10,9 @@ server). One owner, one funded wallet, three priced `custom` endpoints pointing 
 - `byo`: its own `llm_api_key`, in a workspace with a registered MCP server whose headers are a secret: every
   run needs two secrets (key and headers) and the server's tool definitions (`server/discover`, `tools/list`:
   once per `MCP_TOOLS_CACHE_TTL_S` in the runner, or for every run with BENCH_MCP_TOOLS_CACHE_TTL_S=0);
-- `byo key only`: its own key and no MCP server (sequential only): the secret's cost without the MCP session's.
+- `byo key only`: its own key and no MCP server (sequential only): the secret's cost without the MCP session's;
+- `openai` (sequential only): the `openai` provider on the platform's `OPENAI_API_KEY`, its base URL pointed at
+  the upstream: the platform providers' own HTTP session (the three above are `custom`).
 
 The gateway's rate limiter stays on (it is part of the measured path), with limits high enough never to refuse.
 
@@ -51,7 +53,7 @@ from typing import Any
 import uvloop
 from support.machine import Processes, machine, machine_busy_s, pinned
 from support.wire import start_upstream
-from support.workload import LOAD_PATHS, PLATFORM_KEY, SEQ_PATHS, Bench
+from support.workload import LOAD_PATHS, OPENAI_KEY, PLATFORM_KEY, SEQ_PATHS, Bench
 
 from agentry_dev.stack import Stack, free_port
 
@@ -126,7 +128,9 @@ def run_mode(one_core: bool) -> dict[str, Any]:
                 stack.start_servers()
                 stack.migrate()
                 for name in ("keys", "billing", "runner", "gateway"):
-                    env = {"CUSTOM_API_KEY": PLATFORM_KEY, **RUNNER_ENV} if name == "runner" else {}
+                    provider = {"CUSTOM_API_KEY": PLATFORM_KEY, "OPENAI_API_KEY": OPENAI_KEY,
+                                "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1"}  # fmt: skip
+                    env = {**provider, **RUNNER_ENV} if name == "runner" else {}
                     stack.primary[name] = stack.start_service(name, wait=False, **env)
             for svc in stack.services:
                 svc.wait_ready()
@@ -218,6 +222,7 @@ def main() -> None:
         overhead_p50_ms=pick(two, lambda m: m["overhead_p50_ms"]["platform"]),
         overhead_p50_ms_byo=pick(two, lambda m: m["overhead_p50_ms"]["byo"]),
         overhead_p50_ms_byo_key_only=pick(two, lambda m: m["overhead_p50_ms"]["byo_key_only"]),
+        overhead_p50_ms_openai=pick(two, lambda m: m["overhead_p50_ms"]["openai"]),
         overhead_p99_ms=pick(two, lambda m: m["overhead_p99_ms"]["platform"]),
         overhead_p99_ms_byo=pick(two, lambda m: m["overhead_p99_ms"]["byo"]),
         runs_per_s=pick(two, lambda m: m["sustained"]["platform"]["runs_per_s"]),

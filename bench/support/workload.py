@@ -25,8 +25,14 @@ INPUT = "Invoice #42: 3 widgets at $10 each. Extract the total."
 SYSTEM_PROMPT = "Extract the invoice total. Answer with the number only."
 PLATFORM_KEY = "sk-bench-platform-key"
 BYO_KEY = "sk-bench-owner-key"
+OPENAI_KEY = "sk-bench-openai-platform-key"  # the platform's key for the `openai` provider (OPENAI_API_KEY)
 MCP_TOKEN = "bench-mcp-secret-token"  # noqa: S105 (a fake, for the fake upstream)
-SEQ_PATHS = {"platform": "platform key", "byo": "BYO key + MCP server", "byo_key_only": "BYO key only"}
+SEQ_PATHS = {
+    "platform": "platform key",
+    "byo": "BYO key + MCP server",
+    "byo_key_only": "BYO key only",
+    "openai": "platform provider (openai)",
+}
 LOAD_PATHS = ("platform", "byo")
 
 
@@ -71,11 +77,18 @@ class Bench:
                 body = {**base, "name": f"bench-{path}-{uuid.uuid4().hex[:6]}", "workspace_id": ws}
                 if key:
                     body["llm_api_key"] = key
-                created = http.post("/api/agent-endpoints", json=body).raise_for_status().json()
-                self.targets[path] = (created["run_url"], b"authorization: Bearer %s\r\n" % created["api_key"].encode())
+                self._create(http, path, body)
+            # The platform's own provider (the runner's OPENAI_BASE_URL is the upstream): its own HTTP session.
+            body = {k: v for k, v in base.items() if k != "llm_base_url"}
+            body |= {"llm_provider": "openai", "name": f"bench-openai-{uuid.uuid4().hex[:6]}", "workspace_id": plain}
+            self._create(http, "openai", body)
             for _ in range(4):  # 2,000 dollars: far more runs than the bench makes
                 headers = {"Idempotency-Key": str(uuid.uuid4())}
                 http.post("/api/balance/deposit", json={"amount_cents": 50_000}, headers=headers).raise_for_status()
+
+    def _create(self, http: httpx.Client, path: str, body: dict[str, Any]) -> None:
+        created = http.post("/api/agent-endpoints", json=body).raise_for_status().json()
+        self.targets[path] = (created["run_url"], b"authorization: Bearer %s\r\n" % created["api_key"].encode())
 
     async def _run(self, conn: Connection, path: str) -> int:
         url, headers = self.targets[path]
@@ -202,6 +215,7 @@ class Bench:
         byo_runs = self.succeeded["byo"] + self.succeeded["byo_key_only"]
         expected = (
             keys.get(PLATFORM_KEY, 0) == self.succeeded["platform"]
+            and keys.get(OPENAI_KEY, 0) == self.succeeded["openai"]
             and keys.get(BYO_KEY, 0) == byo_runs
             # +1: registering the server lists its tools once (`POST .../servers` reports whether it answers)
             and 0 < tokens.get(MCP_TOKEN, 0) <= 2 * (self.succeeded["byo"] + 1)
