@@ -4,12 +4,10 @@ never makes a streamed response wait for its application."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from agentry_common.protocol import HttpToolsProtocol, _OneWrite
 
@@ -95,20 +93,12 @@ RELEASE = asyncio.Event()
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=HttpToolsProtocol, log_level="warning")
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.01)
+async def server(serve_app: Any) -> AsyncIterator[int]:
+    url, stop = await serve_app(app, http=HttpToolsProtocol)
     try:
-        yield port
+        yield int(url.rsplit(":", 1)[1])
     finally:
-        srv.should_exit = True
-        await task
+        await stop()
 
 
 async def test_answers_on_a_kept_alive_connection_are_whole(server: int) -> None:

@@ -45,9 +45,9 @@ async def test_a_started_service_has_moved_its_startup_objects_out_of_the_collec
         # What a request leaves behind is still collected: a reference cycle is freed by the next collection.
         cycle: list[Any] = []
         cycle.append(cycle)
-        before = gc.collect()
+        gc.collect()  # anything else pending goes first; the cycle is still referenced
         del cycle
-        assert gc.collect() >= 1 and before >= 0
+        assert gc.collect() >= 1
 
 
 async def test_the_front_door_sees_http_requests_first_and_hands_the_rest_to_fastapi(servers: Stack) -> None:

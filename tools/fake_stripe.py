@@ -13,13 +13,11 @@ was refunded and disputed — so a test or the chaos tool can hold billing's boo
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -28,11 +26,12 @@ import orjson
 import stripe
 import stripe.params as stripe_params
 import stripe.params.checkout._session_create_params as session_params
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from agentry_dev.testing import Stop, serve_asgi
 
 # The marker `sk-test-secret-` lets the session's secrets scan (tests/test_zz_secrets_scan.py) look for them.
 SECRET_KEY = "sk-test-secret-stripe-" + uuid.uuid4().hex
@@ -256,25 +255,8 @@ def sign(payload: str, secret: str = WEBHOOK_SECRET, at: int | None = None) -> s
     return f"t={t},v1={mac}"
 
 
-Stop = Callable[[], Awaitable[None]]
-
-
 async def serve(fake: FakeStripe, port: int) -> Stop:
     """Serve the fake on 127.0.0.1:`port` in the running loop (the port is chosen before the services that call
     it start); returns an async `stop`."""
-    fake.url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # it could not start: say why
-        await asyncio.sleep(0.01)
-
-    async def stop() -> None:
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(task, 5)
-        except (TimeoutError, asyncio.CancelledError):
-            task.cancel()
-
+    fake.url, stop = await serve_asgi(fake.app(), port=port)
     return stop

@@ -109,11 +109,11 @@ async def nc(servers: Stack) -> AsyncIterator[Client]:
 Stop = Callable[[], Awaitable[None]]
 
 
-async def serve_asgi(app: Any) -> tuple[str, Stop]:
+async def serve_asgi(app: Any, port: int | None = None, **config: Any) -> tuple[str, Stop]:
     """Serve an ASGI app (a fake provider, an MCP server) on loopback in the running loop: its base URL and an
-    async `stop`."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    async `stop`. `port`: one chosen beforehand (else a free one); `config`: more of uvicorn's `Config`."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

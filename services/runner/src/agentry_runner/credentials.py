@@ -40,8 +40,10 @@ async def resolve(secrets: SecretCache, endpoint: EndpointSnapshot) -> tuple[str
             return "the tool server's headers are not a JSON object"
         return {str(k): str(v) for k, v in value.items()}
 
-    ids = [i for i in (endpoint.llm_secret_id, *(s.headers_secret_id for s in endpoint.servers)) if i]
-    if not endpoint.servers or secrets.holds(endpoint.owner_id, ids):
+    def ids() -> list[str]:
+        return [i for i in (endpoint.llm_secret_id, *(s.headers_secret_id for s in endpoint.servers)) if i]
+
+    if not endpoint.servers or secrets.holds(endpoint.owner_id, ids()):
         # Nothing to wait for (no servers, or every secret in memory): one after the other, no tasks. Gathered,
         # the lookups cost a turn of the event loop each: ~55 µs of a BYO + MCP run's latency.
         key = await llm_key()
