@@ -128,3 +128,38 @@ async def test_reported_uses_only_move_last_used_at_forward(sessions: async_sess
             await KeysRepository(session).mark_used({key.id: at})
     async with sessions() as session:
         assert (await KeysRepository(session).keys("aep_u"))[0].last_used_at == late
+
+
+async def test_keys_expiring_within_the_week_are_announced_once_per_expiry_and_revoked_ones_never(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    keys = KeysService("pepper", RING)
+    now = datetime.now(UTC)
+    ep = f"aep_exp_{uuid.uuid4().hex[:6]}"
+
+    def key(name: str, expires_at: datetime | None) -> CreateKey:
+        return CreateKey(endpoint_id=ep, owner_id="owner-exp", name=name, expires_at=expires_at)
+
+    async with sessions() as session, session.begin():
+        repo = KeysRepository(session)
+        soon = (await keys.create(repo, key("soon", now + timedelta(days=3)))).key
+        later = (await keys.create(repo, key("later", now + timedelta(days=8)))).key
+        await keys.create(repo, key("never", None))
+        revoked = (await keys.create(repo, key("revoked", now + timedelta(days=2)))).key
+        await keys.revoke(repo, ep, revoked.id)
+        gone = (await keys.create(repo, key("gone", now + timedelta(days=1)))).key
+        await keys.update(repo, ep, gone.id, {"expires_at": now - timedelta(seconds=1)})  # already expired
+
+    async def announced(at: datetime) -> list[tuple[str, datetime]]:
+        async with sessions() as session, session.begin():
+            events = await keys.expiring(KeysRepository(session), at, 100)
+        return [(e.key_id, e.expires_at) for e in events if e.endpoint_id == ep]
+
+    assert await announced(now) == [(soon.id, now + timedelta(days=3))]
+    assert await announced(now) == []  # once
+    moved = now + timedelta(days=5)
+    async with sessions() as session, session.begin():
+        await keys.update(KeysRepository(session), ep, soon.id, {"expires_at": moved})
+    assert await announced(now) == [(soon.id, moved)]  # a new expiry: announced again
+    # A day later, "later" is within the week; the rest stay silent.
+    assert await announced(now + timedelta(days=1, minutes=1)) == [(later.id, now + timedelta(days=8))]

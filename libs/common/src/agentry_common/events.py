@@ -226,6 +226,20 @@ class BudgetReached(Event):
         return f"{self.type}:{self.endpoint_id}:{self.period_start.isoformat()}:{self.budget_cents}"
 
 
+class KeyExpiring(Event):
+    """A caller key expires within a week. Published once per key and expiry time: a key whose expiry is
+    changed (and still within the week) is announced again; a revoked key is not."""
+
+    type: Literal["keys.key.expiring"] = "keys.key.expiring"
+    owner_id: str = Field(description="The endpoint's owner.")
+    endpoint_id: str = Field(description="The endpoint the key calls.")
+    key_id: str = Field(description="The key (`key_…`); never the key itself.")
+    expires_at: datetime = Field(description="When the key stops working (UTC).")
+
+    def msg_id(self) -> str:
+        return f"{self.type}:{self.key_id}:{self.expires_at.isoformat()}"
+
+
 class KeysRevoked(Event):
     """Broadcast by the keys service when an endpoint's key stops being valid; gateways drop cached verdicts."""
 
@@ -376,6 +390,7 @@ AnyEvent = Annotated[
     | BalanceLow
     | DepositSucceeded
     | BudgetReached
+    | KeyExpiring
     | KeysRevoked
     | RunProgress,
     Field(discriminator="type"),

@@ -27,6 +27,7 @@ CHARGE_UNCOLLECTED = "billing.charge.uncollected"
 BALANCE_LOW = "billing.balance.low"
 DEPOSIT_SUCCEEDED = "billing.deposit.succeeded"
 BUDGET_REACHED = "billing.budget.reached"
+KEY_EXPIRING = "keys.key.expiring"
 
 # --- ephemeral broadcasts (core NATS) ---
 RUN_PROGRESS = "run.progress.{run_id}"
@@ -113,7 +114,12 @@ BILLING_EVENTS_STREAM = StreamSpec(
     "published by billing.",
     atomic_publish=True,  # billing stores a batch's outcomes at once
 )
-STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM]
+KEY_EVENTS_STREAM = StreamSpec(
+    name="KEY_EVENTS",
+    subjects=["keys.key.>"],
+    description="Caller keys about to expire (a week before), published by the keys service.",
+)
+STREAMS = [RUNS_STREAM, RUN_EVENTS_STREAM, BILLING_EVENTS_STREAM, KEY_EVENTS_STREAM]
 
 # durable consumer names
 RUNNER_CONSUMER = "runner"

@@ -75,11 +75,12 @@ SERVICE_PERMISSIONS: dict[str, Grants] = {
         "publish": [
             s.SECRETS_STORE, s.SECRETS_DELETE, s.SECRETS_RESOLVE,  # webhook signing secrets, encrypted by keys
             f"$JS.ACK.{s.RUN_EVENTS_STREAM.name}.>", f"$JS.ACK.{s.BILLING_EVENTS_STREAM.name}.>",
+            f"$JS.ACK.{s.KEY_EVENTS_STREAM.name}.>",
         ],
         "subscribe": [*s.WEBHOOKS_REQUESTS, s.SECRETS_CHANGED],
     },
     "keys": {
-        "publish": [s.KEYS_REVOKED, s.SECRETS_CHANGED],
+        "publish": [s.KEYS_REVOKED, s.SECRETS_CHANGED, s.KEY_EXPIRING],
         "subscribe": [
             s.KEYS_ISSUE, s.KEYS_VERIFY, s.KEYS_REVOKE, s.SECRETS_STORE, s.SECRETS_DELETE, s.SECRETS_RESOLVE,
             s.KEYS_CREATE, s.KEYS_LIST, s.KEYS_UPDATE, s.KEYS_USED,  # caller keys

@@ -33,6 +33,8 @@ class ApiKey(Base):
     spend_cap_cents: Mapped[int | None] = mapped_column(BigInteger)
     spend_cap_period: Mapped[str] = mapped_column(String(8), server_default="month")
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The expiry `key.expiring` was announced for: a changed `expires_at` differs from it, and is announced again.
+    expiry_announced_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Secret(Base):

@@ -72,6 +72,23 @@ class KeysRepository:
                 .values(last_used_at=at)
             )
 
+    async def expiring(self, after: datetime, until: datetime, limit: int) -> list[ApiKey]:
+        """Unrevoked keys expiring in (after, until] not yet announced for that expiry, soonest first; locked, and
+        skipped by a concurrent replica's sweep."""
+        query = (
+            select(ApiKey)
+            .where(
+                ApiKey.revoked_at.is_(None),
+                ApiKey.expires_at > after,
+                ApiKey.expires_at <= until,
+                ApiKey.expiry_announced_for.is_distinct_from(ApiKey.expires_at),
+            )
+            .order_by(ApiKey.expires_at, ApiKey.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(await self.session.scalars(query))
+
     async def put_secret(self, secret: Secret) -> None:
         await self.session.merge(secret)
 

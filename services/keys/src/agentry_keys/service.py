@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agentry_common.errors import NotFound, Unauthorized
-from agentry_common.events import new_id
+from agentry_common.events import KeyExpiring, new_id
 from agentry_common.requests import CreatedKey, CreateKey, IssuedKey, KeyInfo, VerifiedKey
 
 from .models import ApiKey, Secret
@@ -22,6 +22,8 @@ from .repository import KeysRepository
 KEY_PREFIX = "aek_"
 DISPLAY_CHARS = 12  # "aek_" + 8 random characters: enough to recognise a key, far too few to guess it
 DEFAULT_NAME = "default"
+# `key.expiring` goes out this long before a key expires (or at once, for a key set to expire sooner).
+EXPIRING_NOTICE = timedelta(days=7)
 # What a new `default` key inherits from the one it replaces: the owner set these for that caller.
 _INHERITED = ("rate_limit_per_minute", "spend_cap_cents", "spend_cap_period")
 
@@ -113,6 +115,19 @@ class KeysService:
         check_verdict(verdict, datetime.now(UTC))
         assert verdict is not None
         return verdict
+
+    async def expiring(self, repo: KeysRepository, now: datetime, limit: int) -> list[KeyExpiring]:
+        """The keys to announce as expiring, marked announced for their expiry in the caller's transaction (which
+        publishes the events before it commits)."""
+        events = []
+        for key in await repo.expiring(now, now + EXPIRING_NOTICE, limit):
+            assert key.expires_at is not None  # the query's condition
+            key.expiry_announced_for = key.expires_at
+            expires_at = key.expires_at.astimezone(UTC)
+            events.append(
+                KeyExpiring(owner_id=key.owner_id, endpoint_id=key.endpoint_id, key_id=key.id, expires_at=expires_at)
+            )
+        return events
 
     async def store_secret(self, repo: KeysRepository, owner_id: str, value: str, secret_id: str | None) -> str:
         key_id, nonce, ct = self.ring.encrypt(value, owner_id)

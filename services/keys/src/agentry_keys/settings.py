@@ -17,6 +17,9 @@ class Settings(ServiceSettings):
         DEV_MASTER_KEYS,
         description="Secrets key ring `id:base64key[,id:base64key…]` (AES-256); the first key encrypts.",
     )
+    key_expiry_sweep_s: float = Field(
+        60.0, gt=0, description="How often to look for caller keys expiring within the week (`key.expiring`)."
+    )
 
     @model_validator(mode="after")
     def _no_default_secrets(self) -> Settings:

@@ -19,6 +19,7 @@ from agentry_common.events import (
     ChargeCollected,
     ChargeUncollected,
     DepositSucceeded,
+    KeyExpiring,
     RunCompleted,
     RunFailed,
     new_id,
@@ -186,6 +187,14 @@ def budget_notice(raw: bytes) -> Notice:
     data = {"endpoint_id": event.endpoint_id, "budget_cents": event.budget_cents, "budget_period": event.budget_period}
     key = f"budget.reached:{event.endpoint_id}:{event.period_start.isoformat()}:{event.budget_cents}"
     return Notice(event.owner_id, "budget.reached", key, event.occurred_at, data)
+
+
+def key_expiring_notice(raw: bytes) -> Notice:
+    """`keys.key.expiring` → `key.expiring`, once per key and expiry time (a changed expiry is a new notice)."""
+    event = KeyExpiring.model_validate_json(raw)
+    expires_at = event.expires_at.isoformat().replace("+00:00", "Z")
+    data = {"endpoint_id": event.endpoint_id, "key_id": event.key_id, "expires_at": expires_at}
+    return Notice(event.owner_id, "key.expiring", f"key.expiring:{event.key_id}:{expires_at}", event.occurred_at, data)
 
 
 def _delivery_row(webhook_id: str, notice: Notice, give_up_at: datetime) -> dict[str, object]:

@@ -12,6 +12,7 @@ from agentry_common.container import CONTAINER, ServiceContainer, SqlDatabase
 from ..repository import KeysRepository
 from ..service import KeyRing, KeysService
 from ..settings import Settings
+from .expiring import sweep_expiring
 
 
 class Keys(ServiceContainer):
@@ -20,6 +21,10 @@ class Keys(ServiceContainer):
         self.database = SqlDatabase(settings.database_url, pool_size=settings.db_pool_size)
         self.unit_of_work = self.database.unit_of_work(KeysRepository)
         self.service = KeysService(settings.key_pepper, KeyRing(settings.master_keys))
+        self.expiry_sweep_s = settings.key_expiry_sweep_s
+
+    async def start(self) -> None:
+        self.spawn(sweep_expiring(self, self.expiry_sweep_s))
 
 
 # A FastStream handler's parameter: the running process's container.

@@ -21,6 +21,7 @@ from agentry_common.events import (
     ChargeCollected,
     ChargeUncollected,
     DepositSucceeded,
+    KeyExpiring,
     RunCompleted,
     RunFailed,
     new_id,
@@ -169,13 +170,14 @@ async def _fan_out(webhooks: Webhooks, msg: NatsMessage, to_notice: Callable[[by
         webhooks.scheduler.wake()
 
 
-# Wallet events have durables of their own: a durable keeps the filter it was created with (nats-py does not
+# Wallet and key events have durables of their own: a durable keeps the filter it was created with (nats-py does not
 # update it), so widening the charge consumer's filter would not reach deployments that already have it.
 # One durable per filter: two subscribers sharing a durable on one stream would overwrite each other's filter.
 _WALLET_DURABLES = {
     subjects.BALANCE_LOW: f"{settings.event_consumer}-balance-low",
     subjects.DEPOSIT_SUCCEEDED: f"{settings.event_consumer}-deposit-succeeded",
     subjects.BUDGET_REACHED: f"{settings.event_consumer}-budget-reached",
+    subjects.KEY_EXPIRING: f"{settings.event_consumer}-key-expiring",
 }
 
 
@@ -191,6 +193,7 @@ for subject, event, stream, becomes in (
     (subjects.BALANCE_LOW, BalanceLow, subjects.BILLING_EVENTS_STREAM, "`balance.low`"),
     (subjects.DEPOSIT_SUCCEEDED, DepositSucceeded, subjects.BILLING_EVENTS_STREAM, "`deposit.succeeded`"),
     (subjects.BUDGET_REACHED, BudgetReached, subjects.BILLING_EVENTS_STREAM, "`budget.reached`"),
+    (subjects.KEY_EXPIRING, KeyExpiring, subjects.KEY_EVENTS_STREAM, "`key.expiring`"),
 ):
     asyncapi.consumes(
         subject, event, by="webhooks", stream=stream, durable=_durable(subject),
@@ -200,13 +203,13 @@ for subject, event, stream, becomes in (
 
 
 def _events(
-    filter_subject: str, stream: StreamSpec, durable: str
+    filter_subject: str, stream: StreamSpec, durable: str, deliver: DeliverPolicy = DeliverPolicy.NEW
 ) -> Callable[[Callable[[NatsMessage, Webhooks], Awaitable[None]]], object]:
     """A durable pull subscriber on one filter. A new deployment notifies from now on (DeliverPolicy.NEW); the
     durable consumer remembers its place after. Documented above with its payloads (include_in_schema=False:
     the handlers read the raw message)."""
     return router.subscriber(
-        filter_subject, stream=jstream(stream), durable=durable, deliver_policy=DeliverPolicy.NEW,
+        filter_subject, stream=jstream(stream), durable=durable, deliver_policy=deliver,
         pull_sub=PullSub(batch_size=32, timeout=5.0), inbox_prefix=pull_inbox(settings),
         ack_policy=AckPolicy.MANUAL, include_in_schema=False,
     )  # fmt: skip
@@ -235,3 +238,10 @@ async def on_deposit_succeeded(msg: NatsMessage, webhooks: WebhooksDep) -> None:
 @_events(subjects.BUDGET_REACHED, subjects.BILLING_EVENTS_STREAM, _durable(subjects.BUDGET_REACHED))
 async def on_budget_reached(msg: NatsMessage, webhooks: WebhooksDep) -> None:
     await _fan_out(webhooks, msg, service.budget_notice)
+
+
+# KEY_EVENTS came with this consumer, so nothing in it is older than the feature: all of it is delivered (the
+# keys service may have announced a key before this service first started).
+@_events(subjects.KEY_EXPIRING, subjects.KEY_EVENTS_STREAM, _durable(subjects.KEY_EXPIRING), DeliverPolicy.ALL)
+async def on_key_expiring(msg: NatsMessage, webhooks: WebhooksDep) -> None:
+    await _fan_out(webhooks, msg, service.key_expiring_notice)
