@@ -214,3 +214,38 @@ async def test_crud_patch_disable_and_delete(http: httpx.AsyncClient, auth: dict
     r = await http.delete(f"/api/webhooks/{webhook['id']}", headers=auth)
     assert r.status_code == 204
     assert (await http.get(f"/api/webhooks/{webhook['id']}", headers=auth)).status_code == 404
+
+
+async def test_finished_deliveries_past_retention_are_deleted_with_their_attempts_and_pending_ones_stay(
+    http: httpx.AsyncClient, auth: dict[str, str], receiver: Receiver, stack: Stack
+) -> None:
+    webhook_id = (await create(http, auth, receiver.url, ["run.succeeded"]))["webhook"]["id"]
+    sent = [(await http.post(f"/api/webhooks/{webhook_id}/test", headers=auth)).json()["delivery"]["id"]]
+    await settled(http, auth, webhook_id, 1)
+    sent.append((await http.post(f"/api/webhooks/{webhook_id}/test", headers=auth)).json()["delivery"]["id"])
+    sent.append((await http.post(f"/api/webhooks/{webhook_id}/test", headers=auth)).json()["delivery"]["id"])
+    await settled(http, auth, webhook_id, 3)
+    old, old_pending, recent = sent
+    # Two of them queued 31 days ago (past the default 30 days' retention), one of those still to be sent.
+    with psycopg.connect(stack.database_url) as conn:
+        conn.execute(
+            "UPDATE webhooks.deliveries SET created_at = now() - interval '31 days' WHERE id = ANY(%s)",
+            ([old, old_pending],),
+        )
+        conn.execute(
+            "UPDATE webhooks.deliveries SET status = 'pending', next_attempt_at = now() + interval '1 day' "
+            "WHERE id = %s",
+            (old_pending,),
+        )
+
+    async with asyncio.timeout(10):  # the tests' stack purges every half second
+        while True:
+            if old not in [d["id"] for d in await deliveries(http, auth, webhook_id)]:
+                break
+            await asyncio.sleep(0.2)
+    assert sorted(d["id"] for d in await deliveries(http, auth, webhook_id)) == sorted([old_pending, recent])
+    with psycopg.connect(stack.database_url) as conn:
+        attempts = conn.execute(
+            "SELECT count(*) FROM webhooks.delivery_attempts WHERE delivery_id = %s", (old,)
+        ).fetchone()
+    assert attempts == (0,)

@@ -49,3 +49,12 @@ def test_secrets_are_standard_webhooks_secrets_of_32_random_bytes() -> None:
 
     a, b = service.new_secret(), service.new_secret()
     assert a != b and a.startswith("whsec_") and len(base64.b64decode(a[6:])) == 32
+
+
+def test_deliveries_are_kept_at_least_as_long_as_the_events_that_could_come_again() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    assert Settings().webhook_retention_s == 30 * 86400
+    with pytest.raises(ValidationError, match="webhook_retention_s"):
+        Settings(webhook_retention_s=6 * 86400)  # a redelivered week-old event would be sent a second time

@@ -44,6 +44,7 @@ def servers() -> Iterator[Stack]:
             "WEBHOOK_RETRY_BASE_S": "0.25",
             "WEBHOOK_RETRY_WINDOW_S": "5",
             "WEBHOOK_POLL_S": "0.2",
+            "WEBHOOK_PURGE_S": "0.5",
             "KEY_EXPIRY_SWEEP_S": "0.5",  # `key.expiring` within a second of a key's expiry coming into the week
         },
     )

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .models import Base
@@ -45,6 +57,7 @@ class Deposit(Base):
         CheckConstraint(f"status IN {DEPOSIT_STATUSES}", name="status_known"),
         CheckConstraint(f"source IN {DEPOSIT_SOURCES}", name="source_known"),
         CheckConstraint("(status = 'succeeded') = (credit_id IS NOT NULL)", name="succeeded_is_credited"),
+        Index("ix_deposits_owner_id_created_at", "owner_id", "created_at"),
     )
 
 
@@ -107,4 +120,5 @@ class Reversal(Base):
         UniqueConstraint("kind", "stripe_ref"),
         CheckConstraint(f"kind IN {REVERSAL_KINDS}", name="kind_known"),
         CheckConstraint("amount_cents > 0 AND owed_cents >= 0 AND owed_cents <= amount_cents", name="owed_valid"),
+        Index("ix_reversals_owed", "owner_id", "created_at", postgresql_where=text("owed_cents > 0")),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, MetaData, String, func
+from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, String, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "keys"
@@ -19,6 +19,9 @@ class ApiKey(Base):
     for audit; `revoked_at` in the future is a grace period (a replaced `default` key)."""
 
     __tablename__ = "api_keys"
+    __table_args__ = (
+        Index("ix_keys_api_keys_expires_at", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     endpoint_id: Mapped[str] = mapped_column(String(64), index=True)

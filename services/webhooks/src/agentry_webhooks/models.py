@@ -54,6 +54,7 @@ class Delivery(Base):
         UniqueConstraint("webhook_id", "event_id", name="uq_deliveries_webhook_event"),
         Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         Index("ix_deliveries_webhook_created", "webhook_id", "created_at"),
+        Index("ix_deliveries_finished_created", "created_at", postgresql_where=text("status <> 'pending'")),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

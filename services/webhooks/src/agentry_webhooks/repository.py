@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -157,6 +157,20 @@ class WebhooksRepository:
         if attempt is not None and (kept or await self.session.get(Delivery, claimed.id) is not None):
             self.session.add(attempt)
         return kept
+
+    async def purge_finished(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` finished deliveries queued before `before` (their attempts go with them); how many.
+        Pending ones stay, whatever their age."""
+        old = (
+            select(Delivery.id)
+            .where(Delivery.status != "pending", Delivery.created_at < before)
+            .order_by(Delivery.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        result = await self.session.execute(delete(Delivery).where(Delivery.id.in_(old)))
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def requeue(self, delivery: Delivery, give_up_at: datetime, now: datetime) -> None:
         """Make a delivery due now with a new retry window. One being sent right now (leased, lease not run out)

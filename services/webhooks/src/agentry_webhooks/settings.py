@@ -28,6 +28,14 @@ class Settings(ServiceSettings):
     )
     webhook_poll_s: float = Field(1.0, gt=0, description="How often due deliveries are looked for.")
     backlog_sample_s: float = Field(15.0, gt=0, description="How often the due deliveries are counted (metric).")
+    webhook_retention_s: float = Field(
+        30 * 86400.0,
+        ge=max(spec.max_age_s for spec in subjects.STREAMS),
+        description="Finished deliveries (succeeded or failed) and their attempts are deleted this long after "
+        "their event was queued. At least the event streams' age (7 days): an event redelivered must still find "
+        "its delivery, or it would be sent again.",
+    )
+    webhook_purge_s: float = Field(600.0, gt=0, description="How often finished deliveries past retention go.")
     webhook_concurrency: int = Field(32, ge=1, description="Deliveries sent at once per replica.")
     secret_cache_ttl_s: float = Field(
         300.0, ge=0, description="How long a decrypted signing secret is kept in memory (0: resolved every time)."

@@ -4,6 +4,7 @@ Pending deliveries with `next_attempt_at` are the queue. A replica takes due one
 LOCKED` and moves them past a lease, so several replicas share the work without sending one twice at once,
 and a replica that dies mid-send leaves them to be taken again when the lease runs out (at least once). The
 loop looks for due deliveries every `webhook_poll_s`, and at once when this process has just queued some.
+Every `webhook_purge_s` it deletes finished deliveries older than `webhook_retention_s`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from agentry_common.container import UnitOfWork
 from agentry_common.events import utcnow
@@ -25,6 +26,7 @@ from ..repository import Claimed, WebhooksRepository
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
+PURGE_BATCH = 1000  # rows per transaction: a long backlog goes in short locks
 
 
 class DeliveryScheduler:
@@ -38,6 +40,7 @@ class DeliveryScheduler:
         self._sending: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self._purger: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Deliveries were just queued: look now rather than at the next poll."""
@@ -48,14 +51,16 @@ class DeliveryScheduler:
         self.sender = Sender(self.settings)
         self._loop = asyncio.create_task(self._run())
         self._sampler = asyncio.create_task(self._sample_backlog())
+        self._purger = asyncio.create_task(self._purge_finished())
 
     async def stop(self) -> None:
         """Stop taking deliveries and let those being sent finish (their receivers get at most the timeout)."""
         self._stopping.set()
         self._wake.set()
-        if self._sampler is not None:
-            self._sampler.cancel()
-            await asyncio.gather(self._sampler, return_exceptions=True)
+        for task in (self._sampler, self._purger):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._loop is not None:
             await asyncio.gather(self._loop, return_exceptions=True)
         if self._sending:
@@ -91,6 +96,23 @@ class DeliveryScheduler:
             except Exception as err:
                 log.debug("cannot count due deliveries: %s", type(err).__name__)
             await asyncio.sleep(self.settings.backlog_sample_s)
+
+    async def _purge_finished(self) -> None:
+        retention = timedelta(seconds=self.settings.webhook_retention_s)
+        while True:
+            try:
+                purged = 0
+                while True:
+                    async with self.unit_of_work() as repo:
+                        batch = await repo.purge_finished(utcnow() - retention, PURGE_BATCH)
+                    purged += batch
+                    if batch < PURGE_BATCH:
+                        break
+                if purged:
+                    log.info("deleted %d finished deliveries past retention", purged)
+            except Exception as err:
+                log.warning("cannot delete old deliveries: %s", type(err).__name__)
+            await asyncio.sleep(self.settings.webhook_purge_s)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         lease = secrets.token_hex(16)
