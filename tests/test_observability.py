@@ -138,6 +138,8 @@ async def observed(servers: Stack, otlp: tuple[str, OtlpReceiver]) -> AsyncItera
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "50",  # milliseconds: spans reach the receiver soon after they end
         "RATE_LIMIT_PER_ENDPOINT": "1",  # a second run of an endpoint is refused: the refusal is counted too
+        # The session's database, another NATS: its keys service must not announce the main stack's expiring keys.
+        "KEY_EXPIRY_SWEEP_S": "0",
     }
     started: dict[str, Service] = {}
     try:

@@ -179,7 +179,9 @@ def runner_nats() -> Iterator[Nats]:
 
 @pytest.fixture(scope="session")
 async def keys(servers: Stack, runner_nats: Nats) -> AsyncIterator[Service]:
-    svc = await asyncio.to_thread(start_process, servers, "keys", NATS_URL=runner_nats.url)
+    # It shares the session's database with the main stack's keys service, not its NATS: it must not announce
+    # the main stack's expiring keys on its own bus.
+    svc = await asyncio.to_thread(start_process, servers, "keys", NATS_URL=runner_nats.url, KEY_EXPIRY_SWEEP_S="0")
     yield svc
     await asyncio.to_thread(svc.stop)
 

@@ -18,7 +18,10 @@ class Settings(ServiceSettings):
         description="Secrets key ring `id:base64key[,id:base64key…]` (AES-256); the first key encrypts.",
     )
     key_expiry_sweep_s: float = Field(
-        60.0, gt=0, description="How often to look for caller keys expiring within the week (`key.expiring`)."
+        60.0,
+        ge=0,
+        description="How often to look for caller keys expiring within the week (`key.expiring`); 0: this "
+        "replica never does (another one does it).",
     )
 
     @model_validator(mode="after")

@@ -24,7 +24,8 @@ class Keys(ServiceContainer):
         self.expiry_sweep_s = settings.key_expiry_sweep_s
 
     async def start(self) -> None:
-        self.spawn(sweep_expiring(self, self.expiry_sweep_s))
+        if self.expiry_sweep_s > 0:
+            self.spawn(sweep_expiring(self, self.expiry_sweep_s))
 
 
 # A FastStream handler's parameter: the running process's container.
