@@ -71,6 +71,32 @@ async def test_a_service_cannot_publish_another_services_events(stack: Stack, se
         await client.close()
 
 
+@pytest.mark.parametrize(
+    ("service", "operation"),
+    [
+        ("runner", f"$JS.API.STREAM.PURGE.{subjects.RUNS_STREAM.name}"),
+        ("billing", f"$JS.API.STREAM.DELETE.{subjects.RUN_EVENTS_STREAM.name}"),
+        ("webhooks", f"$JS.API.CONSUMER.DELETE.{subjects.RUN_EVENTS_STREAM.name}.{subjects.BILLING_CONSUMER}"),
+        ("keys", f"$JS.API.STREAM.MSG.DELETE.{subjects.BILLING_EVENTS_STREAM.name}"),
+        ("gateway", f"$JS.API.STREAM.MSG.DELETE.{subjects.RUNS_STREAM.name}"),  # its limiter's streams only
+    ],
+)
+async def test_no_service_can_delete_or_purge_what_jetstream_stores(stack: Stack, service: str, operation: str) -> None:
+    """JetStream's API is open to the services, its destructive half is not: a compromised service cannot drop
+    the run queue, the events billing charges from, or another service's consumer."""
+    errors: list[Exception] = []
+    client = await _connect_as(stack, service, errors)
+    try:
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):  # dropped by the server
+            await client.request(operation, b'{"seq": 1}' if "MSG.DELETE" in operation else b"", timeout=1.0)
+        await asyncio.sleep(0.2)
+        assert any("permissions violation" in str(e).lower() for e in errors), errors
+        info = await client.jetstream().stream_info(subjects.RUNS_STREAM.name)  # the rest of the API answers
+        assert info.config.name == subjects.RUNS_STREAM.name
+    finally:
+        await client.close()
+
+
 def test_kubernetes_nats_users_get_exactly_the_permissions_of_the_table() -> None:
     """deploy/ must not drift from bus_permissions: production runs what development and tests run."""
     from pathlib import Path
@@ -85,6 +111,7 @@ def test_kubernetes_nats_users_get_exactly_the_permissions_of_the_table() -> Non
     for service, user in users.items():
         expected = permissions(service)
         assert user["permissions"]["publish"]["allow"] == expected["publish"], service
+        assert user["permissions"]["publish"].get("deny", []) == expected["deny_publish"], service
         assert user["permissions"]["subscribe"]["allow"] == expected["subscribe"], service
         assert user["permissions"].get("allow_responses", False) == expected["allow_responses"], service
     dev = Path("deploy/k8s/overlays/dev/nats.yaml").read_text()
@@ -93,6 +120,7 @@ def test_kubernetes_nats_users_get_exactly_the_permissions_of_the_table() -> Non
         line = next(line for line in dev.splitlines() if f"{{user: {service}," in line)
         assert str(expected["publish"]).replace("'", '"') in line, service
         assert str(expected["subscribe"]).replace("'", '"') in line, service
+        assert f"deny: {expected['deny_publish']}".replace("'", '"') in line, service
         assert ("allow_responses: true" in line) == expected["allow_responses"], service
 
 

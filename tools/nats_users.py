@@ -30,6 +30,9 @@ def helm_users(indent: str) -> str:
         for direction in ("publish", "subscribe"):
             lines += [f"{indent}    {direction}:", f"{indent}      allow:"]
             lines += [f'{indent}        - "{subject}"' for subject in perms[direction]]  # type: ignore[literal-required]
+            if direction == "publish" and perms["deny_publish"]:
+                lines.append(f"{indent}      deny:")
+                lines += [f'{indent}        - "{subject}"' for subject in perms["deny_publish"]]
         if perms["allow_responses"]:
             lines.append(f"{indent}    allow_responses: true")
     return "\n".join(lines) + "\n"
@@ -40,7 +43,8 @@ def dev_users(indent: str) -> str:
     for service in SERVICE_PERMISSIONS:
         perms = permissions(service)
         publish, subscribe = json.dumps(perms["publish"]), json.dumps(perms["subscribe"])
-        block = f"publish: {{allow: {publish}}}, subscribe: {{allow: {subscribe}}}"
+        deny = f", deny: {json.dumps(perms['deny_publish'])}" if perms["deny_publish"] else ""
+        block = f"publish: {{allow: {publish}{deny}}}, subscribe: {{allow: {subscribe}}}"
         if perms["allow_responses"]:
             block += ", allow_responses: true"
         lines.append(f"{indent}{{user: {service}, password: {_var(service)}, permissions: {{{block}}}}}")

@@ -129,3 +129,24 @@ async def test_a_failed_run_gives_its_hold_back_and_raising_the_cap_lets_runs_in
                          headers=auth)  # fmt: skip
     assert r.status_code == 200 and r.json()["key"]["spent_cents"] == 10
     assert (await http.post(created["run_url"], json={"input": "c"}, headers=headers)).status_code == 200
+
+
+async def test_a_run_the_endpoints_window_refuses_hands_its_keys_slot_back(
+    make_endpoint: EndpointFactory, http: httpx.AsyncClient, auth: dict[str, str], nc: Any
+) -> None:
+    """A key's slot is taken first (the narrower scope), so a run its endpoint then refuses gives it back (a
+    message delete on the limiter's stream, which the gateway's NATS user may do there and nowhere else): the
+    refusal costs the key nothing."""
+    from agentry_gateway.ratelimit.decision import subject_token
+
+    created = await make_endpoint()
+    endpoint_id = created["endpoint"]["id"]
+    key = await _new_key(http, auth, endpoint_id, rate_limit_per_minute=100)
+    js = nc.jetstream()
+    for _ in range(60):  # the endpoint's window (60 a minute in tests) filled by other callers
+        await js.publish(f"ratelimit.endpoint.{subject_token(endpoint_id)}", b"")
+    r = await http.post(created["run_url"], json={"input": "hi"}, headers={"X-API-Key": key["api_key"]})
+    assert r.status_code == 429 and "endpoint" in r.json()["error"]["message"], r.text
+    key_subject = f"ratelimit.key.l100.{subject_token(key['key']['id'])}"
+    info = await js.stream_info("RATELIMIT_KEY_100", subjects_filter=key_subject)
+    assert not info.state.subjects  # taken, then handed back

@@ -2,7 +2,10 @@
 
 One table, used by the local launcher (so development runs with production's permissions) and checked
 against the Kubernetes NATS values by the deploy tests. JetStream's own API (`$JS.API.>`) is open to every
-service; application subjects are not.
+service (each declares the streams, its consumers and its buckets) but for its destructive and administrative
+half, denied to all: no service deletes or purges a stream, deletes a consumer, removes a stored message
+(except the gateway's rate limiter, which hands an unused admission back on its own RATELIMIT_* streams),
+snapshots, restores or steps down anything. Operators do those as `admin`. Application subjects are not open.
 
 Replies: every account has its own inbox prefix, `_INBOX_<user>` (`agentry_common.subjects.inbox_prefix`, which
 the services connect with), and may subscribe to its own inboxes only — a reply (the keys service's
@@ -28,6 +31,7 @@ class Grants(TypedDict):
 
 class Permissions(Grants):
     allow_responses: bool  # may answer the requests it receives (once each), whatever their reply subject
+    deny_publish: list[str]  # refused even where `publish` allows (nats-server: deny wins)
 
 
 def _own_inboxes(user: str) -> str:
@@ -35,6 +39,22 @@ def _own_inboxes(user: str) -> str:
 
 
 _EVERYONE_PUBLISHES = ["$JS.API.>"]
+_NOBODY_PUBLISHES = [
+    "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.SNAPSHOT.>", "$JS.API.STREAM.RESTORE.>",
+    "$JS.API.STREAM.PEER.REMOVE.>", "$JS.API.STREAM.LEADER.STEPDOWN.>", "$JS.API.CONSUMER.DELETE.>",
+    "$JS.API.CONSUMER.LEADER.STEPDOWN.>", "$JS.API.META.LEADER.STEPDOWN", "$JS.API.SERVER.REMOVE",
+    "$JS.API.ACCOUNT.PURGE.>",
+]  # fmt: skip
+_MSG_DELETE = "$JS.API.STREAM.MSG.DELETE"
+
+
+def _denied(service: str) -> list[str]:
+    if service != "gateway":
+        return [*_NOBODY_PUBLISHES, f"{_MSG_DELETE}.>"]
+    # The gateway removes admissions from its limiter's streams (RATELIMIT_*, named per limit), nothing else.
+    kept = [spec.name for spec in s.STREAMS] + [f"KV_{s.ASYNC_RUNS_BUCKET}"]
+    return [*_NOBODY_PUBLISHES, *(f"{_MSG_DELETE}.{name}" for name in kept)]
+
 
 SERVICE_PERMISSIONS: dict[str, Grants] = {
     "gateway": {
@@ -113,7 +133,7 @@ def subscriber_permissions(durable: str, user: str = WEBHOOK_FORWARDER) -> Permi
             next_subject(stream, durable),
             f"$JS.ACK.{stream}.{durable}.>",
         ]
-    return {"publish": publish, "subscribe": [_own_inboxes(user)], "allow_responses": False}
+    return {"publish": publish, "subscribe": [_own_inboxes(user)], "allow_responses": False, "deny_publish": []}
 
 
 def permissions(service: str) -> Permissions:
@@ -122,6 +142,7 @@ def permissions(service: str) -> Permissions:
         "publish": _EVERYONE_PUBLISHES + own["publish"],
         "subscribe": [_own_inboxes(service), *own["subscribe"]],
         "allow_responses": service in RESPONDERS,
+        "deny_publish": _denied(service),
     }
 
 
@@ -145,7 +166,10 @@ def authorization_conf(passwords: dict[str, str]) -> str:
 
 def nats_permissions(perms: Permissions) -> dict[str, object]:
     """A user's `permissions` block in nats-server's configuration."""
-    block: dict[str, object] = {"publish": {"allow": perms["publish"]}, "subscribe": {"allow": perms["subscribe"]}}
+    publish: dict[str, list[str]] = {"allow": perms["publish"]}
+    if perms["deny_publish"]:
+        publish["deny"] = perms["deny_publish"]
+    block: dict[str, object] = {"publish": publish, "subscribe": {"allow": perms["subscribe"]}}
     if perms["allow_responses"]:
         block["allow_responses"] = True
     return block
