@@ -5,11 +5,9 @@ deployment."""
 from __future__ import annotations
 
 import importlib
-import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -25,14 +23,6 @@ EXTRA_MODELS = {"billing": ["payments_models", "spend_models"]}
 SQL_ONLY = {"billing": {"usage_hourly", "usage_runs", "balance_alerts"}}
 
 
-def _fresh_database(servers: Stack) -> str:
-    name = f"drift_{uuid.uuid4().hex[:8]}"
-    base = servers.database_url.rsplit("/", 1)[0]
-    with psycopg.connect(base.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{base}/{name}"
-
-
 def _metadata(service: str) -> tuple[MetaData, str, Path]:
     package = importlib.import_module(f"agentry_{service}")
     for extra in EXTRA_MODELS.get(service, []):
@@ -44,7 +34,7 @@ def _metadata(service: str) -> tuple[MetaData, str, Path]:
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_migrations_at_head_build_exactly_the_models(servers: Stack, service: str) -> None:
     metadata, schema, migrations = _metadata(service)
-    url = _fresh_database(servers)
+    url = servers.create_database("drift")
     upgrade(migrations, url)
 
     def include_name(name: str | None, type_: str, parent_names: Any) -> bool:

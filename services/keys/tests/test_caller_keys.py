@@ -24,17 +24,9 @@ MIGRATIONS = Path(agentry_keys.__file__).parent / "migrations"
 RING = KeyRing("k:" + "a" * 43 + "=")
 
 
-def _database(servers: Stack) -> str:
-    name = f"keys_{uuid.uuid4().hex[:8]}"
-    admin = servers.database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return servers.database_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(scope="module")
 def keys_db(servers: Stack) -> str:
-    url = _database(servers)
+    url = servers.create_database("keys")
     upgrade(MIGRATIONS, url)
     return url
 
@@ -47,7 +39,7 @@ async def sessions(keys_db: str) -> AsyncIterator[async_sessionmaker[AsyncSessio
 
 
 async def test_each_existing_key_becomes_its_endpoints_default_key_and_keeps_working(servers: Stack) -> None:
-    url = _database(servers)
+    url = servers.create_database("keys")
     upgrade(MIGRATIONS, url, "44c0a6b8684d")  # one key per endpoint, as before caller keys
     raw = "aek_" + "k" * 43
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:

@@ -7,7 +7,6 @@ import base64
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,16 +30,11 @@ OTHER = "other:" + base64.b64encode(b"x" * 32).decode()
 @pytest.fixture(scope="module")
 def keys_db(servers: Stack) -> str:
     """A database of its own: rotation re-encrypts every secret it finds, which the shared one must not see."""
-    import psycopg
 
     import agentry_keys
     from agentry_common.db import upgrade
 
-    name = f"keys_{uuid.uuid4().hex[:8]}"
-    admin = servers.database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = servers.database_url.rsplit("/", 1)[0] + f"/{name}"
+    url = servers.create_database("keys")
     upgrade(Path(agentry_keys.__file__).parent / "migrations", url)
     return url
 

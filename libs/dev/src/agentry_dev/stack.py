@@ -155,6 +155,18 @@ class Stack:
     def migrate(self) -> None:
         migrate_all(self.database_url)
 
+    def create_database(self, prefix: str) -> str:
+        """A new, empty database on the stack's PostgreSQL (named `<prefix>_<random>`): its URL."""
+        import uuid
+
+        import psycopg
+
+        base = self.database_url.rsplit("/", 1)[0]
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(base.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"{base}/{name}"
+
     def env(self, service: str | None = None, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
         creds = self.nats.credentials(service) if self.nats and service else None
