@@ -240,10 +240,10 @@ async def test_the_row_a_run_finishes_with_is_the_row_stored(probe, service):
     from agentry_runner import outcome
     from agentry_runner.agent import RunState
     from agentry_runner.models import Run, StoredRun
-    from agentry_runner.repository import RunsRepository
+    from agentry_runner.repository import Finishes, RunsRepository
 
     assert [f.name for f in dataclasses.fields(StoredRun)] == [c.name for c in Run.__table__.c]
-    repo = RunsRepository(service.db)
+    repo = RunsRepository(service.db, Finishes(service.db))
     event = probe.event(probe.endpoint(async_mode=True), {"b": 1, "a": [1.5, None]})
     first_attempt = event.requested_at + timedelta(milliseconds=3)
     await repo.mark_running(outcome.start(event, 1, first_attempt))
@@ -257,6 +257,49 @@ async def test_the_row_a_run_finishes_with_is_the_row_stored(probe, service):
     # A second outcome for the same run changes nothing and gets the stored row back.
     late = outcome.failed(event, 3, first_attempt, "internal_error", "late")
     assert await repo.finish(late) == (stored, False)
+
+
+async def test_outcomes_ending_together_share_statements_and_each_run_keeps_its_first_outcome(probe, service):
+    """Runs that end while an outcome write is in flight are written together in one statement; each caller
+    still learns whether its row is the stored one: two outcomes of one run in the same moment (two
+    deliveries) store the first, and an outcome for a run already finished stores nothing."""
+    from agentry_runner import outcome
+    from agentry_runner.agent import RunState
+    from agentry_runner.repository import Finishes, RunsRepository
+
+    class Counted:
+        """The runner's database, counting the statements that reach it."""
+
+        def __init__(self, db):
+            self.db, self.statements = db, 0
+
+        async def fetch(self, sql, params, **kw):
+            self.statements += 1
+            return await self.db.fetch(sql, params, **kw)
+
+    db = Counted(service.db)
+    repo = RunsRepository(service.db, Finishes(db))  # type: ignore[arg-type]
+    endpoint = probe.endpoint()
+    events = [probe.event(endpoint, f"run {i}") for i in range(30)]
+    done_before = events[0]
+    first, ours = await repo.finish(outcome.failed(done_before, 1, done_before.requested_at, "internal_error", "x"))
+    assert ours
+    db.statements = 0
+
+    def ended(event, note):
+        return outcome.finished(event, 1, event.requested_at, RunState(), "succeeded", markup=1.0, output=note)
+
+    twice = events[1]
+    outcomes = [ended(e, f"answer {i}") for i, e in enumerate(events)] + [ended(twice, "second delivery")]
+    results = await asyncio.gather(*(repo.finish(o) for o in outcomes))
+
+    assert db.statements < len(outcomes) / 2, db.statements  # written together, not one statement each
+    assert results[0] == (first, False)  # already finished: nothing stored, the stored row returned
+    for (stored, ours), o in zip(results[2:30], outcomes[2:30], strict=True):
+        assert ours and stored.output == o.output and stored == await repo.get(o.id)
+    (a, a_ours), (b, b_ours) = results[1], results[30]
+    assert (a_ours, b_ours) == (True, False) and a == b == await repo.get(twice.run_id)
+    assert a.output == "answer 1"
 
 
 async def test_finished_runs_show_in_the_runner_metrics(probe, runner):

@@ -45,7 +45,7 @@ from .database import Database
 from .execution import Executor, provider_label
 from .models import TERMINAL, StoredRun
 from .outcome import RunOutcome, RunStart, now
-from .repository import RunsRepository
+from .repository import Finishes, RunsRepository
 from .settings import Settings
 from .tool_cache import ToolCache
 
@@ -85,6 +85,7 @@ class RunnerService:
         self.nc = nc
         self.js = nc.jetstream()
         self.db = db
+        self.finishes = Finishes(db)
         self.clients = clients
         self.secrets = SecretCache(
             nc, rpc_timeout_s=settings.rpc_timeout_s, ttl_s=settings.secret_cache_ttl_s,
@@ -97,7 +98,7 @@ class RunnerService:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[RunsRepository]:
         """Every repository statement is a single autocommitted one: there is no transaction to hold."""
-        yield RunsRepository(self.db)
+        yield RunsRepository(self.db, self.finishes)
 
     async def process(self, event: RunRequested, delivery: int) -> None:
         """Bring the run to its outcome and announce it; raises when Postgres or NATS fail (→ redelivery)."""
