@@ -130,6 +130,29 @@ async def test_concurrent_decisions_on_three_connections_admit_exactly_the_limit
     assert all(1 <= int(r.headers["Retry-After"]) <= 60 and r.headers["X-RateLimit-Remaining"] == "0" for r in refused)
 
 
+async def test_admissions_heard_together_share_a_window_read_that_counts_every_one_of_them(
+    make_limits: LimitsFactory, servers: Stack
+) -> None:
+    """The headers' window read is sent after the admissions it answers for, and one read serves every
+    admission the gateway heard before sending it: under load, fewer reads than runs (seen on the wire)."""
+    limits = await make_limits()
+    reads: list[bytes] = []
+
+    async def heard(msg: Any) -> None:
+        reads.append(msg.data)
+
+    async with await nats.connect(servers.nats_url) as spy:
+        await spy.subscribe(f"$JS.API.DIRECT.GET.{limits.endpoint.stream}", cb=heard)
+        await spy.flush()
+        decisions = await asyncio.gather(*(limits.admit_run("aep_shared", False, "") for _ in range(30)))
+        await spy.flush()
+    assert 1 <= len(reads) < 30
+    # Each read counts what was admitted before it was sent: never more room than its own admission left,
+    # and the last one (sent after the 30th admission) counts all 30.
+    assert all(d.limit == 60 and 30 <= d.remaining <= 59 for d in decisions)
+    assert min(d.remaining for d in decisions) == 30
+
+
 @dataclass
 class Model:
     """The specification: a request passes when both its scopes have room; a refusal consumes nothing."""

@@ -101,6 +101,8 @@ class Limits:
         self._declaring = asyncio.Lock()
         self._last_warning = -math.inf
         self._unwarned = 0
+        # Window reads not yet sent, by (stream, subject): admissions counted before one is sent share it.
+        self._reads: dict[tuple[str, str], asyncio.Task[Window | None]] = {}
 
     @classmethod
     def from_settings(cls, nc: Client, settings: Settings) -> Limits:
@@ -192,10 +194,28 @@ class Limits:
             raise
         # The window read (for the headers) need not delay the run: it starts now, after the admission it
         # must count, and goes out in the same write as the caller's next NATS messages.
-        return Admission(asyncio.ensure_future(self._headers(checks)))
+        reads = [self._read_soon(scope, subject) for scope, subject in checks]
+        return Admission(asyncio.ensure_future(self._headers(checks, reads)))
 
-    async def _headers(self, checks: list[tuple[ScopeStream, str]]) -> Decision:
-        windows = await asyncio.gather(*(self._window(scope, subject) for scope, subject in checks))
+    def _read_soon(self, scope: ScopeStream, subject: str) -> asyncio.Task[Window | None]:
+        """The window read that will count this admission: the one of this subject not yet sent, if any (so
+        under load the admissions a gateway hears in one turn of its loop share one read), else a new one.
+        A read is sent when its task first runs, so every admission that joined it was stored before."""
+        key = (scope.stream, subject)
+        read = self._reads.get(key)
+        if read is None:
+            read = self._reads[key] = asyncio.ensure_future(self._shared_read(key, scope, subject))
+        return read
+
+    async def _shared_read(self, key: tuple[str, str], scope: ScopeStream, subject: str) -> Window | None:
+        del self._reads[key]  # sent now: a later admission needs a later read
+        return await self._window(scope, subject)
+
+    async def _headers(
+        self, checks: list[tuple[ScopeStream, str]], reads: list[asyncio.Task[Window | None]]
+    ) -> Decision:
+        # Shielded: one caller giving up (its request cancelled) must not cancel a read others share.
+        windows = await asyncio.gather(*(asyncio.shield(read) for read in reads))
         now = time.time()
         return tighter(
             [
