@@ -33,7 +33,7 @@ The last line is one JSON object: `overhead_p50_ms` / `runs_per_s` (platform key
 `runs_per_s_byo`, `one_core_runs_per_s` / `one_core_overhead_p50_ms` (platform key; `_byo` variants too),
 `errors` (every non-200 of every sustained phase), `charges_per_s`, and the details.
 
-    BENCH_SEQUENTIAL=500 BENCH_WARMUP=100 BENCH_DURATION_S=20 BENCH_CONCURRENCY=32 BENCH_ROUNDS=2 \
+    BENCH_SEQUENTIAL=500 BENCH_WARMUP=100 BENCH_DURATION_S=20 BENCH_CONCURRENCY=32 BENCH_ROUNDS=4 \
       BENCH_ONE_CORE=1 python bench/e2e.py      # BENCH_SECRET_CACHE_TTL_S=0: the runner without its secret cache
     # BENCH_MCP_TOOLS_CACHE_TTL_S=0: the runner lists the MCP server's tools for every run (before its tool cache)
 """
@@ -61,7 +61,9 @@ SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "500"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "100"))
 DURATION_S = float(os.environ.get("BENCH_DURATION_S", "20"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
-ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "2")))
+# Four slices of 5 s per path by default: this shared VM's speed moves within seconds, and finer slices spread
+# a slow moment over both paths (with two, one path's slices once ran 12-25 % slower in every process).
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "4")))
 ONE_CORE = os.environ.get("BENCH_ONE_CORE", "1") != "0" and len(os.sched_getaffinity(0)) >= 2
 # BENCH_TWO_CORES=0 measures the one-core mode only (for comparisons; its JSON line then lacks the two-core keys).
 TWO_CORES = os.environ.get("BENCH_TWO_CORES", "1") != "0" or not ONE_CORE
