@@ -93,6 +93,12 @@ async def payments(servers: Stack, fake_stripe: FakeStripe) -> AsyncIterator[Pay
         "CHARGE_BATCH_SIZE": "5",
     }  # fmt: skip
     started: list[Service] = []
+    # The session's own billing (manual mode), if another test started the whole stack first, answers the
+    # same RPC subjects in the same queue group: it is stopped for the module and started again after it.
+    manual = servers.primary.get("billing")
+    if manual is not None:
+        await asyncio.to_thread(manual.stop)
+        servers.services.remove(manual)
     try:
         # Started together and then awaited: three imports at once, not one after another (~3 s each here).
         for name, extra in (("billing", env), ("billing", env), ("gateway", {})):
@@ -104,6 +110,8 @@ async def payments(servers: Stack, fake_stripe: FakeStripe) -> AsyncIterator[Pay
             svc.stop()
             if svc in servers.services:
                 servers.services.remove(svc)
+        if manual is not None:
+            servers.primary["billing"] = await asyncio.to_thread(servers.start_service, "billing", manual.port)
         await js.delete_consumer(stream, consumer)
         await nc.drain()
 
