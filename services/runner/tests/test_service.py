@@ -302,6 +302,32 @@ async def test_outcomes_ending_together_share_statements_and_each_run_keeps_its_
     assert a.output == "answer 1"
 
 
+async def test_an_outcome_the_database_refuses_fails_only_its_own_run_not_the_others_written_with_it(probe, service):
+    import psycopg
+
+    from agentry_runner import outcome
+    from agentry_runner.agent import RunState
+    from agentry_runner.repository import Finishes, RunsRepository
+
+    repo = RunsRepository(service.db, Finishes(service.db))
+    endpoint = probe.endpoint()
+    events = [probe.event(endpoint, f"run {i}") for i in range(8)]
+    outcomes = [
+        outcome.finished(e, 1, e.requested_at, RunState(), "succeeded", markup=1.0, output=f"answer {i}")
+        for i, e in enumerate(events)
+    ]
+    # An error code longer than its column (64): PostgreSQL refuses that row, and with it any statement holding it.
+    poisoned = outcome.failed(events[5], 1, events[5].requested_at, "x" * 100, "refused")
+    outcomes[5] = poisoned
+    results = await asyncio.gather(*(repo.finish(o) for o in outcomes), return_exceptions=True)
+    assert isinstance(results[5], psycopg.errors.StringDataRightTruncation)
+    for i, (result, o) in enumerate(zip(results, outcomes, strict=True)):
+        if i != 5:
+            stored, ours = result
+            assert ours and stored.output == o.output and stored == await repo.get(o.id)
+    assert await repo.get(poisoned.id) is None
+
+
 async def test_finished_runs_show_in_the_runner_metrics(probe, runner):
     await probe.run(probe.endpoint(), "count me")
     async with httpx.AsyncClient() as http:

@@ -15,6 +15,7 @@ import functools
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import JSONB
@@ -44,6 +45,8 @@ _PAGE = f"SELECT {_SELECT} FROM {_TABLE} WHERE endpoint_id = %(endpoint_id)s"  #
 _BY_KEY = " AND key_id = %(key_id)s"
 _AFTER = " AND (created_at, id) < (%(created_at)s, %(id)s)"
 _NEWEST_FIRST = " ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+# The database (or the pool) is unavailable, rather than a statement refused: a batch fails as a whole.
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 _JSONB = {c.name: c.type.none_as_null for c in RUNS.c if isinstance(c.type, JSONB)}
 
 
@@ -86,7 +89,8 @@ class Finishes:
     stays independent: the statement keeps the first terminal row of each run, and each caller learns which
     rows were its own. Rows are sorted by id, so two runners' statements lock rows in the same order; a run
     met twice in one batch (two deliveries in this process) waits for the next, since one statement cannot
-    upsert a row twice.
+    upsert a row twice. A batch the server refuses (one row's value out of range, say) is written again row by
+    row, so only that run fails; a batch that fails because the database is unavailable fails each caller.
     """
 
     def __init__(self, db: Database, max_rows: int = 32):
@@ -129,19 +133,42 @@ class Finishes:
         self._waiting = later
         taken = sorted(batch.values(), key=lambda item: item[0]["id"])
         try:
-            kept = {k["id"]: k for k in await self.db.fetch(_finish_many(len(taken)), _params([r for r, _ in taken]))}
-        except BaseException as err:
-            for _, future in taken:
-                if not future.done():
-                    future.set_exception(err) if isinstance(err, Exception) else future.cancel()
-            if not isinstance(err, Exception):
+            try:
+                rows = await self.db.fetch(_finish_many(len(taken)), _params([r for r, _ in taken]))
+            except _UNAVAILABLE:
                 raise
-        else:
+            except Exception:
+                if len(taken) == 1:
+                    raise
+                # The server refused a row (a value out of range, say): that run fails, not the others with it.
+                for one in taken:
+                    await self._write_one(*one)
+                return
+            kept = {k["id"]: k for k in rows}
             for row, future in taken:
                 if not future.done():
                     future.set_result(kept.get(row["id"]))
+        except Exception as err:  # unavailable (each caller rides it out and retries), or its one row refused
+            for _, future in taken:
+                if not future.done():
+                    future.set_exception(err)
+        except BaseException:  # cancelled (shutting down): so is every caller still waiting
+            for _, future in [*taken, *self._waiting]:
+                future.cancel()
+            self._waiting = []
+            raise
         finally:
             self._drain()
+
+    async def _write_one(self, row: dict[str, Any], future: asyncio.Future[dict[str, Any] | None]) -> None:
+        try:
+            kept = await self.db.fetch(_finish_many(1), _params([row]))
+        except Exception as err:
+            if not future.done():
+                future.set_exception(err)
+        else:
+            if not future.done():
+                future.set_result(kept[0] if kept else None)
 
 
 def _params(rows: list[dict[str, Any]]) -> dict[str, Any]:
