@@ -80,6 +80,10 @@ def _run(row: dict[str, Any]) -> StoredRun:
     return StoredRun(**row)
 
 
+# An outcome row waiting for the next write, and where its caller waits for what the write kept.
+_Waiting = tuple[dict[str, Any], asyncio.Future[dict[str, Any] | None]]
+
+
 class Finishes:
     """Outcomes written together: the outcomes of runs that end while an outcome write is in flight wait for
     it and then go in one multi-row upsert (one statement, one commit and fsync), up to `max_rows`.
@@ -96,7 +100,7 @@ class Finishes:
     def __init__(self, db: Database, max_rows: int = 32):
         self.db = db
         self.max_rows = max_rows
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any] | None]]] = []
+        self._waiting: list[_Waiting] = []
         self._writing = False
         self._task: asyncio.Task[None] | None = None  # the background write (a reference keeps it alive)
 
@@ -109,9 +113,12 @@ class Finishes:
             return await future
         self._writing = True
         try:
-            kept = await self.db.fetch(_finish_many(1), _params([row]))
+            return await self._write_row(row)
         finally:
             self._drain()
+
+    async def _write_row(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        kept = await self.db.fetch(_finish_many(1), _params([row]))
         return kept[0] if kept else None
 
     def _drain(self) -> None:
@@ -123,7 +130,7 @@ class Finishes:
             self._writing, self._task = False, None
 
     async def _write_waiting(self) -> None:
-        batch: dict[str, tuple[dict[str, Any], asyncio.Future[dict[str, Any] | None]]] = {}
+        batch: dict[str, _Waiting] = {}
         later = []
         for row, future in self._waiting:
             if row["id"] in batch or len(batch) >= self.max_rows:
@@ -133,25 +140,7 @@ class Finishes:
         self._waiting = later
         taken = sorted(batch.values(), key=lambda item: item[0]["id"])
         try:
-            try:
-                rows = await self.db.fetch(_finish_many(len(taken)), _params([r for r, _ in taken]))
-            except _UNAVAILABLE:
-                raise
-            except Exception:
-                if len(taken) == 1:
-                    raise
-                # The server refused a row (a value out of range, say): that run fails, not the others with it.
-                for one in taken:
-                    await self._write_one(*one)
-                return
-            kept = {k["id"]: k for k in rows}
-            for row, future in taken:
-                if not future.done():
-                    future.set_result(kept.get(row["id"]))
-        except Exception as err:  # unavailable (each caller rides it out and retries), or its one row refused
-            for _, future in taken:
-                if not future.done():
-                    future.set_exception(err)
+            await self._write_batch(taken)
         except BaseException:  # cancelled (shutting down): so is every caller still waiting
             for _, future in [*taken, *self._waiting]:
                 future.cancel()
@@ -160,15 +149,36 @@ class Finishes:
         finally:
             self._drain()
 
-    async def _write_one(self, row: dict[str, Any], future: asyncio.Future[dict[str, Any] | None]) -> None:
+    async def _write_batch(self, taken: list[_Waiting]) -> None:
         try:
-            kept = await self.db.fetch(_finish_many(1), _params([row]))
+            rows = await self.db.fetch(_finish_many(len(taken)), _params([row for row, _ in taken]))
         except Exception as err:
-            if not future.done():
-                future.set_exception(err)
-        else:
-            if not future.done():
-                future.set_result(kept[0] if kept else None)
+            if len(taken) == 1 or isinstance(err, _UNAVAILABLE):  # each caller rides the outage out and retries
+                for _, future in taken:
+                    _settle(future, error=err)
+                return
+            # The server refused a row (a value out of range, say): that run fails, not the others with it.
+            for row, future in taken:
+                try:
+                    _settle(future, await self._write_row(row))
+                except Exception as one:
+                    _settle(future, error=one)
+            return
+        kept = {k["id"]: k for k in rows}
+        for row, future in taken:
+            _settle(future, kept.get(row["id"]))
+
+
+def _settle(
+    future: asyncio.Future[dict[str, Any] | None], result: dict[str, Any] | None = None, error: Exception | None = None
+) -> None:
+    """Give a waiting caller its answer, unless it stopped waiting (cancelled)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _params(rows: list[dict[str, Any]]) -> dict[str, Any]:
